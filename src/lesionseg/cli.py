@@ -1,0 +1,223 @@
+"""The `lesionseg` command: serve, predict, evaluate, train, export-weights."""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_train_parser(subparsers) -> None:
+    from lesionseg.training.loop import TrainingOptions
+
+    defaults = TrainingOptions()
+    parser = subparsers.add_parser("train", help="train a model on ISIC-layout folders (resumable)")
+    parser.add_argument("--model", default=defaults.model)
+    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
+    parser.add_argument("--sets", nargs="+", default=list(defaults.sets), help="set folders under --data-root")
+    parser.add_argument("--output-directory", type=Path, help="default: runs/MODEL")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--samples-per-epoch", type=int, default=defaults.samples_per_epoch)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    parser.add_argument("--split-seed", type=int, default=defaults.split_seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--encoder-weights", choices=["imagenet", "none"], default=defaults.encoder_weights)
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads; 0 = torch's choice")
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="steps")
+    parser.add_argument("--limit-pairs", type=int, default=0, help="use only the first N pairs of each set")
+
+
+def run_train(arguments: argparse.Namespace) -> None:
+    from lesionseg.training.loop import TrainingOptions, train
+
+    options = TrainingOptions(
+        model=arguments.model,
+        data_root=arguments.data_root,
+        sets=tuple(arguments.sets),
+        output_directory=arguments.output_directory or Path("runs") / arguments.model,
+        epochs=arguments.epochs,
+        samples_per_epoch=arguments.samples_per_epoch,
+        batch_size=arguments.batch_size,
+        learning_rate=arguments.learning_rate,
+        weight_decay=arguments.weight_decay,
+        validation_fraction=arguments.validation_fraction,
+        split_seed=arguments.split_seed,
+        seed=arguments.seed,
+        encoder_weights=arguments.encoder_weights,
+        threads=arguments.threads,
+        checkpoint_every=arguments.checkpoint_every,
+        limit_pairs=arguments.limit_pairs,
+        command=["lesionseg", *sys.argv[1:]],
+    )
+    print(f"best checkpoint: {train(options)}")
+
+
+def add_serve_parser(subparsers) -> None:
+    parser = subparsers.add_parser("serve", help="run the HTTP service (settings also from LESIONSEG_* variables)")
+    parser.add_argument("--host", help="default 127.0.0.1")
+    parser.add_argument("--port", type=int, help="default 8000")
+    parser.add_argument("--weights", type=Path, help="a .safetensors checkpoint; default: the embedded model")
+
+
+def run_serve(arguments: argparse.Namespace) -> None:
+    import uvicorn
+
+    from lesionseg.api import create_app
+    from lesionseg.config import Settings
+
+    overrides = {key: value for key in ("host", "port", "weights") if (value := getattr(arguments, key)) is not None}
+    settings = Settings(**overrides)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+def add_predict_parser(subparsers) -> None:
+    parser = subparsers.add_parser("predict", help="segment images; write mask, uncertainty and combined PNGs")
+    parser.add_argument("images", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_predict(arguments: argparse.Namespace) -> None:
+    import cv2
+
+    from lesionseg.config import Settings
+    from lesionseg.imaging.decode import ImageRejected, decode_upload
+    from lesionseg.imaging.render import combined_panels, encode_png, uncertainty_to_uint16
+    from lesionseg.predictor import Predictor
+
+    settings = Settings(**({"weights": arguments.weights} if arguments.weights else {}))
+    predictor = Predictor.from_checkpoint(settings.weights)
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for image_path in arguments.images:
+        try:
+            decoded = decode_upload(
+                image_path.read_bytes(), settings.max_pixels, settings.min_side, 2 * predictor.input_size
+            )
+        except (ImageRejected, OSError) as error:
+            print(f"{image_path}: skipped: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        prediction = predictor.predict(
+            decoded.rgb,
+            samples=arguments.samples,
+            seed=arguments.seed,
+            threshold=arguments.threshold,
+            output_size=(decoded.original_width, decoded.original_height),
+        )
+        stem = arguments.out / image_path.stem
+        cv2.imwrite(f"{stem}_mask.png", prediction.mask.astype("uint8") * 255)
+        cv2.imwrite(f"{stem}_uncertainty.png", uncertainty_to_uint16(prediction.uncertainty_std))
+        combined = combined_panels(
+            prediction.mask, prediction.uncertainty_std, settings.heatmap_scale, settings.heatmap_scale_max
+        )
+        (arguments.out / f"{image_path.stem}_combined.png").write_bytes(encode_png(combined))
+        print(
+            f"{image_path}: lesion {prediction.mask.mean():.1%} of the image,"
+            f" {prediction.timings_ms['inference']:.0f} ms"
+        )
+    if failures:
+        sys.exit(1)
+
+
+def add_evaluate_parser(subparsers) -> None:
+    from lesionseg.training.loop import TrainingOptions
+
+    defaults = TrainingOptions()
+    parser = subparsers.add_parser("evaluate", help="ISIC 2018 Task 1 metrics at each image's own size")
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
+    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    parser.add_argument("--split", choices=["validation", "training", "all"], default="validation")
+    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    parser.add_argument("--split-seed", type=int, default=defaults.split_seed)
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N pairs of each set")
+    parser.add_argument("--output", type=Path, default=Path("runs/evaluation.json"))
+    parser.add_argument("--record", action="store_true", help="also store the metrics in the checkpoint's sidecar")
+
+
+def run_evaluate(arguments: argparse.Namespace) -> None:
+    import json
+
+    from lesionseg.config import Settings
+    from lesionseg.evaluation.evaluate import evaluate_pairs, format_table, select_pairs, write_report
+    from lesionseg.model.checkpoint import sidecar_path
+    from lesionseg.predictor import Predictor
+
+    weights = arguments.weights or Settings().weights
+    predictor = Predictor.from_checkpoint(weights)
+    results, counts, per_image = {}, {}, {}
+    for set_name in arguments.sets:
+        records = select_pairs(
+            arguments.data_root, set_name, arguments.split, arguments.validation_fraction, arguments.split_seed
+        )
+        if arguments.limit:
+            records = records[: arguments.limit]
+        results[set_name], per_image[set_name] = evaluate_pairs(predictor, records, arguments.samples, arguments.seed)
+        counts[set_name] = len(records)
+    print(format_table(results, counts))
+    summary = {
+        "command": " ".join(["lesionseg", *sys.argv[1:]]),
+        "model": predictor.config.name,
+        "split": arguments.split,
+        "samples": arguments.samples,
+        "seed": arguments.seed,
+        "pairs": counts,
+        "metrics": results,
+    }
+    write_report(arguments.output, {**summary, "per_image": per_image})
+    print(f"report: {arguments.output}")
+    if arguments.record:
+        path = sidecar_path(weights)
+        sidecar = json.loads(path.read_text())
+        sidecar["evaluation"] = summary
+        path.write_text(json.dumps(sidecar, indent=2) + "\n")
+
+
+def add_export_parser(subparsers) -> None:
+    parser = subparsers.add_parser("export-weights", help="copy a checkpoint, optionally in float16 (to ship it)")
+    parser.add_argument("source", type=Path)
+    parser.add_argument("destination", type=Path)
+    parser.add_argument("--half", action="store_true", help="store floating-point tensors as float16")
+
+
+def run_export(arguments: argparse.Namespace) -> None:
+    from lesionseg.model.checkpoint import config_from_sidecar, load_checkpoint, save_checkpoint
+
+    model, sidecar = load_checkpoint(arguments.source)
+    metadata = {key: value for key, value in sidecar.items() if key in ("training", "validation_during_training")}
+    save_checkpoint(model, config_from_sidecar(sidecar), arguments.destination, metadata, half_precision=arguments.half)
+    print(f"wrote {arguments.destination}")
+
+
+COMMANDS = {
+    "serve": (add_serve_parser, run_serve),
+    "predict": (add_predict_parser, run_predict),
+    "evaluate": (add_evaluate_parser, run_evaluate),
+    "train": (add_train_parser, run_train),
+    "export-weights": (add_export_parser, run_export),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="lesionseg", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add_parser, _ in COMMANDS.values():
+        add_parser(subparsers)
+    arguments = parser.parse_args(argv)
+    from lesionseg.model.checkpoint import CheckpointError
+
+    try:
+        COMMANDS[arguments.command][1](arguments)
+    except (ValueError, CheckpointError, FileNotFoundError) as error:
+        parser.exit(2, f"lesionseg {arguments.command}: error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Settings, read from the environment (LESIONSEG_*) or passed in; limits and defaults live here."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIRECTORY = Path(__file__).resolve().parent
+DEFAULT_WEIGHTS = PACKAGE_DIRECTORY / "weights" / "default.safetensors"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LESIONSEG_", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    weights: Path = DEFAULT_WEIGHTS
+
+    max_upload_bytes: int = Field(30 * 1024 * 1024, gt=0)
+    # 64 MP admits every dermatoscope and phone photo we know of; the header is checked first.
+    max_pixels: int = Field(64_000_000, gt=0)
+    min_side: int = Field(16, ge=1)
+
+    default_samples: int = Field(10, ge=1, le=64)
+    default_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    # The heatmap's colour scale: this standard deviation (and above) is the hottest colour.
+    heatmap_scale_max: float = Field(0.25, gt=0.0, le=0.5)
+    heatmap_scale: Literal["absolute", "per_image"] = "absolute"
+
+    # Torch threads for inference; 0 keeps torch's default (one per core).
+    torch_threads: int = Field(0, ge=0)

@@ -1,0 +1,1 @@
+"""ISIC segmentation metrics and evaluation reports."""

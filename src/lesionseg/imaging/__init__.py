@@ -1,0 +1,1 @@
+"""Images in and out: decoding and validating uploads, model-sized tensors, rendered results."""

@@ -1,0 +1,66 @@
+"""Pure functions from prediction arrays to pictures: mask panel, uncertainty heatmap, PNG bytes."""
+
+from typing import Literal
+
+import cv2
+import numpy as np
+
+HeatmapScale = Literal["absolute", "per_image"]
+# The standard deviation of a probability can never exceed 0.5.
+MAX_POSSIBLE_STD = 0.5
+
+
+def mask_panel(mask: np.ndarray) -> np.ndarray:
+    """Boolean H×W -> RGB: lesion white, skin black."""
+    gray = np.where(mask, 255, 0).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def uncertainty_heatmap(
+    uncertainty_std: np.ndarray,
+    scale: HeatmapScale = "absolute",
+    scale_max: float = MAX_POSSIBLE_STD,
+    colormap: int = cv2.COLORMAP_JET,
+) -> np.ndarray:
+    """Float H×W std -> RGB heatmap.
+
+    `absolute`: std 0..scale_max maps onto the whole colormap in every image, so one colour
+    means one level of uncertainty everywhere. `per_image`: the seed's min–max stretch, which
+    makes any image look alarming and maps incomparable; kept only as an option.
+    """
+    if scale == "per_image":
+        low, high = float(uncertainty_std.min()), float(uncertainty_std.max())
+        normalised = (uncertainty_std - low) / (high - low) if high > low else np.zeros_like(uncertainty_std)
+    else:
+        normalised = uncertainty_std / scale_max
+    levels = np.clip(normalised * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    # OpenCV colormaps come out BGR; the seed showed them as RGB, swapping red and blue.
+    return cv2.cvtColor(cv2.applyColorMap(levels, colormap), cv2.COLOR_BGR2RGB)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    if left.shape != right.shape:
+        raise ValueError(f"panels differ in shape: {left.shape} and {right.shape}")
+    return np.concatenate([left, right], axis=1)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """RGB H×W×3 or gray H×W (8- or 16-bit) -> PNG bytes. Fast compression: these are large."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    success, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not success:
+        raise RuntimeError("PNG encoding failed")
+    return encoded.tobytes()
+
+
+def combined_panels(
+    mask: np.ndarray, uncertainty_std: np.ndarray, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
+) -> np.ndarray:
+    """The seed's picture: binary mask on the left, uncertainty heatmap on the right."""
+    return side_by_side(mask_panel(mask), uncertainty_heatmap(uncertainty_std, scale, scale_max))
+
+
+def uncertainty_to_uint16(uncertainty_std: np.ndarray) -> np.ndarray:
+    """Std as 16-bit levels on a fixed scale: value = round(std / 0.5 × 65535)."""
+    return np.clip(uncertainty_std / MAX_POSSIBLE_STD * 65535.0 + 0.5, 0, 65535).astype(np.uint16)

@@ -1,0 +1,116 @@
+"""Checkpoints: weights as safetensors, everything about them in a JSON sidecar beside them.
+
+Loading is strict: a missing or unexpected tensor, a shape mismatch or a sha256 that does not match
+the sidecar is an error that names the problem, never a silently half-loaded model.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lesionseg import __version__
+from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.registry import ModelConfig, create_model
+
+SIDECAR_FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be trusted or does not fit its architecture."""
+
+
+def sidecar_path(weights_path: Path) -> Path:
+    return Path(weights_path).with_suffix(".json")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    model: LesionSegmenter,
+    config: ModelConfig,
+    weights_path: Path,
+    metadata: dict[str, Any] | None = None,
+    half_precision: bool = False,
+) -> dict[str, Any]:
+    """Writes `weights_path` (safetensors) and its sidecar; returns the sidecar."""
+    weights_path = Path(weights_path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        if half_precision and tensor.is_floating_point():
+            tensor = tensor.half()
+        tensors[name] = tensor
+    save_file(tensors, str(weights_path))
+    sidecar = {
+        "format_version": SIDECAR_FORMAT_VERSION,
+        "lesionseg_version": __version__,
+        "architecture": config.to_dict(),
+        "input_size": [config.input_size, config.input_size],
+        "normalisation": {"mean": list(config.mean), "std": list(config.std), "pixel_scale": "0-1 RGB"},
+        "weights_dtype": "float16" if half_precision else "float32",
+        **(metadata or {}),
+        "sha256": file_sha256(weights_path),
+    }
+    sidecar_path(weights_path).write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar
+
+
+def read_sidecar(weights_path: Path) -> dict[str, Any]:
+    path = sidecar_path(weights_path)
+    if not path.is_file():
+        raise CheckpointError(f"no sidecar {path.name} beside {Path(weights_path).name}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"sidecar {path.name} is not valid JSON: {error}") from error
+
+
+def config_from_sidecar(sidecar: dict[str, Any]) -> ModelConfig:
+    architecture = dict(sidecar["architecture"])
+    for key in ("out_indices", "mean", "std"):
+        architecture[key] = tuple(architecture[key])
+    return ModelConfig(**architecture)
+
+
+def load_checkpoint(weights_path: Path, verify_sha256: bool = True) -> tuple[LesionSegmenter, dict[str, Any]]:
+    """Builds the sidecar's architecture and loads the weights into it, strictly, in float32."""
+    weights_path = Path(weights_path)
+    if weights_path.suffix != ".safetensors":
+        raise CheckpointError(f"{weights_path.name}: only .safetensors checkpoints are loaded")
+    if not weights_path.is_file():
+        raise CheckpointError(f"checkpoint {weights_path} does not exist")
+    sidecar = read_sidecar(weights_path)
+    if verify_sha256 and file_sha256(weights_path) != sidecar.get("sha256"):
+        raise CheckpointError(
+            f"{weights_path.name}: sha256 does not match its sidecar; the file was changed or damaged"
+        )
+    try:
+        tensors = load_file(str(weights_path))
+    except SafetensorError as error:
+        raise CheckpointError(f"{weights_path.name} is not a readable safetensors file: {error}") from error
+    config = config_from_sidecar(sidecar)
+    model = create_model(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = sorted(name for name in set(expected) & set(tensors) if expected[name].shape != tensors[name].shape)
+    if missing or unexpected or mismatched:
+        problems = []
+        for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+            if names:
+                problems.append(f"{len(names)} {label} (e.g. {', '.join(names[:3])})")
+        raise CheckpointError(f"{weights_path.name} does not fit architecture {config.name!r}: " + "; ".join(problems))
+    model.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in tensors.items()}, strict=True)
+    model.eval()
+    return model, sidecar

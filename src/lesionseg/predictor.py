@@ -1,0 +1,93 @@
+"""One image in, the mask and its uncertainty out, at the image's own size.
+
+This is the only place that joins preprocessing, the model and MC sampling; the HTTP layer and the
+CLI both call it, so they cannot drift apart.
+"""
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from lesionseg.imaging.preprocess import normalise, resize_to_square
+from lesionseg.model.checkpoint import config_from_sidecar, load_checkpoint
+from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.registry import ModelConfig
+from lesionseg.uncertainty.mc_dropout import sample_mc_dropout
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Maps at the original image's size (H×W float32), and how they were made."""
+
+    mean_probability: np.ndarray
+    uncertainty_std: np.ndarray
+    predictive_entropy: np.ndarray
+    mask: np.ndarray  # bool
+    samples: int
+    seed: int
+    threshold: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def resize_map(values: torch.Tensor, width: int, height: int) -> np.ndarray:
+    return cv2.resize(values.numpy().astype(np.float32, copy=False), (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+class Predictor:
+    """Holds the loaded model. Inference is serialised: the model's threads already use every core."""
+
+    def __init__(self, model: LesionSegmenter, sidecar: dict) -> None:
+        self.model = model.eval()
+        self.sidecar = sidecar
+        self.config: ModelConfig = config_from_sidecar(sidecar)
+        self.temperature = float(sidecar.get("calibration", {}).get("temperature", 1.0))
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, weights_path: Path) -> "Predictor":
+        model, sidecar = load_checkpoint(weights_path)
+        return cls(model, sidecar)
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+    def predict(
+        self,
+        rgb: np.ndarray,
+        samples: int = 10,
+        seed: int | None = None,
+        threshold: float = 0.5,
+        output_size: tuple[int, int] | None = None,
+    ) -> Prediction:
+        """`rgb` is H×W×3 uint8; `output_size` (width, height) defaults to the array's own size."""
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        width, height = output_size or (rgb.shape[1], rgb.shape[0])
+        started = time.perf_counter()
+        square = resize_to_square(rgb, self.input_size)
+        batch = normalise(torch.from_numpy(np.ascontiguousarray(square))[None], self.config.mean, self.config.std)
+        prepared = time.perf_counter()
+        with self.lock:
+            maps = sample_mc_dropout(self.model, batch, samples, seed, self.temperature)
+        sampled = time.perf_counter()
+        mean_probability = resize_map(maps.mean_probability[0], width, height)
+        return Prediction(
+            mean_probability=mean_probability,
+            uncertainty_std=resize_map(maps.uncertainty_std[0], width, height),
+            predictive_entropy=resize_map(maps.predictive_entropy[0], width, height),
+            mask=mean_probability >= threshold,
+            samples=samples,
+            seed=seed,
+            threshold=threshold,
+            timings_ms={
+                "preprocess": round((prepared - started) * 1000, 2),
+                "inference": round((sampled - prepared) * 1000, 2),
+                "resize": round((time.perf_counter() - sampled) * 1000, 2),
+            },
+        )

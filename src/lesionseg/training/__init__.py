@@ -1,0 +1,1 @@
+"""Training: ISIC-layout datasets, splits, augmentation, losses and the resumable loop."""

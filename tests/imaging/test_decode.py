@@ -1,0 +1,98 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lesionseg.imaging.decode import ImageRejected, decode_upload
+
+LIMITS = {"max_pixels": 64_000_000, "min_side": 16}
+
+
+@pytest.fixture(scope="module")
+def lesion(real_image_path) -> Image.Image:
+    return Image.open(real_image_path).convert("RGB")
+
+
+def encoded(image: Image.Image, format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "LA"])
+def test_odd_modes_become_8_bit_rgb(lesion, mode):
+    if mode == "I;16":  # a true 16-bit picture uses the whole 0-65535 range
+        image = Image.fromarray(np.asarray(lesion.convert("L")).astype(np.uint16) * 257)
+    else:
+        image = lesion.convert(mode)
+    format = "TIFF" if mode in ("CMYK", "I;16") else "PNG"
+    decoded = decode_upload(encoded(image, format), **LIMITS)
+    assert decoded.rgb.dtype == np.uint8 and decoded.rgb.shape == (lesion.height, lesion.width, 3)
+    assert decoded.rgb.std() > 5, "the picture survived the conversion"
+
+
+def test_16_bit_is_rescaled_not_clipped():
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    decoded = decode_upload(encoded(Image.fromarray(ramp), "PNG"), **LIMITS)
+    assert decoded.rgb[..., 0].min() == 0 and decoded.rgb[..., 0].max() == 255
+    assert len(np.unique(decoded.rgb)) > 200
+
+
+def test_exif_rotation_is_honoured(lesion):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when shown
+    decoded = decode_upload(encoded(lesion.resize((300, 200)), "JPEG", exif=exif), **LIMITS)
+    assert decoded.rgb.shape[:2] == (300, 200)
+    assert (decoded.original_width, decoded.original_height) == (200, 300)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_but_reports_its_size(lesion):
+    big = lesion.resize((4000, 3000))
+    decoded = decode_upload(encoded(big, "JPEG", quality=90), draft_size=384, **LIMITS)
+    assert (decoded.original_width, decoded.original_height) == (4000, 3000)
+    assert 384 <= min(decoded.rgb.shape[:2]) < 3000
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (b"", 400, "empty"),
+        (b"hello, this is text", 415, "not an image"),
+        (b"%PDF-1.4\n", 415, "not an image"),
+    ],
+)
+def test_non_images_are_rejected(data, status, words):
+    with pytest.raises(ImageRejected) as caught:
+        decode_upload(data, **LIMITS)
+    assert caught.value.status_code == status and words in caught.value.message
+
+
+def test_truncated_jpeg_is_rejected(lesion):
+    data = encoded(lesion, "JPEG")
+    with pytest.raises(ImageRejected) as caught:
+        decode_upload(data[: len(data) // 2], **LIMITS)
+    assert caught.value.status_code == 400 and "truncated" in caught.value.message
+
+
+def test_too_many_pixels_is_refused_from_the_header():
+    # A real 20000×20000 PNG header, compressed to almost nothing.
+    bomb = encoded(Image.new("1", (20000, 20000)), "PNG")
+    assert len(bomb) < 200_000
+    with pytest.raises(ImageRejected) as caught:
+        decode_upload(bomb, max_pixels=50_000_000, min_side=16)
+    assert caught.value.status_code == 413
+
+
+def test_tiny_images_are_refused():
+    with pytest.raises(ImageRejected) as caught:
+        decode_upload(encoded(Image.new("RGB", (1, 1)), "PNG"), **LIMITS)
+    assert caught.value.status_code == 422
+
+
+def test_animations_are_refused(lesion):
+    frames = [lesion.resize((64, 64)), lesion.resize((64, 64)).rotate(90)]
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageRejected) as caught:
+        decode_upload(data, **LIMITS)
+    assert caught.value.status_code == 415 and "multi-frame" in caught.value.message

@@ -1,0 +1,63 @@
+import cv2
+import numpy as np
+
+from lesionseg.imaging.render import (
+    combined_panels,
+    encode_png,
+    mask_panel,
+    uncertainty_heatmap,
+    uncertainty_to_uint16,
+)
+
+
+def test_panels_keep_the_image_size_side_by_side():
+    mask = np.zeros((30, 50), bool)
+    picture = combined_panels(mask, np.zeros((30, 50), np.float32))
+    assert picture.shape == (30, 100, 3)
+
+
+def test_mask_panel_is_binary():
+    mask = np.random.default_rng(0).random((20, 20)) > 0.5
+    panel = mask_panel(mask)
+    assert set(np.unique(panel)) <= {0, 255}
+    assert np.array_equal(panel[:, :, 0] == 255, mask)
+
+
+def test_heatmap_is_rgb_not_bgr():
+    # JET: no uncertainty is blue, the most uncertainty is red, in RGB channel order.
+    calm = uncertainty_heatmap(np.zeros((4, 4), np.float32))
+    alarmed = uncertainty_heatmap(np.full((4, 4), 0.5, np.float32))
+    red, _, blue = calm[0, 0]
+    assert blue > 100 and red < 50
+    red, _, blue = alarmed[0, 0]
+    assert red > 100 and blue < 50
+
+
+def test_absolute_scale_gives_one_colour_per_level_in_every_image():
+    low_image = np.array([[0.0, 0.1]], np.float32)
+    high_image = np.array([[0.1, 0.4]], np.float32)
+    assert np.array_equal(uncertainty_heatmap(low_image)[0, 1], uncertainty_heatmap(high_image)[0, 0])
+
+
+def test_per_image_scale_stretches_each_image():
+    low_image = np.array([[0.0, 0.1]], np.float32)
+    high_image = np.array([[0.0, 0.4]], np.float32)
+    assert np.array_equal(
+        uncertainty_heatmap(low_image, scale="per_image")[0, 1],
+        uncertainty_heatmap(high_image, scale="per_image")[0, 1],
+    )
+
+
+def test_png_round_trip_keeps_rgb_order():
+    image = np.zeros((2, 2, 3), np.uint8)
+    image[..., 0] = 255  # pure red
+    decoded = cv2.cvtColor(
+        cv2.imdecode(np.frombuffer(encode_png(image), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+    )
+    assert np.array_equal(decoded, image)
+
+
+def test_uncertainty_levels_are_on_a_fixed_16_bit_scale():
+    levels = uncertainty_to_uint16(np.array([[0.0, 0.25, 0.5, 0.7]], np.float32))
+    assert levels.dtype == np.uint16
+    assert levels.tolist() == [[0, 32768, 65535, 65535]]

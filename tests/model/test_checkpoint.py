@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from lesionseg.config import DEFAULT_WEIGHTS
+from lesionseg.model import CheckpointError, create_model, load_checkpoint, save_checkpoint
+from lesionseg.model.checkpoint import file_sha256, sidecar_path
+from lesionseg.model.registry import get_config
+
+
+@pytest.fixture
+def saved(tmp_path):
+    config = get_config("efficientnet_lite0_upernet")
+    model = create_model(config).eval()
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(model, config, path, metadata={"training": {"note": "test"}})
+    return model, path
+
+
+def test_round_trip_gives_the_same_outputs(saved):
+    model, path = saved
+    loaded, sidecar = load_checkpoint(path)
+    image = torch.randn(1, 3, 192, 192)
+    with torch.no_grad():
+        assert torch.equal(model(image), loaded(image))
+    assert sidecar["architecture"]["name"] == "efficientnet_lite0_upernet"
+    assert sidecar["sha256"] == file_sha256(path)
+    assert sidecar["training"] == {"note": "test"}
+
+
+def test_missing_tensor_is_a_clear_error(saved):
+    _, path = saved
+    tensors = load_file(str(path))
+    del tensors["decoder.head.weight"]
+    save_file(tensors, str(path))
+    sidecar = json.loads(sidecar_path(path).read_text())
+    sidecar["sha256"] = file_sha256(path)
+    sidecar_path(path).write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match=r"1 missing \(e\.g\. decoder\.head\.weight\)"):
+        load_checkpoint(path)
+
+
+def test_unexpected_tensor_is_a_clear_error(saved):
+    _, path = saved
+    tensors = load_file(str(path))
+    tensors["decoder.extra"] = torch.zeros(1)
+    save_file(tensors, str(path))
+    sidecar = json.loads(sidecar_path(path).read_text())
+    sidecar["sha256"] = file_sha256(path)
+    sidecar_path(path).write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="1 unexpected"):
+        load_checkpoint(path)
+
+
+def test_changed_file_fails_its_sha256(saved):
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 does not match"):
+        load_checkpoint(path)
+
+
+def test_wrong_architecture_in_sidecar_is_refused(saved):
+    _, path = saved
+    sidecar = json.loads(sidecar_path(path).read_text())
+    sidecar["architecture"]["decoder_channels"] = 32
+    sidecar_path(path).write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_checkpoint(path)
+
+
+def test_only_safetensors_are_loaded(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({}, path)
+    with pytest.raises(CheckpointError, match="only .safetensors"):
+        load_checkpoint(path)
+
+
+def test_embedded_default_model_is_shipped_small_and_intact():
+    assert DEFAULT_WEIGHTS.is_file()
+    assert DEFAULT_WEIGHTS.stat().st_size < 80 * 1024 * 1024
+    model, sidecar = load_checkpoint(DEFAULT_WEIGHTS)
+    assert sidecar["weights_dtype"] == "float16"
+    assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+    assert "command" in sidecar["training"]
