@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: install install-test serve test lint evaluate benchmark
+.PHONY: install install-test browser serve test lint evaluate benchmark
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ install-test: $(VENV)/.installed-test
 serve: install
 	$(BIN)/lesionseg serve --host $(HOST) --port $(PORT)
 
-test: install-test
+# The page tests drive Debian's Chromium; test tools never download a browser of their own.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: install-test browser
 	$(BIN)/python -m pytest
 
 lint: install-test

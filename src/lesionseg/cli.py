@@ -1,6 +1,7 @@
-"""The `lesionseg` command: serve, predict, evaluate, train, export-weights."""
+"""The `lesionseg` command: serve, predict, evaluate, calibrate, info, train, export-weights."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -125,6 +126,7 @@ def run_predict(arguments: argparse.Namespace) -> None:
 
 
 def add_evaluate_parser(subparsers) -> None:
+    from lesionseg.evaluation.evaluate import SPLITS
     from lesionseg.training.loop import TrainingOptions
 
     defaults = TrainingOptions()
@@ -132,52 +134,135 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--data-root", type=Path, default=defaults.data_root)
     parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
-    parser.add_argument("--split", choices=["validation", "training", "all"], default="validation")
+    parser.add_argument(
+        "--split", choices=SPLITS, default="validation", help="calibration and report are the validation split's halves"
+    )
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
     parser.add_argument("--split-seed", type=int, default=defaults.split_seed)
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="score only the first N pairs of each set")
+    parser.add_argument("--uncertainty", action="store_true", help="also measure calibration and error detection")
     parser.add_argument("--output", type=Path, default=Path("runs/evaluation.json"))
+    parser.add_argument("--plots", type=Path, help="folder for the reliability and risk-coverage PNGs")
     parser.add_argument("--record", action="store_true", help="also store the metrics in the checkpoint's sidecar")
 
 
-def run_evaluate(arguments: argparse.Namespace) -> None:
-    import json
-
+def load_predictor(weights: Path | None):
     from lesionseg.config import Settings
-    from lesionseg.evaluation.evaluate import evaluate_pairs, format_table, select_pairs, write_report
-    from lesionseg.model.checkpoint import sidecar_path
     from lesionseg.predictor import Predictor
 
-    weights = arguments.weights or Settings().weights
-    predictor = Predictor.from_checkpoint(weights)
-    results, counts, per_image = {}, {}, {}
+    weights = weights or Settings().weights
+    return weights, Predictor.from_checkpoint(weights)
+
+
+def update_sidecar(weights: Path, key: str, value: dict) -> None:
+    from lesionseg.model.checkpoint import sidecar_path
+
+    path = sidecar_path(weights)
+    sidecar = json.loads(path.read_text())
+    sidecar[key] = value
+    path.write_text(json.dumps(sidecar, indent=2) + "\n")
+
+
+def run_evaluate(arguments: argparse.Namespace) -> None:
+    from lesionseg.evaluation import evaluate
+    from lesionseg.evaluation.uncertainty import PixelAccumulator
+
+    weights, predictor = load_predictor(arguments.weights)
+    results, counts, per_image, uncertainty = {}, {}, {}, {}
+    review_threshold = predictor.review_threshold(settings=None)
     for set_name in arguments.sets:
-        records = select_pairs(
+        records = evaluate.select_pairs(
             arguments.data_root, set_name, arguments.split, arguments.validation_fraction, arguments.split_seed
         )
-        if arguments.limit:
-            records = records[: arguments.limit]
-        results[set_name], per_image[set_name] = evaluate_pairs(predictor, records, arguments.samples, arguments.seed)
+        records = records[: arguments.limit] if arguments.limit else records
+        accumulators = (
+            {"std": PixelAccumulator(uncertainty_max=0.5), "entropy": PixelAccumulator(uncertainty_max=1.0)}
+            if arguments.uncertainty
+            else None
+        )
+        results[set_name], per_image[set_name] = evaluate.evaluate_pairs(
+            predictor, records, arguments.samples, arguments.seed, pixel_accumulators=accumulators
+        )
         counts[set_name] = len(records)
-    print(format_table(results, counts))
+        if accumulators:
+            uncertainty[set_name] = evaluate.uncertainty_report(accumulators, per_image[set_name], review_threshold)
+    print(evaluate.format_table(results, counts))
     summary = {
         "command": " ".join(["lesionseg", *sys.argv[1:]]),
         "model": predictor.config.name,
         "split": arguments.split,
         "samples": arguments.samples,
         "seed": arguments.seed,
+        "temperature": predictor.temperature,
         "pairs": counts,
         "metrics": results,
     }
-    write_report(arguments.output, {**summary, "per_image": per_image})
+    if uncertainty:
+        print()
+        print(evaluate.format_uncertainty_table(uncertainty))
+        summary["uncertainty"] = {
+            name: {key: report[key] for key in ("pixel", "image")} for name, report in uncertainty.items()
+        }
+    if arguments.plots and uncertainty:
+        from lesionseg.evaluation.plots import plot_reliability, plot_risk_coverage
+
+        arguments.plots.mkdir(parents=True, exist_ok=True)
+        plot_reliability(uncertainty, arguments.plots / "reliability.png")
+        plot_risk_coverage(uncertainty, arguments.plots / "risk_coverage.png")
+        print(f"plots: {arguments.plots}/reliability.png, {arguments.plots}/risk_coverage.png")
+    evaluate.write_report(arguments.output, {**summary, "per_image": per_image, "curves": uncertainty})
     print(f"report: {arguments.output}")
     if arguments.record:
-        path = sidecar_path(weights)
-        sidecar = json.loads(path.read_text())
-        sidecar["evaluation"] = summary
-        path.write_text(json.dumps(sidecar, indent=2) + "\n")
+        update_sidecar(weights, "evaluation_uncertainty" if arguments.uncertainty else "evaluation", summary)
+
+
+def add_calibrate_parser(subparsers) -> None:
+    from lesionseg.training.loop import TrainingOptions
+
+    defaults = TrainingOptions()
+    parser = subparsers.add_parser(
+        "calibrate", help="fit temperature and the review threshold on the validation split's calibration half"
+    )
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
+    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--referred-fraction", type=float, default=0.1, help="share of images to flag for review")
+
+
+def run_calibrate(arguments: argparse.Namespace) -> None:
+    from lesionseg.evaluation.calibrate import calibrate
+    from lesionseg.evaluation.evaluate import select_pairs
+
+    weights, predictor = load_predictor(arguments.weights)
+    records = [
+        record
+        for set_name in arguments.sets
+        for record in select_pairs(arguments.data_root, set_name, "calibration", 0.1, 0)
+    ]
+    calibration = calibrate(predictor, records, arguments.samples, arguments.seed, arguments.referred_fraction)
+    calibration["command"] = " ".join(["lesionseg", *sys.argv[1:]])
+    update_sidecar(weights, "calibration", calibration)
+    print(json.dumps(calibration, indent=2))
+
+
+def add_info_parser(subparsers) -> None:
+    parser = subparsers.add_parser("info", help="print the model card of a checkpoint")
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--markdown", action="store_true", help="print MODEL_CARD.md instead of JSON")
+
+
+def run_info(arguments: argparse.Namespace) -> None:
+    from lesionseg.model_card import render_model_card
+
+    _, predictor = load_predictor(arguments.weights)
+    if arguments.markdown:
+        print(render_model_card(predictor.sidecar), end="")
+    else:
+        print(json.dumps({**predictor.identity, "card": predictor.model_card}, indent=2))
 
 
 def add_export_parser(subparsers) -> None:
@@ -200,6 +285,8 @@ COMMANDS = {
     "serve": (add_serve_parser, run_serve),
     "predict": (add_predict_parser, run_predict),
     "evaluate": (add_evaluate_parser, run_evaluate),
+    "calibrate": (add_calibrate_parser, run_calibrate),
+    "info": (add_info_parser, run_info),
     "train": (add_train_parser, run_train),
     "export-weights": (add_export_parser, run_export),
 }

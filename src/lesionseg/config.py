@@ -28,5 +28,9 @@ class Settings(BaseSettings):
     heatmap_scale_max: float = Field(0.25, gt=0.0, le=0.5)
     heatmap_scale: Literal["absolute", "per_image"] = "absolute"
 
+    # uncertainty_score at or above this recommends a human look; unset uses the checkpoint's
+    # calibrated value (chosen on the validation split), else 0.2.
+    review_threshold: float | None = Field(None, ge=0.0, le=1.0)
+
     # Torch threads for inference; 0 keeps torch's default (one per core).
     torch_threads: int = Field(0, ge=0)

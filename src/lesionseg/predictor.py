@@ -14,11 +14,15 @@ import cv2
 import numpy as np
 import torch
 
+from lesionseg.config import Settings
 from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.model.checkpoint import config_from_sidecar, load_checkpoint
 from lesionseg.model.network import LesionSegmenter
 from lesionseg.model.registry import ModelConfig
 from lesionseg.uncertainty.mc_dropout import sample_mc_dropout
+from lesionseg.uncertainty.scores import expected_dice_error
+
+DEFAULT_REVIEW_THRESHOLD = 0.2
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class Prediction:
     samples: int
     seed: int
     threshold: float
+    uncertainty_score: float
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -58,6 +63,21 @@ class Predictor:
     def input_size(self) -> int:
         return self.config.input_size
 
+    @property
+    def identity(self) -> dict[str, str]:
+        version = self.sidecar.get("model_version", self.sidecar.get("lesionseg_version", "unknown"))
+        return {"name": self.config.name, "version": version, "sha256": self.sidecar["sha256"]}
+
+    @property
+    def model_card(self) -> dict:
+        """The sidecar less its per-image detail: architecture, training, metrics, intended use."""
+        return {key: value for key, value in self.sidecar.items() if key != "sha256"}
+
+    def review_threshold(self, settings: Settings | None) -> float:
+        if settings is not None and settings.review_threshold is not None:
+            return settings.review_threshold
+        return float(self.sidecar.get("calibration", {}).get("review_threshold", DEFAULT_REVIEW_THRESHOLD))
+
     def predict(
         self,
         rgb: np.ndarray,
@@ -76,6 +96,7 @@ class Predictor:
         with self.lock:
             maps = sample_mc_dropout(self.model, batch, samples, seed, self.temperature)
         sampled = time.perf_counter()
+        model_probability = maps.mean_probability[0].numpy()
         mean_probability = resize_map(maps.mean_probability[0], width, height)
         return Prediction(
             mean_probability=mean_probability,
@@ -85,6 +106,8 @@ class Predictor:
             samples=samples,
             seed=seed,
             threshold=threshold,
+            # At the model's resolution: the score is a ratio of areas, and this keeps it cheap.
+            uncertainty_score=expected_dice_error(model_probability, model_probability >= threshold),
             timings_ms={
                 "preprocess": round((prepared - started) * 1000, 2),
                 "inference": round((sampled - prepared) * 1000, 2),

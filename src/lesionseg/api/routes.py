@@ -1,18 +1,19 @@
-"""POST /predict/ and GET /health."""
+"""The service's routes: POST /predict/, GET /health, GET /info, and the web page at /."""
 
+from importlib import resources
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from lesionseg import __version__
 from lesionseg.api.deps import get_predictor, get_settings
 from lesionseg.api.errors import RequestRejected
-from lesionseg.api.schemas import ErrorBody, Health
+from lesionseg.api.outputs import MEDIA_TYPES, OutputFormat, json_bytes, render, summary
+from lesionseg.api.schemas import ErrorBody, Health, ModelCard, PredictionSummary
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import decode_upload
-from lesionseg.imaging.render import combined_panels, encode_png
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.mc_dropout import MAX_SAMPLES, MIN_SAMPLES
 
@@ -21,11 +22,32 @@ router = APIRouter()
 # Generic binary uploads (curl without a type, some HTTP clients) are sniffed like images.
 ACCEPTED_NON_IMAGE_TYPES = {"application/octet-stream", ""}
 ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 413, 415, 422)}
+PREDICT_RESPONSES = {
+    200: {
+        "description": "png: mask left, uncertainty heatmap right; mask: 8-bit 0/255; uncertainty: 16-bit "
+        "round(std / 0.5 × 65535); overlay: photo with outline and uncertainty; json: a summary",
+        "content": {"image/png": {}, "application/json": {"schema": PredictionSummary.model_json_schema()}},
+    },
+    **ERROR_RESPONSES,
+}
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def web_page() -> HTMLResponse:
+    page = resources.files("lesionseg.api").joinpath("static/index.html").read_text()
+    return HTMLResponse(page)
 
 
 @router.get("/health", response_model=Health)
 def health(request: Request) -> Health:
     return Health(status="ok", model=request.app.state.predictor.config.name, version=__version__)
+
+
+@router.get("/info", response_model=ModelCard)
+def info(predictor: Predictor = Depends(get_predictor)) -> ModelCard:
+    """The model card: what the model is, how it was trained and measured, and its limits."""
+    identity = predictor.identity
+    return ModelCard(**identity, card=predictor.model_card)
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
@@ -42,17 +64,21 @@ def check_content_type(upload: UploadFile) -> None:
         raise RequestRejected(415, f"content type {content_type!r} is not an image; send image/jpeg, image/png, ...")
 
 
-def predict_png(
+def predict_and_render(
     data: bytes,
     predictor: Predictor,
     settings: Settings,
+    format: OutputFormat,
     samples: int,
     threshold: float,
     seed: int | None,
-    heatmap: str,
-) -> tuple[bytes, int]:
+    heatmap: str | None,
+    include_images: bool,
+) -> tuple[bytes, str, int]:
     """Blocking work (decode, inference, render): runs in a worker thread, off the event loop."""
-    decoded = decode_upload(data, settings.max_pixels, settings.min_side, draft_size=2 * predictor.input_size)
+    needs_full_pixels = format == "overlay" or include_images
+    draft_size = None if needs_full_pixels else 2 * predictor.input_size
+    decoded = decode_upload(data, settings.max_pixels, settings.min_side, draft_size=draft_size)
     prediction = predictor.predict(
         decoded.rgb,
         samples=samples,
@@ -60,41 +86,39 @@ def predict_png(
         threshold=threshold,
         output_size=(decoded.original_width, decoded.original_height),
     )
-    picture = combined_panels(prediction.mask, prediction.uncertainty_std, heatmap, settings.heatmap_scale_max)
-    return encode_png(picture), prediction.seed
+    if format == "json":
+        body = summary(prediction, decoded, predictor, settings, include_images)
+        return json_bytes(body), "application/json", prediction.seed
+    return render(format, prediction, decoded, settings, heatmap), MEDIA_TYPES[format], prediction.seed
 
 
-@router.post(
-    "/predict/",
-    response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}}, "description": "mask (left) and uncertainty heatmap (right)"},
-        **ERROR_RESPONSES,
-    },
-)
+@router.post("/predict/", response_class=Response, responses=PREDICT_RESPONSES)
 async def predict(
     file: Annotated[UploadFile | None, File(description="the dermoscopic image (JPEG, PNG, TIFF, ...)")] = None,
+    format: Annotated[OutputFormat, Query(description="what to return")] = "png",
     samples: Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")] = None,
     threshold: Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")] = None,
     seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
     heatmap: Annotated[Literal["absolute", "per_image"] | None, Query(description="heatmap colour scale")] = None,
+    include_images: Annotated[bool, Query(description="json only: add overlay, mask, heatmap PNGs")] = False,
     predictor: Predictor = Depends(get_predictor),
     settings: Settings = Depends(get_settings),
 ) -> Response:
-    """Segments the lesion; returns one PNG, binary mask left and uncertainty heatmap right, each
-    at the uploaded image's size."""
+    """Segments the lesion at the uploaded image's own size, with MC-dropout uncertainty."""
     if file is None:
         raise RequestRejected(400, "no file: send the image as multipart/form-data field 'file'")
     check_content_type(file)
     data = await read_limited(file, settings.max_upload_bytes)
-    png, used_seed = await run_in_threadpool(
-        predict_png,
+    content, media_type, used_seed = await run_in_threadpool(
+        predict_and_render,
         data,
         predictor,
         settings,
+        format,
         samples or settings.default_samples,
         threshold or settings.default_threshold,
         seed,
-        heatmap or settings.heatmap_scale,
+        heatmap,
+        include_images,
     )
-    return Response(content=png, media_type="image/png", headers={"X-Lesionseg-Seed": str(used_seed)})
+    return Response(content=content, media_type=media_type, headers={"X-Lesionseg-Seed": str(used_seed)})

@@ -1,6 +1,8 @@
 """Typed response bodies, so the OpenAPI document says exactly what comes back."""
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import BaseModel, Field
 
 
 class Health(BaseModel):
@@ -11,3 +13,42 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class ModelIdentity(BaseModel):
+    name: str
+    version: str
+    sha256: str
+
+
+class RunLengthMask(BaseModel):
+    size: list[int] = Field(description="[height, width]")
+    counts: list[int] = Field(description="COCO uncompressed RLE, column-major, starting with background")
+
+
+class PredictionSummary(BaseModel):
+    width: int
+    height: int
+    mask_rle: RunLengthMask
+    lesion_area_pixels: int
+    lesion_area_fraction: float
+    bounding_box: list[int] | None = Field(description="COCO [x, y, width, height]; null when no lesion is found")
+    outline: list[list[int]] = Field(description="outer outlines as COCO polygons [x1, y1, x2, y2, ...]")
+    mean_probability_in_lesion: float | None
+    mean_uncertainty_std_in_lesion: float | None
+    uncertainty_score: float = Field(description="expected Dice error (1 − soft Dice of the mean probability)")
+    review_recommended: bool
+    review_threshold: float
+    model: ModelIdentity
+    samples: int
+    seed: int
+    threshold: float
+    timings_ms: dict[str, float]
+    images: dict[str, str] | None = Field(None, description="PNG data URLs, when include_images=true")
+
+
+class ModelCard(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    card: dict[str, Any]

@@ -7,38 +7,88 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionseg.evaluation.metrics import METRIC_NAMES, mean_scores, score_masks, truth_from_mask_image
+from lesionseg.evaluation.uncertainty import (
+    PixelAccumulator,
+    failures_removed_by_referring,
+    risk_coverage,
+    spearman,
+)
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import PairRecord, discover_pairs, read_mask, read_rgb, split_pairs
+from lesionseg.training.data import PairRecord, calibration_halves, discover_pairs, read_mask, read_rgb, split_pairs
+
+SPLITS = ("validation", "calibration", "report", "training", "all")
 
 
 def select_pairs(
     data_root: Path, set_name: str, split: str, validation_fraction: float, split_seed: int
 ) -> list[PairRecord]:
+    """`calibration` and `report` are the two halves of `validation` (see `calibration_halves`)."""
     records = discover_pairs(Path(data_root) / set_name)
     if split == "all":
         return records
     training, validation = split_pairs(records, validation_fraction, split_seed)
-    return validation if split == "validation" else training
+    if split == "training":
+        return training
+    if split == "validation":
+        return validation
+    fitting, reporting = calibration_halves(validation, split_seed)
+    return fitting if split == "calibration" else reporting
 
 
 def evaluate_pairs(
-    predictor: Predictor, records: list[PairRecord], samples: int, seed: int, threshold: float = 0.5
+    predictor: Predictor,
+    records: list[PairRecord],
+    samples: int,
+    seed: int,
+    threshold: float = 0.5,
+    pixel_accumulators: dict[str, PixelAccumulator] | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
-    """Mean metrics and one row per image. The mask is the MC mean ≥ threshold, as served."""
+    """Mean metrics and one row per image. The mask is the MC mean ≥ threshold, as served.
+
+    With `pixel_accumulators` ("std" and/or "entropy"), every pixel also feeds the uncertainty metrics.
+    """
     rows, scores = [], []
     for record in tqdm(records, desc=f"evaluating {records[0].source if records else ''}", unit="image"):
         prediction = predictor.predict(read_rgb(record.image_path), samples=samples, seed=seed, threshold=threshold)
         truth = truth_from_mask_image(read_mask(record.mask_path))
         score = score_masks(prediction.mask, truth)
         scores.append(score)
-        rows.append(
-            {
-                "id": record.identifier,
-                **score.to_dict(),
-                "mean_uncertainty_std": float(np.mean(prediction.uncertainty_std)),
-            }
-        )
+        signals = {"std": prediction.uncertainty_std, "entropy": prediction.predictive_entropy}
+        for name, accumulator in (pixel_accumulators or {}).items():
+            accumulator.add(prediction.mean_probability, signals[name], truth, threshold)
+        rows.append({"id": record.identifier, **score.to_dict(), "uncertainty_score": prediction.uncertainty_score})
     return mean_scores(scores), rows
+
+
+def uncertainty_report(accumulators: dict[str, PixelAccumulator], rows: list[dict], review_threshold: float) -> dict:
+    scores = np.array([row["uncertainty_score"] for row in rows])
+    jaccards = np.array([row["jaccard"] for row in rows])
+    dices = np.array([row["dice"] for row in rows])
+    first = next(iter(accumulators.values()))
+    flagged = scores >= review_threshold
+    failures = jaccards < 0.65
+    return {
+        "pixel": {
+            "ece": first.expected_calibration_error(),
+            "brier": first.brier_score(),
+            **{f"{name}_error_detection": accumulator.error_detection() for name, accumulator in accumulators.items()},
+        },
+        "image": {
+            "images": len(rows),
+            "spearman_score_vs_dice": spearman(scores, dices),
+            "failures": int(failures.sum()),
+            "failures_removed_referring_10_percent": failures_removed_by_referring(scores, jaccards, 0.10),
+            "review_threshold": review_threshold,
+            "review_flagged_fraction": float(flagged.mean()),
+            "review_failures_caught": float(failures[flagged].sum() / max(1, failures.sum())),
+            "mean_thresholded_jaccard_all": float(np.where(failures, 0, jaccards).mean()),
+            "mean_thresholded_jaccard_unflagged": float(np.where(failures, 0, jaccards)[~flagged].mean())
+            if (~flagged).any()
+            else float("nan"),
+        },
+        "reliability": first.reliability(),
+        "risk_coverage": risk_coverage(scores, jaccards),
+    }
 
 
 def format_table(results: dict[str, dict[str, float]], pair_counts: dict[str, int]) -> str:
@@ -47,6 +97,25 @@ def format_table(results: dict[str, dict[str, float]], pair_counts: dict[str, in
     for set_name, means in results.items():
         values = " ".join(f"{means[name]:>20.4f}" for name in METRIC_NAMES)
         lines.append(f"{set_name:<12} {pair_counts[set_name]:>6} {values}")
+    return "\n".join(lines)
+
+
+def format_uncertainty_table(reports: dict[str, dict]) -> str:
+    columns = [
+        ("ECE", lambda r: r["pixel"]["ece"]),
+        ("Brier", lambda r: r["pixel"]["brier"]),
+        ("AUROC std", lambda r: r["pixel"]["std_error_detection"]["auroc"]),
+        ("AUPRC std", lambda r: r["pixel"]["std_error_detection"]["auprc"]),
+        ("UEO std", lambda r: r["pixel"]["std_error_detection"]["ueo"]),
+        ("AUROC entropy", lambda r: r["pixel"]["entropy_error_detection"]["auroc"]),
+        ("Spearman", lambda r: r["image"]["spearman_score_vs_dice"]),
+        ("fail@10%", lambda r: r["image"]["failures_removed_referring_10_percent"]),
+    ]
+    header = f"{'set':<12} {'images':>6} " + " ".join(f"{name:>13}" for name, _ in columns)
+    lines = [header, "-" * len(header)]
+    for set_name, report in reports.items():
+        values = " ".join(f"{getter(report):>13.4f}" for _, getter in columns)
+        lines.append(f"{set_name:<12} {report['image']['images']:>6} {values}")
     return "\n".join(lines)
 
 

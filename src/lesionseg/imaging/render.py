@@ -64,3 +64,24 @@ def combined_panels(
 def uncertainty_to_uint16(uncertainty_std: np.ndarray) -> np.ndarray:
     """Std as 16-bit levels on a fixed scale: value = round(std / 0.5 × 65535)."""
     return np.clip(uncertainty_std / MAX_POSSIBLE_STD * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+
+
+def outline_overlay(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    uncertainty_std: np.ndarray,
+    scale_max: float = MAX_POSSIBLE_STD,
+    outline_rgb: tuple[int, int, int] = (0, 255, 0),
+) -> np.ndarray:
+    """The photo with the heatmap blended in where the model is unsure, and the lesion outlined."""
+    height, width = mask.shape
+    if rgb.shape[:2] != (height, width):
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    heatmap = uncertainty_heatmap(uncertainty_std, "absolute", scale_max)
+    # Opacity follows the uncertainty, so certain areas show the photo untouched.
+    opacity = np.clip(uncertainty_std / scale_max, 0.0, 1.0)[:, :, None] * 0.7
+    blended = (rgb.astype(np.float32) * (1.0 - opacity) + heatmap.astype(np.float32) * opacity).astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(2, round(min(height, width) / 250))
+    cv2.drawContours(blended, contours, -1, outline_rgb, thickness, lineType=cv2.LINE_AA)
+    return blended

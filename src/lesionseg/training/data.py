@@ -81,6 +81,14 @@ def read_mask(path: Path) -> np.ndarray:
     return mask
 
 
+def calibration_halves(validation: list[PairRecord], split_seed: int = 0) -> tuple[list[PairRecord], list[PairRecord]]:
+    """Splits validation pairs into a half that fits calibration and a half that reports on it,
+    so the uncertainty numbers are never measured on the pixels they were tuned on."""
+    fitting = [r for r in validation if is_validation(r, 0.5, split_seed + 1)]
+    reporting = [r for r in validation if not is_validation(r, 0.5, split_seed + 1)]
+    return fitting, reporting
+
+
 def load_square_arrays(records: list[PairRecord], size: int, description: str) -> tuple[np.ndarray, np.ndarray]:
     """Decodes every pair once into uint8 arrays: images N×S×S×3, masks N×S×S (0 or 1)."""
     images = np.empty((len(records), size, size, 3), dtype=np.uint8)

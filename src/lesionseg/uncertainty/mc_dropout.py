@@ -56,10 +56,8 @@ def check_samples(samples: int) -> None:
 
 
 @torch.inference_mode()
-def sample_mc_dropout(
-    model: LesionSegmenter, images: torch.Tensor, samples: int, seed: int, temperature: float = 1.0
-) -> UncertaintyMaps:
-    """The cheap path: trunk once per image, all `samples` tail passes as one batch."""
+def sample_logits(model: LesionSegmenter, images: torch.Tensor, samples: int, seed: int) -> torch.Tensor:
+    """The cheap path: trunk once per image, all `samples` tail passes as one batch -> N×T×H×W logits."""
     check_samples(samples)
     model.eval()
     batch_size, _, height, width = images.shape
@@ -67,9 +65,15 @@ def sample_mc_dropout(
     generator = torch.Generator(device=images.device).manual_seed(seed)
     masks = draw_dropout_masks(model, batch_size * samples, generator, images.device)
     repeated = [level.repeat_interleave(samples, dim=0) for level in trunk]
-    logits = model.forward_tail(repeated, (height, width), masks)
-    probabilities = torch.sigmoid(logits / temperature).view(batch_size, samples, height, width)
-    return summarise(probabilities)
+    return model.forward_tail(repeated, (height, width), masks).view(batch_size, samples, height, width)
+
+
+@torch.inference_mode()
+def sample_mc_dropout(
+    model: LesionSegmenter, images: torch.Tensor, samples: int, seed: int, temperature: float = 1.0
+) -> UncertaintyMaps:
+    """MC-dropout maps; `temperature` (from calibration) divides every sample's logits."""
+    return summarise(torch.sigmoid(sample_logits(model, images, samples, seed) / temperature))
 
 
 @torch.inference_mode()

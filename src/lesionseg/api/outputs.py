@@ -1,0 +1,85 @@
+"""From a prediction to the bytes of each response format. Pure: arrays in, bytes out."""
+
+import base64
+import json
+from typing import Literal
+
+import numpy as np
+
+from lesionseg.config import Settings
+from lesionseg.imaging.decode import DecodedImage
+from lesionseg.imaging.regions import bounding_box, outline_polygons, rle_encode
+from lesionseg.imaging.render import (
+    combined_panels,
+    encode_png,
+    outline_overlay,
+    uncertainty_heatmap,
+    uncertainty_to_uint16,
+)
+from lesionseg.predictor import Prediction, Predictor
+
+OutputFormat = Literal["png", "mask", "uncertainty", "overlay", "json"]
+MEDIA_TYPES = {"png": "image/png", "mask": "image/png", "uncertainty": "image/png", "overlay": "image/png"}
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def summary(
+    prediction: Prediction, decoded: DecodedImage, predictor: Predictor, settings: Settings, include_images: bool
+) -> dict:
+    mask = prediction.mask
+    area = int(mask.sum())
+    review_threshold = predictor.review_threshold(settings)
+    body = {
+        "width": int(mask.shape[1]),
+        "height": int(mask.shape[0]),
+        "mask_rle": rle_encode(mask),
+        "lesion_area_pixels": area,
+        "lesion_area_fraction": area / mask.size,
+        "bounding_box": bounding_box(mask),
+        "outline": outline_polygons(mask),
+        "mean_probability_in_lesion": float(prediction.mean_probability[mask].mean()) if area else None,
+        "mean_uncertainty_std_in_lesion": float(prediction.uncertainty_std[mask].mean()) if area else None,
+        "uncertainty_score": prediction.uncertainty_score,
+        "review_recommended": prediction.uncertainty_score >= review_threshold,
+        "review_threshold": review_threshold,
+        "model": predictor.identity,
+        "samples": prediction.samples,
+        "seed": prediction.seed,
+        "threshold": prediction.threshold,
+        "timings_ms": prediction.timings_ms,
+    }
+    if include_images:
+        body["images"] = {
+            "overlay": data_url(render("overlay", prediction, decoded, settings)),
+            "mask": data_url(render("mask", prediction, decoded, settings)),
+            "heatmap": data_url(
+                encode_png(uncertainty_heatmap(prediction.uncertainty_std, "absolute", settings.heatmap_scale_max))
+            ),
+        }
+    return body
+
+
+def render(
+    format: OutputFormat, prediction: Prediction, decoded: DecodedImage, settings: Settings, heatmap=None
+) -> bytes:
+    if format == "png":
+        scale = heatmap or settings.heatmap_scale
+        return encode_png(
+            combined_panels(prediction.mask, prediction.uncertainty_std, scale, settings.heatmap_scale_max)
+        )
+    if format == "mask":
+        return encode_png(np.where(prediction.mask, 255, 0).astype(np.uint8))
+    if format == "uncertainty":
+        return encode_png(uncertainty_to_uint16(prediction.uncertainty_std))
+    if format == "overlay":
+        return encode_png(
+            outline_overlay(decoded.rgb, prediction.mask, prediction.uncertainty_std, settings.heatmap_scale_max)
+        )
+    raise ValueError(f"unknown format {format!r}")
+
+
+def json_bytes(body: dict) -> bytes:
+    return json.dumps(body).encode()

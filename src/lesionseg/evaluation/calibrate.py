@@ -1,0 +1,47 @@
+"""Fits what the served uncertainty depends on, on the calibration half of the validation split:
+the logits' temperature, then the uncertainty score above which a person should look."""
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lesionseg.imaging.preprocess import normalise, resize_to_square
+from lesionseg.predictor import Predictor
+from lesionseg.training.data import PairRecord, read_mask, read_rgb
+from lesionseg.uncertainty.calibration import choose_review_threshold, fit_temperature
+from lesionseg.uncertainty.mc_dropout import sample_logits
+
+
+def calibrate(
+    predictor: Predictor, records: list[PairRecord], samples: int, seed: int, referred_fraction: float
+) -> dict:
+    size = predictor.input_size
+    logits, truths = [], []
+    for record in tqdm(records, desc="sampling calibration pairs", unit="image"):
+        square = resize_to_square(read_rgb(record.image_path), size)
+        batch = normalise(torch.from_numpy(square)[None], predictor.config.mean, predictor.config.std)
+        logits.append(sample_logits(predictor.model, batch, samples, seed)[0])
+        mask = cv2.resize(read_mask(record.mask_path), (size, size), interpolation=cv2.INTER_LINEAR)
+        truths.append(torch.from_numpy(mask > 128).float())
+    temperature, losses = fit_temperature(torch.stack(logits), torch.stack(truths))
+
+    predictor.temperature = temperature
+    scores = np.array(
+        [predictor.predict(read_rgb(r.image_path), samples=samples, seed=seed).uncertainty_score for r in records]
+    )
+    return {
+        "temperature": temperature,
+        "negative_log_likelihood": {
+            "before": losses[min(losses, key=lambda t: abs(t - 1.0))],
+            "after": losses[temperature],
+        },
+        "review_threshold": choose_review_threshold(scores, referred_fraction),
+        "review_target_fraction": referred_fraction,
+        "fitted_on": {
+            "pairs": len(records),
+            "sets": sorted({r.source for r in records}),
+            "samples": samples,
+            "seed": seed,
+        },
+    }

@@ -1,0 +1,65 @@
+"""The web page at /, driven end to end in headless Chromium (Debian's, never a downloaded one)."""
+
+import shutil
+
+import pytest
+
+playwright = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without these, Chromium tries to reach Google's hosts at start-up on a closed network.
+CHROMIUM_ARGUMENTS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def page(server_url, tmp_path_factory):
+    if not shutil.which("chromium"):
+        pytest.fail("Debian's chromium is not installed: `make test` installs it (apt-get install chromium)")
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(server_url + "/")
+        yield page
+        browser.close()
+
+
+def test_upload_shows_outline_mask_heatmap_score_and_flag(page, original_size_image_path, tmp_path_factory):
+    page.set_input_files("#file", str(original_size_image_path))
+    page.wait_for_selector("#result:not(.hidden)", timeout=60_000)
+    for image in ("#overlay", "#mask", "#heatmap"):
+        width = page.eval_on_selector(image, "element => element.complete ? element.naturalWidth : 0")
+        assert width == 512, image
+    summary = page.inner_text("#summary")
+    assert "uncertainty score" in summary
+    assert ("review recommended" in summary) or ("no review flagged" in summary)
+    assert float(page.inner_text("#score")) >= 0
+    assert page.get_attribute("#download", "download") == f"{original_size_image_path.stem}_segmentation.png"
+    screenshot = tmp_path_factory.mktemp("page") / "page.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+
+
+def test_changing_the_threshold_updates_the_result(page):
+    page.evaluate("window.previousMask = document.getElementById('mask').src")
+    page.eval_on_selector(
+        "#threshold", "element => { element.value = '0.9'; element.dispatchEvent(new Event('change')); }"
+    )
+    page.wait_for_function("document.getElementById('mask').src !== window.previousMask", timeout=60_000)
+    assert page.input_value("#threshold") == "0.9"
+
+
+def test_a_bad_file_shows_the_servers_reason(page, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
+    assert "not an image" in page.inner_text("#error")

@@ -1,0 +1,34 @@
+import numpy as np
+from pycocotools import mask as coco_mask
+
+from lesionseg.imaging.regions import bounding_box, outline_polygons, rle_decode, rle_encode
+
+
+def test_rle_is_column_major_and_starts_with_background():
+    mask = np.array([[0, 1], [1, 1]], bool)  # column-major: 0, 1, 1, 1
+    assert rle_encode(mask) == {"size": [2, 2], "counts": [1, 3]}
+    starts_with_lesion = np.array([[1, 0], [1, 0]], bool)
+    assert rle_encode(starts_with_lesion)["counts"] == [0, 2, 2]
+
+
+def test_rle_is_what_pycocotools_reads():
+    mask = np.random.default_rng(0).random((37, 53)) > 0.6
+    ours = rle_encode(mask)
+    decoded = coco_mask.decode(coco_mask.frPyObjects(ours, *ours["size"]))
+    assert np.array_equal(decoded.astype(bool), mask)
+    assert np.array_equal(rle_decode(ours), mask)
+
+
+def test_bounding_box_and_empty_mask():
+    mask = np.zeros((10, 20), bool)
+    assert bounding_box(mask) is None and outline_polygons(mask) == []
+    mask[2:5, 3:9] = True
+    assert bounding_box(mask) == [3, 2, 6, 3]
+
+
+def test_outline_of_a_rectangle_is_its_corners():
+    mask = np.zeros((20, 20), bool)
+    mask[5:15, 4:12] = True
+    (polygon,) = outline_polygons(mask)
+    corners = set(map(tuple, np.array(polygon).reshape(-1, 2).tolist()))
+    assert corners == {(4, 5), (4, 14), (11, 14), (11, 5)}
