@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,32 +70,51 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class RunningServer:
+    """`lesionseg serve` in its own process, as a user would start it, with extra LESIONSEG_* settings."""
+
+    def __init__(self, **settings: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = {**os.environ, **{f"LESIONSEG_{key.upper()}": value for key, value in settings.items()}}
+        # A file, not a pipe: nobody reads a pipe while tests run, and a full one would block the server.
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lesionseg.cli", "serve", "--port", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited at start-up:\n{self.read_log()}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code in (200, 401):
+                    return
+            except httpx.TransportError:
+                time.sleep(0.3)
+        self.process.kill()
+        pytest.fail("the server was not ready within 120 s")
+
+    def read_log(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> str:
+        """Stops the server (SIGTERM, as an orchestrator would) and returns what it logged."""
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        output = self.read_log()
+        self.log.close()
+        return output
+
+
 @pytest.fixture(scope="session")
 def server_url() -> str:
-    """`lesionseg serve` in its own process, on the embedded model, as a user would start it."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lesionseg.cli", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited at start-up:\n{process.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("the server did not answer /health within 120 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    server = RunningServer()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(scope="session")

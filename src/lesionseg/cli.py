@@ -59,17 +59,34 @@ def add_serve_parser(subparsers) -> None:
     parser.add_argument("--host", help="default 127.0.0.1")
     parser.add_argument("--port", type=int, help="default 8000")
     parser.add_argument("--weights", type=Path, help="a .safetensors checkpoint; default: the embedded model")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes, each with its own model; give each cores / workers threads"
+    )
 
 
 def run_serve(arguments: argparse.Namespace) -> None:
+    import os
+
     import uvicorn
 
-    from lesionseg.api import create_app
+    from lesionseg.api.observability import uvicorn_log_config
     from lesionseg.config import Settings
 
-    overrides = {key: value for key in ("host", "port", "weights") if (value := getattr(arguments, key)) is not None}
-    settings = Settings(**overrides)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    # Flags become environment settings, so that every worker process reads the same ones.
+    for key in ("host", "port", "weights"):
+        if (value := getattr(arguments, key)) is not None:
+            os.environ[f"LESIONSEG_{key.upper()}"] = str(value)
+    settings = Settings()
+    uvicorn.run(
+        "lesionseg.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=arguments.workers,
+        log_config=uvicorn_log_config(settings.log_level),
+        access_log=False,  # our own JSON access line carries the request id
+        timeout_graceful_shutdown=30,
+    )
 
 
 def add_predict_parser(subparsers) -> None:

@@ -34,3 +34,27 @@ class Settings(BaseSettings):
 
     # Torch threads for inference; 0 keeps torch's default (one per core).
     torch_threads: int = Field(0, ge=0)
+
+    # Requests admitted to inference at once (running + waiting); more get 503 and Retry-After.
+    max_queue: int = Field(16, ge=1)
+    request_timeout_seconds: float = Field(120.0, gt=0)
+
+    # API keys: comma-separated here and/or one per line in a file. None set = no auth.
+    api_keys: str = ""
+    api_keys_file: Path | None = None
+    # Origins allowed to call the API from a browser page elsewhere, comma-separated; none by default.
+    cors_origins: str = ""
+    # Pickle checkpoints (.pt/.pth) can run code when loaded; refused unless this is set.
+    allow_pickle_checkpoints: bool = False
+    log_level: str = "INFO"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        keys = [key.strip() for key in self.api_keys.split(",")]
+        if self.api_keys_file is not None:
+            keys += [line.strip() for line in self.api_keys_file.read_text().splitlines()]
+        return [key for key in keys if key]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]

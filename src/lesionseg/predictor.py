@@ -55,8 +55,8 @@ class Predictor:
         self.lock = threading.Lock()
 
     @classmethod
-    def from_checkpoint(cls, weights_path: Path) -> "Predictor":
-        model, sidecar = load_checkpoint(weights_path)
+    def from_checkpoint(cls, weights_path: Path, allow_pickle: bool = False) -> "Predictor":
+        model, sidecar = load_checkpoint(weights_path, allow_pickle=allow_pickle)
         return cls(model, sidecar)
 
     @property

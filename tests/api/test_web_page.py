@@ -1,6 +1,7 @@
 """The web page at /, driven end to end in headless Chromium (Debian's, never a downloaded one)."""
 
 import shutil
+import time
 
 import pytest
 
@@ -18,6 +19,15 @@ CHROMIUM_ARGUMENTS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def wait_until(page, expression: str, timeout_seconds: float = 60) -> None:
+    """Polls with page.evaluate: the page's Content-Security-Policy (no eval) forbids wait_for_function."""
+    deadline = time.monotonic() + timeout_seconds
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {expression}")
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +58,20 @@ def test_upload_shows_outline_mask_heatmap_score_and_flag(page, original_size_im
     assert screenshot.stat().st_size > 10_000
 
 
+def test_page_is_served_with_a_strict_content_security_policy(client):
+    response = client.get("/")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
 def test_changing_the_threshold_updates_the_result(page):
     page.evaluate("window.previousMask = document.getElementById('mask').src")
     page.eval_on_selector(
         "#threshold", "element => { element.value = '0.9'; element.dispatchEvent(new Event('change')); }"
     )
-    page.wait_for_function("document.getElementById('mask').src !== window.previousMask", timeout=60_000)
+    wait_until(page, "document.getElementById('mask').src !== window.previousMask")
     assert page.input_value("#threshold") == "0.9"
 
 
@@ -61,5 +79,5 @@ def test_a_bad_file_shows_the_servers_reason(page, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     page.set_input_files("#file", str(bad))
-    page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
+    wait_until(page, "document.getElementById('error').textContent.length > 0")
     assert "not an image" in page.inner_text("#error")

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 import torch
@@ -72,11 +73,38 @@ def test_wrong_architecture_in_sidecar_is_refused(saved):
         load_checkpoint(path)
 
 
-def test_only_safetensors_are_loaded(tmp_path):
-    path = tmp_path / "model.pt"
-    torch.save({}, path)
-    with pytest.raises(CheckpointError, match="only .safetensors"):
-        load_checkpoint(path)
+def pickle_checkpoint(saved, tmp_path):
+    model, path = saved
+    pickled = tmp_path / "model.pt"
+    torch.save(model.state_dict(), pickled)
+    sidecar = json.loads(sidecar_path(path).read_text())
+    sidecar["sha256"] = file_sha256(pickled)
+    sidecar_path(pickled).write_text(json.dumps(sidecar))
+    return model, pickled
+
+
+def test_pickle_checkpoints_are_refused_by_default(saved, tmp_path):
+    _, pickled = pickle_checkpoint(saved, tmp_path)
+    with pytest.raises(CheckpointError, match="pickle checkpoints can run code"):
+        load_checkpoint(pickled)
+
+
+def test_pickle_checkpoints_load_with_weights_only_when_allowed(saved, tmp_path):
+    model, pickled = pickle_checkpoint(saved, tmp_path)
+    loaded, _ = load_checkpoint(pickled, allow_pickle=True)
+    image = torch.randn(1, 3, 192, 192)
+    with torch.no_grad():
+        assert torch.equal(model(image), loaded(image))
+
+
+def test_a_pickle_with_code_in_it_is_refused_even_when_allowed(saved, tmp_path):
+    _, pickled = pickle_checkpoint(saved, tmp_path)
+    torch.save({"weights": torch.zeros(1), "payload": os.system}, pickled)  # what an attack would smuggle in
+    sidecar = json.loads(sidecar_path(pickled).read_text())
+    sidecar["sha256"] = file_sha256(pickled)
+    sidecar_path(pickled).write_text(json.dumps(sidecar))
+    with pytest.raises(CheckpointError, match="not a plain state_dict"):
+        load_checkpoint(pickled, allow_pickle=True)
 
 
 def test_embedded_default_model_is_shipped_small_and_intact():

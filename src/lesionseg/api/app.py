@@ -1,38 +1,76 @@
 """The FastAPI app factory: settings in, a running service with the model loaded once out."""
 
 from contextlib import asynccontextmanager
+from importlib import resources
 
 import numpy as np
 import torch
-from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from lesionseg import __version__
 from lesionseg.api.errors import install_error_handlers
+from lesionseg.api.middleware import (
+    ApiKeyMiddleware,
+    BodySizeLimitMiddleware,
+    InferenceGate,
+    RequestContextMiddleware,
+)
+from lesionseg.api.observability import Metrics, configure_logging
 from lesionseg.api.routes import router
 from lesionseg.config import Settings
 from lesionseg.predictor import Predictor
 
+# Multipart framing around the file: boundaries, part headers, small form fields.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+
+def create_app(settings: Settings | None = None) -> FastAPIOffline:
+    """The app; `settings` default to the environment (LESIONSEG_*), which is how workers get them."""
     settings = settings or Settings()
+    configure_logging(settings.log_level)
+    metrics = Metrics()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app):
         if settings.torch_threads:
             torch.set_num_threads(settings.torch_threads)
-        predictor = Predictor.from_checkpoint(settings.weights)
-        # One pass at start-up, so the first user does not pay for lazy initialisation.
+        # Loaded (checksum verified) and warmed before the port opens: a bad checkpoint stops start-up.
+        predictor = Predictor.from_checkpoint(settings.weights, allow_pickle=settings.allow_pickle_checkpoints)
         predictor.predict(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8), samples=2, seed=0)
         app.state.predictor = predictor
         yield
+        app.state.predictor = None
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="lesionseg",
         version=__version__,
         description="Skin-lesion segmentation with per-pixel Monte Carlo Dropout uncertainty.",
         lifespan=lifespan,
+        static_url="/static/docs",
     )
     app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.predictor = None
+    app.state.inference_gate = InferenceGate(settings.max_queue, metrics)
     install_error_handlers(app)
     app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(resources.files("lesionseg.api") / "static")), name="static")
+
+    # Added innermost first: the request context wraps everything, so every answer is logged and counted.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES)
+    if settings.api_key_list:
+        app.add_middleware(ApiKeyMiddleware, api_keys=settings.api_key_list)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Authorization", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Lesionseg-Seed"],
+        )
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, request_timeout_seconds=settings.request_timeout_seconds
+    )
     return app

@@ -2,6 +2,7 @@
 
 from fastapi import Request
 
+from lesionseg.api.errors import RequestRejected
 from lesionseg.config import Settings
 from lesionseg.predictor import Predictor
 
@@ -11,4 +12,7 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_predictor(request: Request) -> Predictor:
-    return request.app.state.predictor
+    predictor = request.app.state.predictor
+    if predictor is None:
+        raise RequestRejected(503, "the model is not loaded yet", headers={"Retry-After": "5"})
+    return predictor

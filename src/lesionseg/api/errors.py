@@ -1,20 +1,23 @@
-"""Every error leaves as JSON `{"detail": ...}` with a 4xx status; nothing leaks a traceback."""
+"""Every error leaves as JSON `{"detail": ...}` with a 4xx/503 status; nothing leaks a traceback."""
 
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from lesionseg.imaging.decode import ImageRejected
 
 logger = logging.getLogger("lesionseg.api")
 
 
-class RequestRejected(Exception):
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(detail)
-        self.status_code = status_code
-        self.detail = detail
+class RequestRejected(HTTPException):
+    """A request we refuse, with the status and the reason the client sees. Being an HTTPException,
+    it also passes through FastAPI's body parsing, which wraps any other error in a vague 400."""
+
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -22,9 +25,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def image_rejected(request: Request, error: ImageRejected) -> JSONResponse:
         return JSONResponse(status_code=error.status_code, content={"detail": error.message})
 
-    @app.exception_handler(RequestRejected)
-    async def request_rejected(request: Request, error: RequestRejected) -> JSONResponse:
-        return JSONResponse(status_code=error.status_code, content={"detail": error.detail})
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        """One readable sentence in `detail`, like every other error; the details in `errors`."""
+        problems = []
+        for item in error.errors():
+            where = ".".join(str(part) for part in item["loc"][1:]) or str(item["loc"][0])
+            problems.append(f"{where}: {item['msg']}")
+        errors = [{"location": [str(part) for part in item["loc"]], "message": item["msg"]} for item in error.errors()]
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": errors})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

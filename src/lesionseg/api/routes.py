@@ -4,7 +4,8 @@ from importlib import resources
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from lesionseg import __version__
@@ -26,7 +27,8 @@ PREDICT_RESPONSES = {
     200: {
         "description": "png: mask left, uncertainty heatmap right; mask: 8-bit 0/255; uncertainty: 16-bit "
         "round(std / 0.5 × 65535); overlay: photo with outline and uncertainty; json: a summary",
-        "content": {"image/png": {}, "application/json": {"schema": PredictionSummary.model_json_schema()}},
+        "model": PredictionSummary,
+        "content": {"image/png": {}},
     },
     **ERROR_RESPONSES,
 }
@@ -43,6 +45,18 @@ def health(request: Request) -> Health:
     return Health(status="ok", model=request.app.state.predictor.config.name, version=__version__)
 
 
+@router.get("/ready", response_model=Health, responses={503: {"model": ErrorBody}})
+def ready(predictor: Predictor = Depends(get_predictor)) -> Health:
+    """200 once the model is loaded, its checksum verified and one warm-up pass done."""
+    return Health(status="ready", model=predictor.config.name, version=__version__)
+
+
+@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+def metrics(request: Request) -> PlainTextResponse:
+    registry = request.app.state.metrics.registry
+    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
 @router.get("/info", response_model=ModelCard)
 def info(predictor: Predictor = Depends(get_predictor)) -> ModelCard:
     """The model card: what the model is, how it was trained and measured, and its limits."""
@@ -56,6 +70,22 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
     if len(data) > limit:
         raise RequestRejected(413, f"the file is larger than the limit of {limit} bytes")
     return data
+
+
+async def check_form_fields(request: Request) -> None:
+    """One image per request, in the field `file`; anything else is a mistake worth naming."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        if content_type:
+            raise RequestRejected(415, f"send multipart/form-data with the image in field 'file', not {content_type!r}")
+        return
+    form = await request.form()  # already parsed by FastAPI; Starlette caches it
+    files = form.getlist("file")
+    if len(files) > 1:
+        raise RequestRejected(400, f"{len(files)} files in field 'file': send one image per request")
+    unknown = sorted(set(form.keys()) - {"file"})
+    if unknown:
+        raise RequestRejected(400, f"unexpected form field(s) {unknown}: send the image as field 'file'")
 
 
 def check_content_type(upload: UploadFile) -> None:
@@ -101,24 +131,32 @@ async def predict(
     seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
     heatmap: Annotated[Literal["absolute", "per_image"] | None, Query(description="heatmap colour scale")] = None,
     include_images: Annotated[bool, Query(description="json only: add overlay, mask, heatmap PNGs")] = False,
+    *,
+    request: Request,
     predictor: Predictor = Depends(get_predictor),
     settings: Settings = Depends(get_settings),
 ) -> Response:
     """Segments the lesion at the uploaded image's own size, with MC-dropout uncertainty."""
+    await check_form_fields(request)
     if file is None:
         raise RequestRejected(400, "no file: send the image as multipart/form-data field 'file'")
     check_content_type(file)
     data = await read_limited(file, settings.max_upload_bytes)
-    content, media_type, used_seed = await run_in_threadpool(
-        predict_and_render,
-        data,
-        predictor,
-        settings,
-        format,
-        samples or settings.default_samples,
-        threshold or settings.default_threshold,
-        seed,
-        heatmap,
-        include_images,
-    )
+    samples = samples or settings.default_samples
+    metrics = request.app.state.metrics
+    with request.app.state.inference_gate:
+        with metrics.inference.time():
+            content, media_type, used_seed = await run_in_threadpool(
+                predict_and_render,
+                data,
+                predictor,
+                settings,
+                format,
+                samples,
+                threshold or settings.default_threshold,
+                seed,
+                heatmap,
+                include_images,
+            )
+    metrics.samples.observe(samples)
     return Response(content=content, media_type=media_type, headers={"X-Lesionseg-Seed": str(used_seed)})

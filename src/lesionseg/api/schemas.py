@@ -12,7 +12,8 @@ class Health(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    detail: str
+    detail: str = Field(description="what is wrong, in words")
+    errors: list[dict[str, Any]] | None = Field(None, description="for 422: each invalid parameter, machine-readable")
 
 
 class ModelIdentity(BaseModel):

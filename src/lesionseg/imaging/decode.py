@@ -73,17 +73,19 @@ def decode_upload(data: bytes, max_pixels: int, min_side: int, draft_size: int |
         raise ImageRejected(413, f"the image is {width}×{height} = {width * height} pixels; the limit is {max_pixels}")
     if min(width, height) < min_side:
         raise ImageRejected(422, f"the image is {width}×{height}; each side must be at least {min_side} pixels")
-    if getattr(image, "n_frames", 1) > 1:
+    try:
+        # Counting frames, reading EXIF and loading all touch pixel data, where corruption surfaces.
+        frame_count = getattr(image, "n_frames", 1)
+        if frame_count == 1:
+            orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+            if draft_size and image.format == "JPEG":
+                image.draft("RGB", (draft_size, draft_size))
+            image.load()
+            image = to_rgb(ImageOps.exif_transpose(image))
+    except Exception as error:  # Pillow's decoders raise many types on corrupt data
+        raise ImageRejected(400, f"the image data is truncated or corrupt: {error}") from None
+    if frame_count > 1:
         raise ImageRejected(415, "multi-frame images (animations, stacks) are not supported: send one still image")
-
-    orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
     if orientation in TRANSPOSING_ORIENTATIONS:
         width, height = height, width
-    if draft_size and image.format == "JPEG":
-        image.draft("RGB", (draft_size, draft_size))
-    try:
-        image.load()
-        image = to_rgb(ImageOps.exif_transpose(image))
-    except Exception as error:  # truncated or corrupt pixel data surfaces only here
-        raise ImageRejected(400, f"the image data is truncated or corrupt: {error}") from None
     return DecodedImage(rgb=np.asarray(image), original_width=width, original_height=height, format=source_format)

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -83,11 +84,37 @@ def config_from_sidecar(sidecar: dict[str, Any]) -> ModelConfig:
     return ModelConfig(**architecture)
 
 
-def load_checkpoint(weights_path: Path, verify_sha256: bool = True) -> tuple[LesionSegmenter, dict[str, Any]]:
+PICKLE_SUFFIXES = {".pt", ".pth", ".bin"}
+
+
+def read_tensors(weights_path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    if weights_path.suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{weights_path.name}: pickle checkpoints can run code when loaded and are refused; convert it to"
+                " .safetensors, or allow it explicitly (LESIONSEG_ALLOW_PICKLE_CHECKPOINTS=1)"
+            )
+        try:
+            # weights_only: tensors and plain containers only, never arbitrary objects.
+            tensors = torch.load(weights_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises several types for unreadable or unsafe pickles
+            raise CheckpointError(f"{weights_path.name} is not a plain state_dict: {error}") from error
+        if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+            raise CheckpointError(f"{weights_path.name} is not a plain state_dict of tensors")
+        return tensors
+    if weights_path.suffix != ".safetensors":
+        raise CheckpointError(f"{weights_path.name}: checkpoints are .safetensors files")
+    try:
+        return load_file(str(weights_path))
+    except SafetensorError as error:
+        raise CheckpointError(f"{weights_path.name} is not a readable safetensors file: {error}") from error
+
+
+def load_checkpoint(
+    weights_path: Path, verify_sha256: bool = True, allow_pickle: bool = False
+) -> tuple[LesionSegmenter, dict[str, Any]]:
     """Builds the sidecar's architecture and loads the weights into it, strictly, in float32."""
     weights_path = Path(weights_path)
-    if weights_path.suffix != ".safetensors":
-        raise CheckpointError(f"{weights_path.name}: only .safetensors checkpoints are loaded")
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint {weights_path} does not exist")
     sidecar = read_sidecar(weights_path)
@@ -95,10 +122,7 @@ def load_checkpoint(weights_path: Path, verify_sha256: bool = True) -> tuple[Les
         raise CheckpointError(
             f"{weights_path.name}: sha256 does not match its sidecar; the file was changed or damaged"
         )
-    try:
-        tensors = load_file(str(weights_path))
-    except SafetensorError as error:
-        raise CheckpointError(f"{weights_path.name} is not a readable safetensors file: {error}") from error
+    tensors = read_tensors(weights_path, allow_pickle)
     config = config_from_sidecar(sidecar)
     model = create_model(config)
     expected = model.state_dict()
