@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: install install-test browser serve test lint evaluate benchmark loadtest
+.PHONY: install install-test browser serve serve-onnx test lint evaluate benchmark loadtest
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ install-test: $(VENV)/.installed-test
 serve: install
 	$(BIN)/lesionseg serve --host $(HOST) --port $(PORT)
 
+# The same service on ONNX Runtime, in its own environment without torch.
+ONNX_VENV ?= .venv-onnx
+$(ONNX_VENV)/.installed: requirements-onnx.txt pyproject.toml
+	$(PYTHON) -m venv $(ONNX_VENV)
+	$(ONNX_VENV)/bin/pip install --quiet --upgrade pip
+	$(ONNX_VENV)/bin/pip install -r requirements-onnx.txt
+	$(ONNX_VENV)/bin/pip install --no-deps -e .
+	touch $@
+
+serve-onnx: $(ONNX_VENV)/.installed
+	$(ONNX_VENV)/bin/lesionseg serve --backend onnx --host $(HOST) --port $(PORT)
+
 # The page tests drive Debian's Chromium; test tools never download a browser of their own.
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
@@ -42,7 +54,7 @@ evaluate: install
 	$(BIN)/lesionseg evaluate --record --output runs/evaluation-default.json
 
 benchmark: install-test
-	$(BIN)/python benchmarks/predict_latency.py
+	$(BIN)/python benchmarks/serving.py
 
 # 16 concurrent clients for 2 minutes against a real server: no 5xx, nothing lost, memory flat.
 loadtest: install-test

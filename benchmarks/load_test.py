@@ -19,7 +19,6 @@ import numpy as np
 REPOSITORY = Path(__file__).resolve().parents[1]
 # The benchmarks share the tests' way of starting a real server, and the latency benchmark's images.
 sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "benchmarks")]
-from predict_latency import jpeg_bytes, source_image  # noqa: E402
 from tests.conftest import RunningServer  # noqa: E402
 
 RESULTS = REPOSITORY / "benchmarks" / "results" / "load_test.json"
@@ -52,6 +51,8 @@ async def run_clients(url: str, data: bytes, clients: int, duration: float) -> l
 
 
 def main() -> int:
+    from serving import jpeg_bytes, source_image
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, nargs="+", default=[16])
     parser.add_argument("--duration", type=float, default=120.0, help="seconds per client count")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def add_train_parser(subparsers) -> None:
-    from lesionseg.training.loop import TrainingOptions
+    from lesionseg.training.options import TrainingOptions
 
     defaults = TrainingOptions()
     parser = subparsers.add_parser("train", help="train a model on ISIC-layout folders (resumable)")
@@ -30,7 +30,8 @@ def add_train_parser(subparsers) -> None:
 
 
 def run_train(arguments: argparse.Namespace) -> None:
-    from lesionseg.training.loop import TrainingOptions, train
+    from lesionseg.training.loop import train
+    from lesionseg.training.options import TrainingOptions
 
     options = TrainingOptions(
         model=arguments.model,
@@ -62,6 +63,7 @@ def add_serve_parser(subparsers) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="processes, each with its own model; give each cores / workers threads"
     )
+    parser.add_argument("--backend", choices=["pytorch", "onnx"], help="default pytorch (or LESIONSEG_BACKEND)")
 
 
 def run_serve(arguments: argparse.Namespace) -> None:
@@ -73,7 +75,7 @@ def run_serve(arguments: argparse.Namespace) -> None:
     from lesionseg.config import Settings
 
     # Flags become environment settings, so that every worker process reads the same ones.
-    for key in ("host", "port", "weights"):
+    for key in ("host", "port", "weights", "backend"):
         if (value := getattr(arguments, key)) is not None:
             os.environ[f"LESIONSEG_{key.upper()}"] = str(value)
     settings = Settings()
@@ -143,8 +145,7 @@ def run_predict(arguments: argparse.Namespace) -> None:
 
 
 def add_evaluate_parser(subparsers) -> None:
-    from lesionseg.evaluation.evaluate import SPLITS
-    from lesionseg.training.loop import TrainingOptions
+    from lesionseg.training.options import SPLITS, TrainingOptions
 
     defaults = TrainingOptions()
     parser = subparsers.add_parser("evaluate", help="ISIC 2018 Task 1 metrics at each image's own size")
@@ -174,7 +175,7 @@ def load_predictor(weights: Path | None):
 
 
 def update_sidecar(weights: Path, key: str, value: dict) -> None:
-    from lesionseg.model.checkpoint import sidecar_path
+    from lesionseg.model.sidecar import sidecar_path
 
     path = sidecar_path(weights)
     sidecar = json.loads(path.read_text())
@@ -236,7 +237,7 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
 
 
 def add_calibrate_parser(subparsers) -> None:
-    from lesionseg.training.loop import TrainingOptions
+    from lesionseg.training.options import TrainingOptions
 
     defaults = TrainingOptions()
     parser = subparsers.add_parser(
@@ -298,6 +299,19 @@ def run_export(arguments: argparse.Namespace) -> None:
     print(f"wrote {arguments.destination}")
 
 
+def add_onnx_parser(subparsers) -> None:
+    parser = subparsers.add_parser("export", help="export a checkpoint to ONNX (trunk and tail) for --backend onnx")
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+
+
+def run_onnx_export(arguments: argparse.Namespace) -> None:
+    from lesionseg.config import Settings
+    from lesionseg.model.export import export_onnx
+
+    record = export_onnx(arguments.weights or Settings().weights)
+    print(json.dumps(record, indent=2))
+
+
 COMMANDS = {
     "serve": (add_serve_parser, run_serve),
     "predict": (add_predict_parser, run_predict),
@@ -306,6 +320,7 @@ COMMANDS = {
     "info": (add_info_parser, run_info),
     "train": (add_train_parser, run_train),
     "export-weights": (add_export_parser, run_export),
+    "export": (add_onnx_parser, run_onnx_export),
 }
 
 
@@ -315,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     for add_parser, _ in COMMANDS.values():
         add_parser(subparsers)
     arguments = parser.parse_args(argv)
-    from lesionseg.model.checkpoint import CheckpointError
+    from lesionseg.model.sidecar import CheckpointError
 
     try:
         COMMANDS[arguments.command][1](arguments)

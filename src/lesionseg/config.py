@@ -32,8 +32,11 @@ class Settings(BaseSettings):
     # calibrated value (chosen on the validation split), else 0.2.
     review_threshold: float | None = Field(None, ge=0.0, le=1.0)
 
-    # Torch threads for inference; 0 keeps torch's default (one per core).
-    torch_threads: int = Field(0, ge=0)
+    # pytorch (eager) or onnx (ONNX Runtime on the graphs `lesionseg export` wrote beside the weights).
+    backend: Literal["pytorch", "onnx"] = "pytorch"
+    # Threads for one inference; 0 keeps the backend's default (one per core). With several
+    # workers, give each cores / workers so they do not fight over the same cores.
+    inference_threads: int = Field(0, ge=0)
 
     # Requests admitted to inference at once (running + waiting); more get 503 and Retry-After.
     max_queue: int = Field(16, ge=1)

@@ -12,14 +12,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from lesionseg.config import Settings
 from lesionseg.imaging.preprocess import normalise, resize_to_square
-from lesionseg.model.checkpoint import config_from_sidecar, load_checkpoint
-from lesionseg.model.network import LesionSegmenter
-from lesionseg.model.registry import ModelConfig
-from lesionseg.uncertainty.mc_dropout import sample_mc_dropout
+from lesionseg.model.config import ModelConfig
+from lesionseg.model.sidecar import config_from_sidecar, read_sidecar
+from lesionseg.uncertainty.sampling import Backend, sample_mc_dropout
 from lesionseg.uncertainty.scores import expected_dice_error
 
 DEFAULT_REVIEW_THRESHOLD = 0.2
@@ -40,24 +38,41 @@ class Prediction:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-def resize_map(values: torch.Tensor, width: int, height: int) -> np.ndarray:
-    return cv2.resize(values.numpy().astype(np.float32, copy=False), (width, height), interpolation=cv2.INTER_LINEAR)
+def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
+    return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: int) -> tuple[Backend, dict]:
+    """The torch import stays inside the PyTorch branch, so an ONNX-only install never needs it."""
+    if backend == "onnx":
+        from lesionseg.backends.onnx_backend import OnnxBackend
+
+        sidecar = read_sidecar(weights_path)
+        return OnnxBackend(weights_path, sidecar, threads), sidecar
+    if backend != "pytorch":
+        raise ValueError(f"unknown backend {backend!r}; use pytorch or onnx")
+    from lesionseg.backends.pytorch_backend import TorchBackend
+    from lesionseg.model.checkpoint import load_checkpoint
+
+    model, sidecar = load_checkpoint(weights_path, allow_pickle=allow_pickle)
+    return TorchBackend(model, sidecar["architecture"]["input_size"], threads), sidecar
 
 
 class Predictor:
-    """Holds the loaded model. Inference is serialised: the model's threads already use every core."""
+    """Holds the loaded backend. Inference is serialised: the backend's threads already use every core."""
 
-    def __init__(self, model: LesionSegmenter, sidecar: dict) -> None:
-        self.model = model.eval()
+    def __init__(self, backend: Backend, sidecar: dict) -> None:
+        self.backend = backend
         self.sidecar = sidecar
         self.config: ModelConfig = config_from_sidecar(sidecar)
         self.temperature = float(sidecar.get("calibration", {}).get("temperature", 1.0))
         self.lock = threading.Lock()
 
     @classmethod
-    def from_checkpoint(cls, weights_path: Path, allow_pickle: bool = False) -> "Predictor":
-        model, sidecar = load_checkpoint(weights_path, allow_pickle=allow_pickle)
-        return cls(model, sidecar)
+    def from_checkpoint(
+        cls, weights_path: Path, backend: str = "pytorch", allow_pickle: bool = False, threads: int = 0
+    ) -> "Predictor":
+        return cls(*load_backend(weights_path, backend, allow_pickle, threads))
 
     @property
     def input_size(self) -> int:
@@ -91,12 +106,12 @@ class Predictor:
         width, height = output_size or (rgb.shape[1], rgb.shape[0])
         started = time.perf_counter()
         square = resize_to_square(rgb, self.input_size)
-        batch = normalise(torch.from_numpy(np.ascontiguousarray(square))[None], self.config.mean, self.config.std)
+        batch = normalise(square[None], self.config.mean, self.config.std)
         prepared = time.perf_counter()
         with self.lock:
-            maps = sample_mc_dropout(self.model, batch, samples, seed, self.temperature)
+            maps = sample_mc_dropout(self.backend, self.config, batch, samples, seed, self.temperature)
         sampled = time.perf_counter()
-        model_probability = maps.mean_probability[0].numpy()
+        model_probability = maps.mean_probability[0]
         mean_probability = resize_map(maps.mean_probability[0], width, height)
         return Prediction(
             mean_probability=mean_probability,

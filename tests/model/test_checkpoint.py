@@ -6,9 +6,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lesionseg.config import DEFAULT_WEIGHTS
-from lesionseg.model import CheckpointError, create_model, load_checkpoint, save_checkpoint
-from lesionseg.model.checkpoint import file_sha256, sidecar_path
-from lesionseg.model.registry import get_config
+from lesionseg.model.checkpoint import load_checkpoint, save_checkpoint
+from lesionseg.model.config import get_config
+from lesionseg.model.registry import create_model
+from lesionseg.model.sidecar import CheckpointError, file_sha256, sidecar_path
 
 
 @pytest.fixture

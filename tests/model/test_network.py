@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from lesionseg.model import MODEL_CONFIGS, create_model
+from lesionseg.model.config import MODEL_CONFIGS
+from lesionseg.model.registry import create_model
 from lesionseg.model.decoder import ChannelDropout
 from lesionseg.model.pretrained import load_imagenet_weights
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lesionseg.model import load_checkpoint
+from lesionseg.model.checkpoint import load_checkpoint
 from lesionseg.training.data import discover_pairs, split_pairs
 from lesionseg.training.loop import TrainingOptions, train
 

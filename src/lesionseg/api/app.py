@@ -4,7 +4,6 @@ from contextlib import asynccontextmanager
 from importlib import resources
 
 import numpy as np
-import torch
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -34,10 +33,10 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
 
     @asynccontextmanager
     async def lifespan(app):
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
         # Loaded (checksum verified) and warmed before the port opens: a bad checkpoint stops start-up.
-        predictor = Predictor.from_checkpoint(settings.weights, allow_pickle=settings.allow_pickle_checkpoints)
+        predictor = Predictor.from_checkpoint(
+            settings.weights, settings.backend, settings.allow_pickle_checkpoints, settings.inference_threads
+        )
         predictor.predict(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8), samples=2, seed=0)
         app.state.predictor = predictor
         yield

@@ -16,7 +16,7 @@ from lesionseg.api.schemas import ErrorBody, Health, ModelCard, PredictionSummar
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import decode_upload
 from lesionseg.predictor import Predictor
-from lesionseg.uncertainty.mc_dropout import MAX_SAMPLES, MIN_SAMPLES
+from lesionseg.uncertainty.sampling import MAX_SAMPLES, MIN_SAMPLES
 
 router = APIRouter()
 

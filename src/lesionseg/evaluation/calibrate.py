@@ -10,7 +10,7 @@ from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.predictor import Predictor
 from lesionseg.training.data import PairRecord, read_mask, read_rgb
 from lesionseg.uncertainty.calibration import choose_review_threshold, fit_temperature
-from lesionseg.uncertainty.mc_dropout import sample_logits
+from lesionseg.uncertainty.sampling import sample_logits
 
 
 def calibrate(
@@ -20,8 +20,8 @@ def calibrate(
     logits, truths = [], []
     for record in tqdm(records, desc="sampling calibration pairs", unit="image"):
         square = resize_to_square(read_rgb(record.image_path), size)
-        batch = normalise(torch.from_numpy(square)[None], predictor.config.mean, predictor.config.std)
-        logits.append(sample_logits(predictor.model, batch, samples, seed)[0])
+        batch = normalise(square[None], predictor.config.mean, predictor.config.std)
+        logits.append(torch.from_numpy(sample_logits(predictor.backend, predictor.config, batch, samples, seed)[0]))
         mask = cv2.resize(read_mask(record.mask_path), (size, size), interpolation=cv2.INTER_LINEAR)
         truths.append(torch.from_numpy(mask > 128).float())
     temperature, losses = fit_temperature(torch.stack(logits), torch.stack(truths))

@@ -16,8 +16,6 @@ from lesionseg.evaluation.uncertainty import (
 from lesionseg.predictor import Predictor
 from lesionseg.training.data import PairRecord, calibration_halves, discover_pairs, read_mask, read_rgb, split_pairs
 
-SPLITS = ("validation", "calibration", "report", "training", "all")
-
 
 def select_pairs(
     data_root: Path, set_name: str, split: str, validation_fraction: float, split_seed: int

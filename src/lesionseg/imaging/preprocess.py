@@ -1,8 +1,7 @@
-"""Turning RGB arrays into the normalised square tensors the model was trained on."""
+"""Turning RGB arrays into the normalised square arrays the model was trained on. NumPy only."""
 
 import cv2
 import numpy as np
-import torch
 
 
 def resize_to_square(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -14,9 +13,9 @@ def resize_to_square(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=interpolation)
 
 
-def normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW, scaled to 0-1 then standardised per channel."""
-    images = images.permute(0, 3, 1, 2).float().div_(255.0)
-    mean_tensor = torch.tensor(mean, dtype=images.dtype).view(1, -1, 1, 1)
-    std_tensor = torch.tensor(std, dtype=images.dtype).view(1, -1, 1, 1)
-    return images.sub_(mean_tensor).div_(std_tensor)
+def normalise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """uint8 N×H×W×3 -> float32 N×3×H×W, scaled to 0-1 then standardised per channel."""
+    scaled = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+    mean_array = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+    std_array = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+    return np.ascontiguousarray((scaled - mean_array) / std_array)

@@ -4,7 +4,6 @@ Loading is strict: a missing or unexpected tensor, a shape mismatch or a sha256 
 the sidecar is an error that names the problem, never a silently half-loaded model.
 """
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,26 +13,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lesionseg import __version__
+from lesionseg.model.config import ModelConfig
 from lesionseg.model.network import LesionSegmenter
-from lesionseg.model.registry import ModelConfig, create_model
-
-SIDECAR_FORMAT_VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be trusted or does not fit its architecture."""
-
-
-def sidecar_path(weights_path: Path) -> Path:
-    return Path(weights_path).with_suffix(".json")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from lesionseg.model.registry import create_model
+from lesionseg.model.sidecar import (
+    SIDECAR_FORMAT_VERSION,
+    CheckpointError,
+    config_from_sidecar,
+    file_sha256,
+    read_sidecar,
+    sidecar_path,
+)
 
 
 def save_checkpoint(
@@ -65,23 +55,6 @@ def save_checkpoint(
     }
     sidecar_path(weights_path).write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
-
-
-def read_sidecar(weights_path: Path) -> dict[str, Any]:
-    path = sidecar_path(weights_path)
-    if not path.is_file():
-        raise CheckpointError(f"no sidecar {path.name} beside {Path(weights_path).name}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"sidecar {path.name} is not valid JSON: {error}") from error
-
-
-def config_from_sidecar(sidecar: dict[str, Any]) -> ModelConfig:
-    architecture = dict(sidecar["architecture"])
-    for key in ("out_indices", "mean", "std"):
-        architecture[key] = tuple(architecture[key])
-    return ModelConfig(**architecture)
 
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin"}

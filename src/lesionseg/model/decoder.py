@@ -4,13 +4,11 @@ The decoder is split in two at its first dropout layer: `forward_trunk` is deter
 once per image; `forward_tail` holds every dropout layer and is what Monte Carlo sampling repeats.
 """
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-DropoutPlacement = Literal["fusion", "pyramid"]
+from lesionseg.model.config import DropoutPlacement
 
 
 def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:

@@ -1,68 +1,11 @@
-"""Named model configurations and the one factory that builds them."""
+"""The one factory that turns a named configuration into a network."""
 
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from lesionseg.model.decoder import DropoutPlacement, UPerNetDecoder
+from lesionseg.model.config import ModelConfig, get_config
+from lesionseg.model.decoder import UPerNetDecoder
 from lesionseg.model.encoder import TimmEncoder
 from lesionseg.model.network import LesionSegmenter
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# timm's configs for the TensorFlow-ported EfficientNet-Lite models normalise with 0.5 / 0.5.
-TF_LITE_MEAN = (0.5, 0.5, 0.5)
-TF_LITE_STD = (0.5, 0.5, 0.5)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    encoder_name: str
-    out_indices: tuple[int, ...]
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    decoder_channels: int = 64
-    dropout_rate: float = 0.1
-    dropout_placement: DropoutPlacement = "fusion"
-    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-MODEL_CONFIGS: dict[str, ModelConfig] = {
-    config.name: config
-    for config in (
-        ModelConfig(
-            name="efficientnet_lite0_upernet",
-            encoder_name="tf_efficientnet_lite0",
-            out_indices=(1, 2, 3, 4),
-            # 192 px: the ISIC masks were drawn at 128 px, and on a CPU 192 trains ~1.5x faster than 224.
-            input_size=192,
-            mean=TF_LITE_MEAN,
-            std=TF_LITE_STD,
-        ),
-        ModelConfig(
-            name="efficientnet_lite2_upernet",
-            encoder_name="tf_efficientnet_lite2",
-            out_indices=(1, 2, 3, 4),
-            input_size=256,
-            mean=TF_LITE_MEAN,
-            std=TF_LITE_STD,
-        ),
-        # The seed's architecture. Swin's windowed attention fixes the input size at 224.
-        ModelConfig(
-            name="swin_tiny_upernet",
-            encoder_name="swin_tiny_patch4_window7_224",
-            out_indices=(0, 1, 2, 3),
-            input_size=224,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            decoder_channels=128,
-        ),
-    )
-}
 
 
 def create_model(config: ModelConfig | str, **overrides: Any) -> LesionSegmenter:
@@ -79,10 +22,3 @@ def create_model(config: ModelConfig | str, **overrides: Any) -> LesionSegmenter
         dropout_placement=config.dropout_placement,
     )
     return LesionSegmenter(encoder, decoder)
-
-
-def get_config(name: str) -> ModelConfig:
-    try:
-        return MODEL_CONFIGS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODEL_CONFIGS))}") from None

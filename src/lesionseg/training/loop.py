@@ -4,9 +4,8 @@ import csv
 import json
 import math
 import random
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -17,9 +16,10 @@ from tqdm import tqdm
 from lesionseg.evaluation.metrics import mean_scores, score_masks, truth_from_mask_image
 from lesionseg.imaging.preprocess import normalise
 from lesionseg.model.checkpoint import save_checkpoint
+from lesionseg.model.config import ModelConfig, get_config
 from lesionseg.model.network import LesionSegmenter
 from lesionseg.model.pretrained import load_imagenet_weights
-from lesionseg.model.registry import ModelConfig, create_model, get_config
+from lesionseg.model.registry import create_model
 from lesionseg.training.data import (
     AugmentedPairs,
     PairRecord,
@@ -29,31 +29,10 @@ from lesionseg.training.data import (
     split_pairs,
 )
 from lesionseg.training.losses import bce_dice_loss
+from lesionseg.training.options import TrainingOptions
 
 # Model selection and the shipped bar are both on ISIC pairs; other sets are reported alongside.
 SELECTION_SET = "isic2018"
-
-
-@dataclass
-class TrainingOptions:
-    model: str = "efficientnet_lite0_upernet"
-    data_root: Path = Path("../shared/data")
-    sets: tuple[str, ...] = ("isic2018", "ham10000")
-    output_directory: Path = Path("runs/efficientnet_lite0_upernet")
-    epochs: int = 12
-    samples_per_epoch: int = 4000
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.03
-    validation_fraction: float = 0.1
-    split_seed: int = 0
-    seed: int = 0
-    encoder_weights: str = "imagenet"
-    threads: int = 0
-    checkpoint_every: int = 50
-    limit_pairs: int = 0
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
 
 
 @dataclass
@@ -116,8 +95,8 @@ def validate(
     model.eval()
     scores = []
     for start in range(0, len(validation_set.records), batch_size):
-        batch = torch.from_numpy(validation_set.square_images[start : start + batch_size])
-        probabilities = torch.sigmoid(model(normalise(batch, config.mean, config.std)))[:, 0].numpy()
+        batch = normalise(validation_set.square_images[start : start + batch_size], config.mean, config.std)
+        probabilities = torch.sigmoid(model(torch.from_numpy(batch)))[:, 0].numpy()
         for probability, truth in zip(probabilities, validation_set.truths[start : start + batch_size], strict=True):
             height, width = truth.shape
             resized = cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR)
@@ -197,7 +176,9 @@ def train(options: TrainingOptions) -> Path:
         for step in progress:
             batch_indices = indices[step * options.batch_size : (step + 1) * options.batch_size]
             pairs = [dataset[index] for index in batch_indices]
-            images = normalise(torch.stack([image for image, _ in pairs]), config.mean, config.std)
+            images = torch.from_numpy(
+                normalise(np.stack([image.numpy() for image, _ in pairs]), config.mean, config.std)
+            )
             targets = torch.stack([mask for _, mask in pairs])[:, None]
             loss = bce_dice_loss(model(images), targets)
             optimizer.zero_grad(set_to_none=True)

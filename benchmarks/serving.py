@@ -1,0 +1,256 @@
+"""The serving benchmark: one command, one run, every number as a ratio against a baseline measured
+in the same run (this machine is shared and noisy).
+
+    make benchmark            # or: .venv/bin/python benchmarks/serving.py [--quick]
+
+Measures on the embedded model, for both backends: POST /predict/ latency at samples 1/10/30/64 on a
+1024×768 and a 4000×3000 JPEG; the seed's T-full-passes method against trunk-once + batched tail;
+throughput and p95 with 1, 4 and 16 concurrent clients; server start-up time and resident memory;
+the trunk's achieved GFLOP/s against this machine's matrix-multiply GFLOP/s. Prints tables and
+writes benchmarks/results/serving.json.
+"""
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "benchmarks")]
+from load_test import resident_megabytes, run_clients  # noqa: E402
+from tests.conftest import RunningServer  # noqa: E402
+
+from lesionseg.config import DEFAULT_WEIGHTS  # noqa: E402
+from lesionseg.imaging.preprocess import normalise, resize_to_square  # noqa: E402
+from lesionseg.predictor import Predictor  # noqa: E402
+from lesionseg.uncertainty.mc_dropout import full_pass_logits  # noqa: E402
+from lesionseg.uncertainty.sampling import sample_logits  # noqa: E402
+
+DATA_ROOT = REPOSITORY.parent / "shared" / "data"
+RESULTS = REPOSITORY / "benchmarks" / "results" / "serving.json"
+SAMPLE_COUNTS = (1, 10, 30, 64)
+
+
+def source_image() -> np.ndarray:
+    """A real dermoscopy photo where the shared data is present; otherwise a smooth synthetic lesion."""
+    photos = sorted((DATA_ROOT / "unlabeled" / "isic-original-size").glob("*.jpg"))
+    if photos:
+        return cv2.imread(str(photos[0]))
+    image = np.full((768, 1024, 3), (170, 140, 200), np.uint8)
+    cv2.circle(image, (512, 384), 200, (60, 40, 90), -1)
+    return cv2.GaussianBlur(image, (51, 51), 0)
+
+
+def jpeg_bytes(image: np.ndarray, width: int, height: int) -> bytes:
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.imencode(".jpg", resized, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes()
+
+
+def summarise_timings(timings: list[float]) -> dict[str, float]:
+    return {"median_ms": statistics.median(timings), "p95_ms": float(np.percentile(timings, 95))}
+
+
+def time_http(url: str, data: bytes, samples: int, repeats: int, warmup: int) -> dict[str, float]:
+    timings = []
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for index in range(warmup + repeats):
+            started = time.perf_counter()
+            response = client.post(
+                "/predict/",
+                files={"file": ("x.jpg", io.BytesIO(data), "image/jpeg")},
+                params={"samples": samples, "seed": 0},
+            )
+            elapsed = (time.perf_counter() - started) * 1000
+            response.raise_for_status()
+            if index >= warmup:
+                timings.append(elapsed)
+    return summarise_timings(timings)
+
+
+def start_timed(backend: str) -> tuple[RunningServer, float]:
+    started = time.perf_counter()
+    server = RunningServer(backend=backend)
+    return server, time.perf_counter() - started
+
+
+def measure_backend(backend: str, images: dict[str, bytes], repeats: int, warmup: int, duration: float) -> dict:
+    server, startup_seconds = start_timed(backend)
+    try:
+        latency = [
+            {
+                "backend": backend,
+                "image": name,
+                "samples": samples,
+                **time_http(server.url, data, samples, repeats, warmup),
+            }
+            for name, data in images.items()
+            for samples in SAMPLE_COUNTS
+        ]
+        memory_mb = resident_megabytes(server.process.pid)
+        concurrency = []
+        for clients in (1, 4, 16):
+            record = asyncio.run(run_clients(server.url, images["1024x768"], clients, duration))
+            ok = [seconds * 1000 for status, seconds in record if status == 200]
+            errors = sum(1 for status, _ in record if status != 200)
+            concurrency.append(
+                {
+                    "backend": backend,
+                    "clients": clients,
+                    "images_per_second": len(ok) / duration,
+                    "errors": errors,
+                    **summarise_timings(ok),
+                }
+            )
+    finally:
+        server.stop()
+    return {"startup_seconds": startup_seconds, "memory_mb": memory_mb, "latency": latency, "concurrency": concurrency}
+
+
+def measure_sampling(repeats: int) -> list[dict]:
+    """In process, PyTorch: the seed's T full passes against trunk once + batched tail, same masks."""
+    predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS)
+    square = resize_to_square(cv2.cvtColor(source_image(), cv2.COLOR_BGR2RGB), predictor.input_size)
+    batch = normalise(square[None], predictor.config.mean, predictor.config.std)
+    methods = {
+        "batched tail": lambda samples: sample_logits(predictor.backend, predictor.config, batch, samples, 0),
+        "full passes (seed)": lambda samples: full_pass_logits(
+            predictor.backend.model, predictor.config, batch, samples, 0
+        ),
+    }
+    rows = []
+    for samples in SAMPLE_COUNTS:
+        for method, function in methods.items():
+            function(samples)
+            timings = []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                function(samples)
+                timings.append((time.perf_counter() - started) * 1000)
+            rows.append({"method": method, "samples": samples, "median_ms": statistics.median(timings)})
+    return rows
+
+
+def measure_compute(repeats: int) -> dict[str, float]:
+    """The trunk's GFLOP/s against a large fp32 matrix multiply on the same threads: the ceiling."""
+    predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS)
+    model = predictor.backend.model
+    size = predictor.input_size
+    image = torch.randn(1, 3, size, size)
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            model.forward_trunk(image)
+        flops = counter.get_total_flops()
+        model.forward_trunk(image)
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model.forward_trunk(image)
+            timings.append(time.perf_counter() - started)
+        left, right = torch.randn(2048, 2048), torch.randn(2048, 2048)
+        left @ right
+        matmul_timings = []
+        for _ in range(max(3, repeats // 3)):
+            started = time.perf_counter()
+            left @ right
+            matmul_timings.append(time.perf_counter() - started)
+    trunk_gflops = flops / statistics.median(timings) / 1e9
+    matmul_gflops = 2 * 2048**3 / statistics.median(matmul_timings) / 1e9
+    return {
+        "trunk_gflop_per_image": flops / 1e9,
+        "trunk_gflops_per_second": trunk_gflops,
+        "matmul_gflops_per_second": matmul_gflops,
+        "fraction_of_ceiling": trunk_gflops / matmul_gflops,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def print_report(report: dict) -> None:
+    print("POST /predict/ latency, one client (ms)")
+    print(
+        f"{'backend':>8} {'image':>10} {'samples':>8} {'median':>8} {'p95':>8}"
+        f" {'× samples=1':>12} {'onnx / pytorch':>15}"
+    )
+    latency = [row for backend in report["backends"].values() for row in backend["latency"]]
+    for row in latency:
+        base = next(
+            r for r in latency if r["backend"] == row["backend"] and r["image"] == row["image"] and r["samples"] == 1
+        )
+        torch_row = next(
+            r
+            for r in latency
+            if r["backend"] == "pytorch" and r["image"] == row["image"] and r["samples"] == row["samples"]
+        )
+        print(
+            f"{row['backend']:>8} {row['image']:>10} {row['samples']:>8} {row['median_ms']:>8.1f} {row['p95_ms']:>8.1f}"
+            f" {row['median_ms'] / base['median_ms']:>12.2f} {row['median_ms'] / torch_row['median_ms']:>15.2f}"
+        )
+    print("\nMC sampling in process, PyTorch, model resolution (ms)")
+    print(f"{'samples':>8} {'batched tail':>13} {'full passes':>12} {'speed-up':>9}")
+    for samples in SAMPLE_COUNTS:
+        batched = next(r for r in report["sampling"] if r["samples"] == samples and r["method"] == "batched tail")
+        full = next(r for r in report["sampling"] if r["samples"] == samples and r["method"] != "batched tail")
+        print(
+            f"{samples:>8} {batched['median_ms']:>13.1f} {full['median_ms']:>12.1f}"
+            f" {full['median_ms'] / batched['median_ms']:>9.1f}"
+        )
+    print("\nConcurrent clients, 1024×768, samples=10")
+    print(f"{'backend':>8} {'clients':>8} {'images/s':>9} {'median ms':>10} {'p95 ms':>8} {'errors':>7}")
+    for backend in report["backends"].values():
+        for row in backend["concurrency"]:
+            print(
+                f"{row['backend']:>8} {row['clients']:>8} {row['images_per_second']:>9.2f} {row['median_ms']:>10.1f}"
+                f" {row['p95_ms']:>8.1f} {row['errors']:>7}"
+            )
+    print("\nServer")
+    for name, backend in report["backends"].items():
+        print(
+            f"{name:>8}: start-up to ready {backend['startup_seconds']:.1f} s,"
+            f" resident memory {backend['memory_mb']:.0f} MB"
+        )
+    compute = report["compute"]
+    print(
+        f"\nTrunk: {compute['trunk_gflop_per_image']:.2f} GFLOP per image"
+        f" at {compute['trunk_gflops_per_second']:.1f} GFLOP/s;"
+        f" matrix multiply {compute['matmul_gflops_per_second']:.1f} GFLOP/s on {compute['threads']} threads:"
+        f" {compute['fraction_of_ceiling']:.1%} of the ceiling"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
+    parser.add_argument("--quick", action="store_true", help="5 repeats, 5 s per concurrency level")
+    arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.repeats, arguments.warmup, arguments.duration = 5, 1, 5.0
+
+    image = source_image()
+    images = {"1024x768": jpeg_bytes(image, 1024, 768), "4000x3000": jpeg_bytes(image, 4000, 3000)}
+    report = {
+        "backends": {
+            backend: measure_backend(backend, images, arguments.repeats, arguments.warmup, arguments.duration)
+            for backend in ("pytorch", "onnx")
+        },
+        "sampling": measure_sampling(arguments.repeats),
+        "compute": measure_compute(arguments.repeats),
+    }
+    print_report(report)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwritten: {RESULTS.relative_to(REPOSITORY)}")
+
+
+if __name__ == "__main__":
+    main()

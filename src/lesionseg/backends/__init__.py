@@ -1,0 +1,6 @@
+"""Inference engines behind one small interface (see `uncertainty.sampling.Backend`).
+
+`pytorch_backend` needs torch; `onnx_backend` needs only ONNX Runtime and NumPy.
+"""
+
+BACKENDS = ("pytorch", "onnx")

@@ -1,0 +1,42 @@
+"""ONNX Runtime inference on the exported trunk and tail graphs. No torch anywhere on this path."""
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+
+from lesionseg.model.sidecar import CheckpointError, file_sha256
+
+
+def onnx_paths(weights_path: Path) -> tuple[Path, Path]:
+    """Where `lesionseg export` puts the two graphs: beside the checkpoint."""
+    stem = Path(weights_path).with_suffix("")
+    return stem.with_name(stem.name + ".trunk.onnx"), stem.with_name(stem.name + ".tail.onnx")
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, weights_path: Path, sidecar: dict, threads: int = 0) -> None:
+        exported = sidecar.get("onnx")
+        if not exported:
+            raise CheckpointError(f"{Path(weights_path).name} has no ONNX export: run `lesionseg export` first")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.sessions = []
+        for path, part in zip(onnx_paths(weights_path), ("trunk", "tail"), strict=True):
+            if not path.is_file():
+                raise CheckpointError(f"ONNX graph {path.name} is missing: run `lesionseg export`")
+            if file_sha256(path) != exported[part]["sha256"]:
+                raise CheckpointError(f"{path.name}: sha256 does not match the sidecar; export again")
+            self.sessions.append(onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        self.trunk_session, self.tail_session = self.sessions
+        self.tail_inputs = [item.name for item in self.tail_session.get_inputs()]
+
+    def trunk(self, images: np.ndarray) -> list[np.ndarray]:
+        return self.trunk_session.run(None, {"image": images})
+
+    def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+        feeds = dict(zip(self.tail_inputs, [*trunk, *masks], strict=True))
+        return self.tail_session.run(None, feeds)[0]

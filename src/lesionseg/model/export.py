@@ -1,0 +1,85 @@
+"""Export to ONNX: the trunk and the sampled tail as two graphs, the dropout masks as inputs.
+
+Masks stay outside the graph so a seed reproduces a result on either backend; the batch axis is
+dynamic, so the tail takes all MC samples of all images in one run.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lesionseg.backends.onnx_backend import onnx_paths
+from lesionseg.model.checkpoint import load_checkpoint
+from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.sidecar import file_sha256, sidecar_path
+
+OPSET = 17
+
+
+class TrunkGraph(nn.Module):
+    def __init__(self, model: LesionSegmenter) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.forward_trunk(image))
+
+
+class TailGraph(nn.Module):
+    def __init__(self, model: LesionSegmenter, trunk_count: int, input_size: int) -> None:
+        super().__init__()
+        self.model = model
+        self.trunk_count = trunk_count
+        self.input_size = input_size
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        trunk, masks = list(inputs[: self.trunk_count]), list(inputs[self.trunk_count :])
+        return self.model.forward_tail(trunk, (self.input_size, self.input_size), masks)
+
+
+def export_onnx(weights_path: Path) -> dict:
+    """Writes WEIGHTS.trunk.onnx and WEIGHTS.tail.onnx and records their sha256 in the sidecar."""
+    model, sidecar = load_checkpoint(weights_path)
+    size = sidecar["architecture"]["input_size"]
+    channels = sidecar["architecture"]["decoder_channels"]
+    image = torch.zeros(1, 3, size, size)
+    with torch.inference_mode():
+        trunk = model.forward_trunk(image)
+    masks = [torch.ones(1, channels, 1, 1) for _ in model.decoder.dropout_layers]
+    trunk_path, tail_path = onnx_paths(weights_path)
+    trunk_names = [f"trunk_{index}" for index in range(len(trunk))]
+    mask_names = [f"mask_{index}" for index in range(len(masks))]
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    torch.onnx.export(
+        TrunkGraph(model),
+        (image,),
+        str(trunk_path),
+        input_names=["image"],
+        output_names=trunk_names,
+        dynamic_shapes=({0: batch},),
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+    )
+    torch.onnx.export(
+        TailGraph(model, len(trunk), size),
+        (*trunk, *masks),
+        str(tail_path),
+        input_names=[*trunk_names, *mask_names],
+        output_names=["logits"],
+        dynamic_shapes=(tuple({0: batch} for _ in [*trunk, *masks]),),  # one entry: the *inputs tuple
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+    )
+    record = {
+        "opset": OPSET,
+        "torch_version": torch.__version__,
+        "trunk": {"file": trunk_path.name, "sha256": file_sha256(trunk_path)},
+        "tail": {"file": tail_path.name, "sha256": file_sha256(tail_path)},
+    }
+    sidecar["onnx"] = record
+    sidecar_path(weights_path).write_text(json.dumps(sidecar, indent=2) + "\n")
+    return record

@@ -1,0 +1,88 @@
+"""MC-dropout estimates of the lesion probability and of how unsure the model is about it.
+
+Every dropout layer sits in the decoder's tail, so the encoder and most of the decoder are
+deterministic: a backend runs that trunk once per image and only the tail is repeated, for all
+samples as one batch. Channel masks are drawn here with NumPy from the request's seed (never a
+global RNG), so a seed reproduces a result exactly and both backends apply identical masks.
+NumPy only: the torch-free ONNX server runs this same code.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from lesionseg.model.config import ModelConfig
+
+MIN_SAMPLES = 1
+MAX_SAMPLES = 64
+
+
+class Backend(Protocol):
+    """What MC sampling needs from an inference engine (PyTorch or ONNX Runtime)."""
+
+    def trunk(self, images: np.ndarray) -> list[np.ndarray]: ...
+
+    def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class UncertaintyMaps:
+    """Per-pixel maps, shape N×H×W float32, at the model's input resolution."""
+
+    mean_probability: np.ndarray
+    uncertainty_std: np.ndarray
+    # Binary entropy of the mean probability, in bits: 0 when certain, 1 at p = 0.5.
+    predictive_entropy: np.ndarray
+
+
+def check_samples(samples: int) -> None:
+    if not MIN_SAMPLES <= samples <= MAX_SAMPLES:
+        raise ValueError(f"samples must be between {MIN_SAMPLES} and {MAX_SAMPLES}, got {samples}")
+
+
+def draw_channel_masks(config: ModelConfig, count: int, seed: int) -> list[np.ndarray]:
+    """One inverted-dropout channel mask per dropout layer, `count` rows each (count×C×1×1)."""
+    generator = np.random.default_rng(seed)
+    keep_probability = 1.0 - config.dropout_rate
+    masks = []
+    for _ in range(config.dropout_layer_count):
+        keep = generator.random((count, config.decoder_channels, 1, 1)) < keep_probability
+        masks.append(keep.astype(np.float32) / np.float32(keep_probability))
+    return masks
+
+
+def sample_logits(backend: Backend, config: ModelConfig, images: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """images N×3×S×S (normalised) -> logits N×T×S×S. Row n·T + t of the tail is sample t of image n."""
+    check_samples(samples)
+    batch_size, _, height, width = images.shape
+    trunk = backend.trunk(images)
+    repeated = [np.repeat(level, samples, axis=0) for level in trunk]
+    logits = backend.tail(repeated, draw_channel_masks(config, batch_size * samples, seed))
+    return logits.reshape(batch_size, samples, height, width)
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    return (0.5 * (1.0 + np.tanh(0.5 * values))).astype(np.float32)  # overflow-free logistic
+
+
+def binary_entropy_bits(probability: np.ndarray) -> np.ndarray:
+    clamped = np.clip(probability, 1e-7, 1 - 1e-7)
+    return -(clamped * np.log2(clamped) + (1 - clamped) * np.log2(1 - clamped))
+
+
+def summarise(logits: np.ndarray, temperature: float = 1.0) -> UncertaintyMaps:
+    """logits N×T×H×W -> mean probability, its standard deviation over samples, entropy."""
+    probabilities = sigmoid(logits / np.float32(temperature))
+    mean_probability = probabilities.mean(axis=1)
+    return UncertaintyMaps(
+        mean_probability=mean_probability,
+        uncertainty_std=probabilities.std(axis=1),
+        predictive_entropy=binary_entropy_bits(mean_probability).astype(np.float32),
+    )
+
+
+def sample_mc_dropout(
+    backend: Backend, config: ModelConfig, images: np.ndarray, samples: int, seed: int, temperature: float = 1.0
+) -> UncertaintyMaps:
+    return summarise(sample_logits(backend, config, images, samples, seed), temperature)
