@@ -8,6 +8,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -17,25 +18,42 @@ from lesionseg.config import Settings
 from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.model.config import ModelConfig
 from lesionseg.model.sidecar import config_from_sidecar, read_sidecar
-from lesionseg.uncertainty.sampling import Backend, sample_mc_dropout
+from lesionseg.uncertainty.sampling import Backend, UncertaintyMaps, sample_mc_dropout
 from lesionseg.uncertainty.scores import expected_dice_error
 
 DEFAULT_REVIEW_THRESHOLD = 0.2
 
 
-@dataclass(frozen=True)
+@dataclass
 class Prediction:
-    """Maps at the original image's size (H×W float32), and how they were made."""
+    """One image's result. The maps come at the original image's size (H×W float32), resized from
+    the model's resolution only when first asked for: a 12-megapixel map costs tens of milliseconds,
+    and most outputs need one or two of the three."""
 
-    mean_probability: np.ndarray
-    uncertainty_std: np.ndarray
-    predictive_entropy: np.ndarray
-    mask: np.ndarray  # bool
+    model_maps: UncertaintyMaps  # 1×S×S, at the model's resolution
+    width: int
+    height: int
     samples: int
     seed: int
     threshold: float
     uncertainty_score: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def mean_probability(self) -> np.ndarray:
+        return resize_map(self.model_maps.mean_probability[0], self.width, self.height)
+
+    @cached_property
+    def uncertainty_std(self) -> np.ndarray:
+        return resize_map(self.model_maps.uncertainty_std[0], self.width, self.height)
+
+    @cached_property
+    def predictive_entropy(self) -> np.ndarray:
+        return resize_map(self.model_maps.predictive_entropy[0], self.width, self.height)
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        return self.mean_probability >= self.threshold
 
 
 def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -112,12 +130,10 @@ class Predictor:
             maps = sample_mc_dropout(self.backend, self.config, batch, samples, seed, self.temperature)
         sampled = time.perf_counter()
         model_probability = maps.mean_probability[0]
-        mean_probability = resize_map(maps.mean_probability[0], width, height)
         return Prediction(
-            mean_probability=mean_probability,
-            uncertainty_std=resize_map(maps.uncertainty_std[0], width, height),
-            predictive_entropy=resize_map(maps.predictive_entropy[0], width, height),
-            mask=mean_probability >= threshold,
+            model_maps=maps,
+            width=width,
+            height=height,
             samples=samples,
             seed=seed,
             threshold=threshold,
@@ -126,6 +142,5 @@ class Predictor:
             timings_ms={
                 "preprocess": round((prepared - started) * 1000, 2),
                 "inference": round((sampled - prepared) * 1000, 2),
-                "resize": round((time.perf_counter() - sampled) * 1000, 2),
             },
         )
