@@ -60,3 +60,59 @@ def test_unknown_model_name_is_a_clear_error(tmp_path):
     result = run("train", "--model", "resnet_9000", "--output-directory", str(tmp_path), check=False)
     assert result.returncode != 0
     assert "unknown model 'resnet_9000'" in result.stderr
+
+
+def copy_of_the_embedded_model(tmp_path):
+    from lesionseg.config import DEFAULT_WEIGHTS
+    from lesionseg.model.sidecar import sidecar_path
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(DEFAULT_WEIGHTS.read_bytes())
+    sidecar_path(weights).write_text(sidecar_path(DEFAULT_WEIGHTS).read_text())
+    return weights
+
+
+def test_calibrate_then_evaluate_uncertainty_with_plots(data_root, tmp_path):
+    weights = copy_of_the_embedded_model(tmp_path)
+    common = ["--weights", str(weights), "--data-root", str(data_root), "--sets", "isic2018", "--samples", "4"]
+    run("calibrate", *common, "--limit", "8")
+    calibration = json.loads(weights.with_suffix(".json").read_text())["calibration"]
+    assert 0.5 <= calibration["temperature"] <= 4.0
+    assert calibration["fitted_on"]["pairs"] == 8
+    report = tmp_path / "uncertainty.json"
+    result = run(
+        "evaluate",
+        *common,
+        "--split",
+        "report",
+        "--limit",
+        "12",
+        "--uncertainty",
+        "--plots",
+        str(tmp_path / "plots"),
+        "--output",
+        str(report),
+        "--record",
+    )
+    assert "AUROC std" in result.stdout
+    content = json.loads(report.read_text())
+    pixel = content["uncertainty"]["isic2018"]["pixel"]
+    assert 0 <= pixel["ece"] <= 1 and 0 <= pixel["std_error_detection"]["auroc"] <= 1
+    assert content["temperature"] == calibration["temperature"]
+    for plot in ("reliability.png", "risk_coverage.png"):
+        assert (tmp_path / "plots" / plot).stat().st_size > 5_000
+    card = run("info", "--weights", str(weights), "--markdown").stdout
+    assert "## Calibration" in card and "## Uncertainty quality" in card
+
+
+def test_model_card_file_is_generated_from_the_embedded_sidecar():
+    from pathlib import Path
+
+    from lesionseg.config import DEFAULT_WEIGHTS
+    from lesionseg.model.sidecar import read_sidecar
+    from lesionseg.model_card import render_model_card
+
+    committed = (Path(__file__).resolve().parents[1] / "MODEL_CARD.md").read_text()
+    assert committed == render_model_card(read_sidecar(DEFAULT_WEIGHTS)), (
+        "run: lesionseg info --markdown > MODEL_CARD.md"
+    )

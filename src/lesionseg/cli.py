@@ -1,4 +1,4 @@
-"""The `lesionseg` command: serve, predict, evaluate, calibrate, info, train, export-weights."""
+"""The `lesionseg` command: serve, predict, evaluate, calibrate, info, train, export, export-weights."""
 
 import argparse
 import json
@@ -249,6 +249,7 @@ def add_calibrate_parser(subparsers) -> None:
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--referred-fraction", type=float, default=0.1, help="share of images to flag for review")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs of each set")
 
 
 def run_calibrate(arguments: argparse.Namespace) -> None:
@@ -256,11 +257,10 @@ def run_calibrate(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation.evaluate import select_pairs
 
     weights, predictor = load_predictor(arguments.weights)
-    records = [
-        record
-        for set_name in arguments.sets
-        for record in select_pairs(arguments.data_root, set_name, "calibration", 0.1, 0)
-    ]
+    records = []
+    for set_name in arguments.sets:
+        pairs = select_pairs(arguments.data_root, set_name, "calibration", 0.1, 0)
+        records += pairs[: arguments.limit] if arguments.limit else pairs
     calibration = calibrate(predictor, records, arguments.samples, arguments.seed, arguments.referred_fraction)
     calibration["command"] = " ".join(["lesionseg", *sys.argv[1:]])
     update_sidecar(weights, "calibration", calibration)

@@ -24,8 +24,9 @@ class Settings(BaseSettings):
 
     default_samples: int = Field(10, ge=1, le=64)
     default_threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    # The heatmap's colour scale: this standard deviation (and above) is the hottest colour.
-    heatmap_scale_max: float = Field(0.25, gt=0.0, le=0.5)
+    # The heatmap's colour scale: this standard deviation (and above) is the hottest colour. On the
+    # validation split 99.9 % of pixels have std below 0.038 (10 samples), so 0.05 uses the whole scale.
+    heatmap_scale_max: float = Field(0.05, gt=0.0, le=0.5)
     heatmap_scale: Literal["absolute", "per_image"] = "absolute"
 
     # uncertainty_score at or above this recommends a human look; unset uses the checkpoint's

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from lesionseg.model.config import MODEL_CONFIGS
-from lesionseg.model.registry import create_model
 from lesionseg.model.decoder import ChannelDropout
 from lesionseg.model.pretrained import load_imagenet_weights
+from lesionseg.model.registry import create_model
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))

@@ -15,7 +15,7 @@ from lesionseg.model.checkpoint import load_checkpoint
 from lesionseg.model.network import LesionSegmenter
 from lesionseg.model.sidecar import file_sha256, sidecar_path
 
-OPSET = 17
+OPSET = 18
 
 
 class TrunkGraph(nn.Module):
@@ -53,7 +53,7 @@ def export_onnx(weights_path: Path) -> dict:
     mask_names = [f"mask_{index}" for index in range(len(masks))]
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
-        TrunkGraph(model),
+        TrunkGraph(model).eval(),
         (image,),
         str(trunk_path),
         input_names=["image"],
@@ -64,7 +64,7 @@ def export_onnx(weights_path: Path) -> dict:
         external_data=False,
     )
     torch.onnx.export(
-        TailGraph(model, len(trunk), size),
+        TailGraph(model, len(trunk), size).eval(),
         (*trunk, *masks),
         str(tail_path),
         input_names=[*trunk_names, *mask_names],
