@@ -116,3 +116,19 @@ def test_model_card_file_is_generated_from_the_embedded_sidecar():
     assert committed == render_model_card(read_sidecar(DEFAULT_WEIGHTS)), (
         "run: lesionseg info --markdown > MODEL_CARD.md"
     )
+
+
+def test_predict_a_folder_in_isic_submission_format(isic_validation_pairs, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    records = isic_validation_pairs[:3]
+    for record in records:
+        (folder / record.image_path.name).write_bytes(record.image_path.read_bytes())
+    (folder / "notes.txt").write_text("not an image, and not picked up")
+    run("predict", str(folder), "--out", str(tmp_path / "out"), "--format", "isic", "--samples", "2")
+    written = sorted(path.name for path in (tmp_path / "out").iterdir())
+    assert written == sorted(f"{r.identifier}_segmentation.png" for r in records)
+    for record in records:
+        mask = cv2.imread(str(tmp_path / "out" / f"{record.identifier}_segmentation.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == cv2.imread(str(record.mask_path), cv2.IMREAD_GRAYSCALE).shape
+        assert set(mask.flatten().tolist()) <= {0, 255}

@@ -91,18 +91,38 @@ def run_serve(arguments: argparse.Namespace) -> None:
     )
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+
+
 def add_predict_parser(subparsers) -> None:
-    parser = subparsers.add_parser("predict", help="segment images; write mask, uncertainty and combined PNGs")
-    parser.add_argument("images", nargs="+", type=Path)
+    parser = subparsers.add_parser("predict", help="segment images or folders of images")
+    parser.add_argument("images", nargs="+", type=Path, help="image files and/or folders of images")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--format",
+        choices=["all", "isic"],
+        default="all",
+        help="all: ID_mask.png, ID_uncertainty.png (16-bit) and ID_combined.png; isic: ID_segmentation.png only",
+    )
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
 
 
+def expand_image_paths(paths: list[Path]) -> list[Path]:
+    expanded = []
+    for path in paths:
+        if path.is_dir():
+            expanded += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            expanded.append(path)
+    return expanded
+
+
 def run_predict(arguments: argparse.Namespace) -> None:
     import cv2
+    from tqdm import tqdm
 
     from lesionseg.config import Settings
     from lesionseg.imaging.decode import ImageRejected, decode_upload
@@ -113,13 +133,13 @@ def run_predict(arguments: argparse.Namespace) -> None:
     predictor = Predictor.from_checkpoint(settings.weights)
     arguments.out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for image_path in arguments.images:
+    for image_path in tqdm(expand_image_paths(arguments.images), desc="segmenting", unit="image"):
         try:
             decoded = decode_upload(
                 image_path.read_bytes(), settings.max_pixels, settings.min_side, 2 * predictor.input_size
             )
         except (ImageRejected, OSError) as error:
-            print(f"{image_path}: skipped: {error}", file=sys.stderr)
+            tqdm.write(f"{image_path}: skipped: {error}", file=sys.stderr)
             failures += 1
             continue
         prediction = predictor.predict(
@@ -130,16 +150,16 @@ def run_predict(arguments: argparse.Namespace) -> None:
             output_size=(decoded.original_width, decoded.original_height),
         )
         stem = arguments.out / image_path.stem
-        cv2.imwrite(f"{stem}_mask.png", prediction.mask.astype("uint8") * 255)
+        mask = prediction.mask.astype("uint8") * 255
+        if arguments.format == "isic":
+            cv2.imwrite(f"{stem}_segmentation.png", mask)
+            continue
+        cv2.imwrite(f"{stem}_mask.png", mask)
         cv2.imwrite(f"{stem}_uncertainty.png", uncertainty_to_uint16(prediction.uncertainty_std))
         combined = combined_panels(
             prediction.mask, prediction.uncertainty_std, settings.heatmap_scale, settings.heatmap_scale_max
         )
         (arguments.out / f"{image_path.stem}_combined.png").write_bytes(encode_png(combined))
-        print(
-            f"{image_path}: lesion {prediction.mask.mean():.1%} of the image,"
-            f" {prediction.timings_ms['inference']:.0f} ms"
-        )
     if failures:
         sys.exit(1)
 

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
 
     # Requests admitted to inference at once (running + waiting); more get 503 and Retry-After.
     max_queue: int = Field(16, ge=1)
+    # Images in one POST /predict/batch; the whole body still counts against max_upload_bytes.
+    max_batch_files: int = Field(16, ge=1)
     request_timeout_seconds: float = Field(120.0, gt=0)
 
     # API keys: comma-separated here and/or one per line in a file. None set = no auth.

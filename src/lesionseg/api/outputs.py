@@ -10,6 +10,7 @@ from lesionseg.config import Settings
 from lesionseg.imaging.decode import DecodedImage
 from lesionseg.imaging.regions import bounding_box, outline_polygons, rle_encode
 from lesionseg.imaging.render import (
+    HeatmapScale,
     combined_panels,
     encode_png,
     outline_overlay,
@@ -63,8 +64,13 @@ def summary(
 
 
 def render(
-    format: OutputFormat, prediction: Prediction, decoded: DecodedImage, settings: Settings, heatmap=None
+    format: OutputFormat,
+    prediction: Prediction,
+    decoded: DecodedImage,
+    settings: Settings,
+    heatmap: HeatmapScale | None = None,
 ) -> bytes:
+    """Image formats; `heatmap` overrides the settings' colour scale for the two-panel PNG."""
     if format == "png":
         scale = heatmap or settings.heatmap_scale
         return encode_png(

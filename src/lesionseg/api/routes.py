@@ -12,10 +12,10 @@ from lesionseg import __version__
 from lesionseg.api.deps import get_predictor, get_settings
 from lesionseg.api.errors import RequestRejected
 from lesionseg.api.outputs import MEDIA_TYPES, OutputFormat, json_bytes, render, summary
-from lesionseg.api.schemas import ErrorBody, Health, ModelCard, PredictionSummary
+from lesionseg.api.schemas import BatchResult, ErrorBody, Health, ModelCard, PredictionSummary
 from lesionseg.config import Settings
-from lesionseg.imaging.decode import decode_upload
-from lesionseg.predictor import Predictor
+from lesionseg.imaging.decode import DecodedImage, ImageRejected, decode_upload
+from lesionseg.predictor import Prediction, Predictor
 from lesionseg.uncertainty.sampling import MAX_SAMPLES, MIN_SAMPLES
 
 router = APIRouter()
@@ -94,6 +94,28 @@ def check_content_type(upload: UploadFile) -> None:
         raise RequestRejected(415, f"content type {content_type!r} is not an image; send image/jpeg, image/png, ...")
 
 
+def decode_and_predict(
+    data: bytes,
+    predictor: Predictor,
+    settings: Settings,
+    samples: int,
+    threshold: float,
+    seed: int | None,
+    full_pixels: bool = False,
+) -> tuple[DecodedImage, Prediction]:
+    # Large JPEGs decode at reduced scale unless an output shows the photo itself.
+    draft_size = None if full_pixels else 2 * predictor.input_size
+    decoded = decode_upload(data, settings.max_pixels, settings.min_side, draft_size=draft_size)
+    prediction = predictor.predict(
+        decoded.rgb,
+        samples=samples,
+        seed=seed,
+        threshold=threshold,
+        output_size=(decoded.original_width, decoded.original_height),
+    )
+    return decoded, prediction
+
+
 def predict_and_render(
     data: bytes,
     predictor: Predictor,
@@ -106,16 +128,8 @@ def predict_and_render(
     include_images: bool,
 ) -> tuple[bytes, str, int]:
     """Blocking work (decode, inference, render): runs in a worker thread, off the event loop."""
-    needs_full_pixels = format == "overlay" or include_images
-    draft_size = None if needs_full_pixels else 2 * predictor.input_size
-    decoded = decode_upload(data, settings.max_pixels, settings.min_side, draft_size=draft_size)
-    prediction = predictor.predict(
-        decoded.rgb,
-        samples=samples,
-        seed=seed,
-        threshold=threshold,
-        output_size=(decoded.original_width, decoded.original_height),
-    )
+    full_pixels = format == "overlay" or include_images
+    decoded, prediction = decode_and_predict(data, predictor, settings, samples, threshold, seed, full_pixels)
     if format == "json":
         body = summary(prediction, decoded, predictor, settings, include_images)
         return json_bytes(body), "application/json", prediction.seed
@@ -160,3 +174,45 @@ async def predict(
             )
     metrics.samples.observe(samples)
     return Response(content=content, media_type=media_type, headers={"X-Lesionseg-Seed": str(used_seed)})
+
+
+def summarise_upload(
+    data: bytes, predictor: Predictor, settings: Settings, samples: int, threshold: float, seed: int | None
+) -> dict:
+    decoded, prediction = decode_and_predict(data, predictor, settings, samples, threshold, seed)
+    return summary(prediction, decoded, predictor, settings, include_images=False)
+
+
+@router.post("/predict/batch", response_model=BatchResult, responses=ERROR_RESPONSES)
+async def predict_batch(
+    files: Annotated[list[UploadFile] | None, File(description="several images, one part each")] = None,
+    samples: Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")] = None,
+    threshold: Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")] = None,
+    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
+    *,
+    request: Request,
+    predictor: Predictor = Depends(get_predictor),
+    settings: Settings = Depends(get_settings),
+) -> BatchResult:
+    """The JSON summary of several images in one request, in order. One bad image gets its own
+    4xx entry and does not fail the others. The whole request counts against the upload limit."""
+    if not files:
+        raise RequestRejected(400, "no files: send the images as multipart/form-data fields named 'files'")
+    if len(files) > settings.max_batch_files:
+        raise RequestRejected(413, f"{len(files)} files; a batch holds at most {settings.max_batch_files}")
+    samples = samples or settings.default_samples
+    threshold = threshold or settings.default_threshold
+    results = []
+    with request.app.state.inference_gate:
+        for upload in files:
+            try:
+                check_content_type(upload)
+                data = await read_limited(upload, settings.max_upload_bytes)
+                body = await run_in_threadpool(summarise_upload, data, predictor, settings, samples, threshold, seed)
+                results.append({"filename": upload.filename, "status": 200, "result": body})
+            except RequestRejected as error:
+                results.append({"filename": upload.filename, "status": error.status_code, "detail": error.detail})
+            except ImageRejected as error:
+                results.append({"filename": upload.filename, "status": error.status_code, "detail": error.message})
+    request.app.state.metrics.samples.observe(samples)
+    return BatchResult(results=results)

@@ -53,3 +53,14 @@ class ModelCard(BaseModel):
     version: str
     sha256: str
     card: dict[str, Any]
+
+
+class BatchItem(BaseModel):
+    filename: str | None
+    status: int = Field(description="200, or the 4xx this image alone would have got")
+    result: PredictionSummary | None = None
+    detail: str | None = None
+
+
+class BatchResult(BaseModel):
+    results: list[BatchItem]
