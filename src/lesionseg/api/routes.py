@@ -1,12 +1,13 @@
 """The service's routes: POST /predict/, GET /health, GET /info, and the web page at /."""
 
+import asyncio
+import functools
 from importlib import resources
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.concurrency import run_in_threadpool
 
 from lesionseg import __version__
 from lesionseg.api.deps import get_predictor, get_settings
@@ -94,6 +95,12 @@ def check_content_type(upload: UploadFile) -> None:
         raise RequestRejected(415, f"content type {content_type!r} is not an image; send image/jpeg, image/png, ...")
 
 
+async def run_blocking(request: Request, function, *arguments):
+    """Off the event loop, on the app's inference threads (see `create_app`)."""
+    executor = request.app.state.inference_executor
+    return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(function, *arguments))
+
+
 def decode_and_predict(
     data: bytes,
     predictor: Predictor,
@@ -160,7 +167,8 @@ async def predict(
     metrics = request.app.state.metrics
     with request.app.state.inference_gate:
         with metrics.inference.time():
-            content, media_type, used_seed = await run_in_threadpool(
+            content, media_type, used_seed = await run_blocking(
+                request,
                 predict_and_render,
                 data,
                 predictor,
@@ -208,7 +216,9 @@ async def predict_batch(
             try:
                 check_content_type(upload)
                 data = await read_limited(upload, settings.max_upload_bytes)
-                body = await run_in_threadpool(summarise_upload, data, predictor, settings, samples, threshold, seed)
+                body = await run_blocking(
+                    request, summarise_upload, data, predictor, settings, samples, threshold, seed
+                )
                 results.append({"filename": upload.filename, "status": 200, "result": body})
             except RequestRejected as error:
                 results.append({"filename": upload.filename, "status": error.status_code, "detail": error.detail})
