@@ -1,4 +1,4 @@
-"""The service's routes: POST /predict/, GET /health, GET /info, and the web page at /."""
+"""The service's routes: POST /predict/ and /predict/batch, the probes, /info, /metrics, the page at /."""
 
 import asyncio
 import functools
@@ -35,15 +35,21 @@ PREDICT_RESPONSES = {
 }
 
 
+@functools.cache
+def page_html() -> str:
+    return resources.files("lesionseg.api").joinpath("static/index.html").read_text()
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def web_page() -> HTMLResponse:
-    page = resources.files("lesionseg.api").joinpath("static/index.html").read_text()
-    return HTMLResponse(page)
+    return HTMLResponse(page_html())
 
 
 @router.get("/health", response_model=Health)
 def health(request: Request) -> Health:
-    return Health(status="ok", model=request.app.state.predictor.config.name, version=__version__)
+    """200 while the process is alive, whether or not the model is loaded (that is /ready)."""
+    predictor = request.app.state.predictor
+    return Health(status="ok", model=predictor.config.name if predictor else None, version=__version__)
 
 
 @router.get("/ready", response_model=Health, responses={503: {"model": ErrorBody}})

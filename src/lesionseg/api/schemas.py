@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 class Health(BaseModel):
     status: str
-    model: str
+    model: str | None
     version: str
 
 
