@@ -9,8 +9,9 @@ from tqdm import tqdm
 from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.predictor import Predictor
 from lesionseg.training.data import PairRecord, read_mask, read_rgb
-from lesionseg.uncertainty.calibration import choose_review_threshold, fit_temperature
+from lesionseg.uncertainty.calibration import choose_review_threshold, fit_temperature, mean_probability
 from lesionseg.uncertainty.sampling import sample_logits
+from lesionseg.uncertainty.scores import expected_dice_error
 
 
 def calibrate(
@@ -24,12 +25,11 @@ def calibrate(
         logits.append(torch.from_numpy(sample_logits(predictor.backend, predictor.config, batch, samples, seed)[0]))
         mask = cv2.resize(read_mask(record.mask_path), (size, size), interpolation=cv2.INTER_LINEAR)
         truths.append(torch.from_numpy(mask > 128).float())
-    temperature, losses = fit_temperature(torch.stack(logits), torch.stack(truths))
-
-    predictor.temperature = temperature
-    scores = np.array(
-        [predictor.predict(read_rgb(r.image_path), samples=samples, seed=seed).uncertainty_score for r in records]
-    )
+    stacked = torch.stack(logits)
+    temperature, losses = fit_temperature(stacked, torch.stack(truths))
+    # The served score, from the samples already drawn: the MC mean at the fitted temperature.
+    probabilities = mean_probability(stacked, temperature).numpy()
+    scores = np.array([expected_dice_error(probability, probability >= 0.5) for probability in probabilities])
     return {
         "temperature": temperature,
         "negative_log_likelihood": {
