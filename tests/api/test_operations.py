@@ -50,7 +50,11 @@ def test_json_logs_carry_the_request_id_and_shutdown_finishes_in_flight_work(lar
 
     worker = threading.Thread(target=slow_request)
     worker.start()
-    time.sleep(0.3)  # the request is in flight when the stop signal comes
+    # Stop only once the request is admitted to inference, so it is surely in flight.
+    deadline = time.monotonic() + 30
+    while "lesionseg_inference_queue_depth 1.0" not in httpx.get(f"{server.url}/metrics").text:
+        assert time.monotonic() < deadline, "the request never reached inference"
+        time.sleep(0.01)
     output = server.stop()
     worker.join(timeout=120)
     assert results.get("status") == 200, output[-3000:]
