@@ -22,19 +22,15 @@ def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.
 class ChannelDropout(nn.Dropout2d):
     """`Dropout2d` that can also apply a channel mask drawn by the caller.
 
-    Drawing masks outside the layer lets MC sampling use its own seeded generator (reproducible,
-    thread-safe, no global RNG) and apply all samples as one batch.
+    Drawing masks outside the layer (`uncertainty.sampling.draw_channel_masks`) lets MC sampling use
+    its own seeded generator (reproducible, thread-safe, the same on both backends) and apply all
+    samples as one batch.
     """
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is not None:
             return features * mask
         return super().forward(features)
-
-    def draw_mask(self, samples: int, channels: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-        keep_probability = 1.0 - self.p
-        keep = torch.rand((samples, channels, 1, 1), generator=generator, device=device) < keep_probability
-        return keep.float() / keep_probability
 
 
 class PyramidPoolingModule(nn.Module):
