@@ -1,4 +1,4 @@
-"""The `lesionseg` command: serve, predict, evaluate, calibrate, info, train, export, export-weights."""
+"""The `lesionseg` command: serve, predict, batch, evaluate, calibrate, info, train, export, export-weights."""
 
 import argparse
 import json
@@ -91,9 +91,6 @@ def run_serve(arguments: argparse.Namespace) -> None:
     )
 
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-
-
 def add_predict_parser(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="segment images or folders of images")
     parser.add_argument("images", nargs="+", type=Path, help="image files and/or folders of images")
@@ -111,10 +108,12 @@ def add_predict_parser(subparsers) -> None:
 
 
 def expand_image_paths(paths: list[Path]) -> list[Path]:
+    from lesionseg.batch.inputs import image_paths_in
+
     expanded = []
     for path in paths:
         if path.is_dir():
-            expanded += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            expanded += image_paths_in(path)
         else:
             expanded.append(path)
     return expanded
@@ -162,6 +161,50 @@ def run_predict(arguments: argparse.Namespace) -> None:
         (arguments.out / f"{image_path.stem}_combined.png").write_bytes(encode_png(combined))
     if failures:
         sys.exit(1)
+
+
+def add_batch_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "batch", help="segment an archive (folder or manifest CSV) into masks, uncertainty maps and a results table"
+    )
+    parser.add_argument("input", type=Path, help="a folder of images, or a CSV with a `path` column")
+    parser.add_argument("output", type=Path, help="output folder; rerunning into it skips finished images")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local")
+    parser.add_argument("--address", help="ray: join this cluster (`auto` or host:port); default: start a local one")
+    parser.add_argument("--workers", type=int, help="ray: model replicas; default: the cluster's CPUs / --threads")
+    parser.add_argument("--threads", type=int, default=0, help="threads per worker; 0: all cores (local), 1 (ray)")
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch")
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threshold", type=float, default=0.5)
+
+
+def run_batch(arguments: argparse.Namespace) -> None:
+    from lesionseg.batch.engines import run_batch
+    from lesionseg.batch.inputs import list_inputs
+    from lesionseg.batch.results import ResultsTable
+    from lesionseg.batch.segmenter import JobSettings
+    from lesionseg.config import Settings
+
+    job = JobSettings(
+        weights=str((arguments.weights or Settings().weights).resolve()),
+        backend=arguments.backend,
+        samples=arguments.samples,
+        seed=arguments.seed,
+        threshold=arguments.threshold,
+        threads=arguments.threads,
+    )
+    items = list_inputs(arguments.input)
+    table = ResultsTable(arguments.output, job)
+    try:
+        summary = run_batch(items, job, table, arguments.engine, arguments.address, arguments.workers)
+    finally:
+        table.close()
+    (arguments.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    if summary["failed"]:
+        print(f"{summary['failed']} images failed; their errors are in {arguments.output / 'results.csv'}")
 
 
 def add_evaluate_parser(subparsers) -> None:
@@ -335,6 +378,7 @@ def run_onnx_export(arguments: argparse.Namespace) -> None:
 COMMANDS = {
     "serve": (add_serve_parser, run_serve),
     "predict": (add_predict_parser, run_predict),
+    "batch": (add_batch_parser, run_batch),
     "evaluate": (add_evaluate_parser, run_evaluate),
     "calibrate": (add_calibrate_parser, run_calibrate),
     "info": (add_info_parser, run_info),

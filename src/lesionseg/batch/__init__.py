@@ -1,0 +1,1 @@
+"""Segmenting an archive: a folder or manifest in, masks, uncertainty maps and a results table out."""

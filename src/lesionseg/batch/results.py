@@ -1,0 +1,93 @@
+"""The output folder of a batch job: files written atomically, one results row per image, resumable.
+
+Only the job's driver writes here. On start it keeps the rows of images that finished (status ok
+and both files present) and forgets the rest, so a rerun skips finished images and retries failed
+or interrupted ones; each image then has exactly one row.
+"""
+
+import csv
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from lesionseg.batch.inputs import BatchItem
+from lesionseg.batch.segmenter import RESULT_COLUMNS, ImageOutcome, JobSettings, output_files
+from lesionseg.model.sidecar import read_sidecar
+
+# Settings that change an image's outputs: a rerun with other values would mix two jobs in one table.
+DECIDING_SETTINGS = ("model_sha256", "backend", "samples", "seed", "threshold")
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)  # a reader, or a crash, sees the old file or the new one, never half
+
+
+def job_description(job: JobSettings) -> dict:
+    return {**asdict(job), "model_sha256": read_sidecar(Path(job.weights))["sha256"]}
+
+
+class ResultsTable:
+    def __init__(self, output: Path, job: JobSettings) -> None:
+        self.output = Path(output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        self.table_path = self.output / "results.csv"
+        self.job_path = self.output / "job.json"
+        self.description = job_description(job)
+        self.check_same_job()
+        self.finished = self.keep_finished_rows()
+        self.recorded: set[str] = set()
+        self.counts = {"ok": 0, "failed": 0}
+        self.stream = open(self.table_path, "a", newline="")
+        self.writer = csv.DictWriter(self.stream, fieldnames=RESULT_COLUMNS)
+        if self.stream.tell() == 0:
+            self.writer.writeheader()
+
+    def check_same_job(self) -> None:
+        if self.job_path.is_file():
+            previous = json.loads(self.job_path.read_text())
+            changed = [key for key in DECIDING_SETTINGS if previous.get(key) != self.description[key]]
+            if changed:
+                details = ", ".join(f"{key} {previous.get(key)!r} -> {self.description[key]!r}" for key in changed)
+                raise ValueError(f"{self.output} holds the results of another job ({details}); use a new folder")
+        write_atomically(self.job_path, (json.dumps(self.description, indent=2) + "\n").encode())
+
+    def keep_finished_rows(self) -> set[str]:
+        if not self.table_path.is_file():
+            return set()
+        with open(self.table_path, newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        kept = [
+            row
+            for row in rows
+            if row["status"] == "ok"
+            and all((self.output / name).is_file() for name in output_files(row["identifier"]).values())
+        ]
+        temporary = self.table_path.with_name(".results.csv.partial")
+        with open(temporary, "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=RESULT_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(temporary, self.table_path)
+        return {row["identifier"] for row in kept}
+
+    def pending(self, items: list[BatchItem]) -> list[BatchItem]:
+        return [item for item in items if item.identifier not in self.finished]
+
+    def record(self, outcome: ImageOutcome) -> None:
+        identifier = outcome.row["identifier"]
+        if identifier in self.recorded:
+            return  # a retried task that reported twice: the first report already wrote everything
+        for name, data in outcome.files.items():
+            write_atomically(self.output / name, data)
+        # The row goes last: a row in the table means its files are complete.
+        self.writer.writerow(outcome.row)
+        self.stream.flush()
+        self.recorded.add(identifier)
+        self.counts[outcome.row["status"]] += 1
+
+    def close(self) -> None:
+        self.stream.close()

@@ -1,0 +1,122 @@
+"""One archive image in, its output files and its row of the results table out.
+
+The same code runs in the local engine and inside each Ray actor. It never writes to the output
+folder: it returns the files' bytes, and the job's driver writes them, so an image that a killed
+worker had half done is still written exactly once, by whichever attempt reports first.
+"""
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lesionseg.config import Settings
+from lesionseg.imaging.decode import decode_upload
+from lesionseg.imaging.render import encode_png, uncertainty_to_uint16
+from lesionseg.predictor import Predictor
+
+RESULT_COLUMNS = [
+    "identifier",
+    "path",
+    "status",
+    "error",
+    "width",
+    "height",
+    "lesion_area_pixels",
+    "lesion_area_fraction",
+    "uncertainty_score",
+    "review_recommended",
+    "read_ms",
+    "decode_ms",
+    "inference_ms",
+    "encode_ms",
+    "total_ms",
+    "worker",
+]
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What decides an image's outputs; a resumed job must use the same, or its table would mix runs."""
+
+    weights: str
+    backend: str = "pytorch"
+    samples: int = 10
+    seed: int = 0
+    threshold: float = 0.5
+    threads: int = 0  # per worker; 0 = the backend's choice
+
+
+@dataclass
+class ImageOutcome:
+    row: dict
+    files: dict[str, bytes] = field(default_factory=dict)  # path relative to the output folder -> bytes
+
+
+def output_files(identifier: str) -> dict[str, str]:
+    """The ISIC 2018 Task 1 mask name, and the 16-bit uncertainty map (value = std / 0.5 × 65535)."""
+    return {
+        "mask": f"masks/{identifier}_segmentation.png",
+        "uncertainty": f"uncertainty/{identifier}_uncertainty.png",
+    }
+
+
+def elapsed_ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)
+
+
+class ImageSegmenter:
+    def __init__(self, job: JobSettings) -> None:
+        self.job = job
+        self.settings = Settings()
+        self.predictor = Predictor.from_checkpoint(Path(job.weights), job.backend, threads=job.threads)
+        self.review_threshold = self.predictor.review_threshold(self.settings)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def segment(self, identifier: str, path: str) -> ImageOutcome:
+        started = time.perf_counter()
+        row = {column: "" for column in RESULT_COLUMNS}
+        row.update(identifier=identifier, path=path, worker=self.worker)
+        try:
+            data = Path(path).read_bytes()
+            row["read_ms"] = elapsed_ms(started)
+            decode_started = time.perf_counter()
+            decoded = decode_upload(
+                data, self.settings.max_pixels, self.settings.min_side, 2 * self.predictor.input_size
+            )
+            row["decode_ms"] = elapsed_ms(decode_started)
+            prediction = self.predictor.predict(
+                decoded.rgb,
+                samples=self.job.samples,
+                seed=self.job.seed,
+                threshold=self.job.threshold,
+                output_size=(decoded.original_width, decoded.original_height),
+            )
+            row["inference_ms"] = round(sum(prediction.timings_ms.values()), 2)
+            encode_started = time.perf_counter()
+            mask = prediction.mask
+            names = output_files(identifier)
+            files = {
+                names["mask"]: encode_png(np.where(mask, 255, 0).astype(np.uint8)),
+                names["uncertainty"]: encode_png(uncertainty_to_uint16(prediction.uncertainty_std)),
+            }
+            row["encode_ms"] = elapsed_ms(encode_started)
+        except Exception as error:  # noqa: BLE001 - one bad image must never stop an archive's job
+            # Unreadable files, rejected images and anything else go in the table, with the reason.
+            row.update(status="failed", error=f"{type(error).__name__}: {error}", total_ms=elapsed_ms(started))
+            return ImageOutcome(row)
+        area = int(mask.sum())
+        row.update(
+            status="ok",
+            width=decoded.original_width,
+            height=decoded.original_height,
+            lesion_area_pixels=area,
+            lesion_area_fraction=round(area / mask.size, 6),
+            uncertainty_score=round(prediction.uncertainty_score, 6),
+            review_recommended=prediction.uncertainty_score >= self.review_threshold,
+            total_ms=elapsed_ms(started),
+        )
+        return ImageOutcome(row, files)

@@ -1,0 +1,141 @@
+"""`lesionseg batch` end to end on real images, run as a user runs it, on both engines."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lesionseg.training.data import PairRecord
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+LESIONSEG = Path(sys.executable).parent / "lesionseg"
+IMAGES = 8
+
+
+def run_batch(input_folder: Path, output: Path, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(LESIONSEG), "batch", str(input_folder), str(output), *options], capture_output=True, text=True, timeout=600
+    )
+
+
+def read_rows(output: Path) -> list[dict]:
+    with open(output / "results.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+@pytest.fixture(scope="module")
+def archive(isic_validation_pairs: list[PairRecord], tmp_path_factory) -> Path:
+    """Real ISIC photos (linked, never copied) and one file that is not an image."""
+    folder = tmp_path_factory.mktemp("archive")
+    for record in isic_validation_pairs[:IMAGES]:
+        (folder / record.image_path.name).symlink_to(record.image_path.resolve())
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8 this is not a JPEG")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def local_output(archive: Path, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("local") / "output"
+    completed = run_batch(archive, output)
+    assert completed.returncode == 0, completed.stderr
+    return output
+
+
+def test_local_engine_writes_isic_masks_at_each_images_size_and_a_row_per_image(
+    archive: Path, local_output: Path
+) -> None:
+    rows = {row["identifier"]: row for row in read_rows(local_output)}
+    assert len(rows) == IMAGES + 1
+    for image in sorted(archive.glob("ISIC_*.jpg")):
+        row = rows[image.stem]
+        height, width = cv2.imread(str(image)).shape[:2]
+        mask = cv2.imread(str(local_output / "masks" / f"{image.stem}_segmentation.png"), cv2.IMREAD_UNCHANGED)
+        uncertainty = cv2.imread(str(local_output / "uncertainty" / f"{image.stem}_uncertainty.png"), -1)
+        assert row["status"] == "ok" and row["error"] == ""
+        assert mask.shape == uncertainty.shape == (height, width)
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 255}
+        assert uncertainty.dtype == np.uint16
+        assert int(row["lesion_area_pixels"]) == int((mask == 255).sum()) > 0
+        assert 0.0 <= float(row["uncertainty_score"]) <= 1.0
+        assert row["review_recommended"] in ("True", "False")
+        assert float(row["total_ms"]) >= float(row["inference_ms"]) > 0
+
+
+def test_a_corrupt_image_is_recorded_with_its_error_and_does_not_stop_the_job(local_output: Path) -> None:
+    row = next(row for row in read_rows(local_output) if row["identifier"] == "corrupt")
+    assert row["status"] == "failed"
+    assert row["error"].startswith("ImageRejected: the upload is not an image format we can read")
+    assert not (local_output / "masks" / "corrupt_segmentation.png").exists()
+    summary = json.loads((local_output / "summary.json").read_text())
+    assert (summary["ok"], summary["failed"]) == (IMAGES, 1)
+
+
+def test_a_rerun_skips_finished_images_retries_failed_ones_and_keeps_one_row_each(
+    archive: Path, local_output: Path
+) -> None:
+    finished_mask = local_output / "masks" / f"{sorted(archive.glob('ISIC_*.jpg'))[0].stem}_segmentation.png"
+    written_at = finished_mask.stat().st_mtime_ns
+    completed = run_batch(archive, local_output)
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads((local_output / "summary.json").read_text())
+    assert (summary["already_finished"], summary["ok"], summary["failed"]) == (IMAGES, 0, 1)
+    assert finished_mask.stat().st_mtime_ns == written_at
+    identifiers = [row["identifier"] for row in read_rows(local_output)]
+    assert sorted(identifiers) == sorted(set(identifiers)) and len(identifiers) == IMAGES + 1
+
+
+def test_a_rerun_with_other_settings_into_the_same_folder_is_refused(archive: Path, local_output: Path) -> None:
+    completed = run_batch(archive, local_output, "--seed", "7")
+    assert completed.returncode == 2
+    assert "holds the results of another job" in completed.stderr and "seed 0 -> 7" in completed.stderr
+
+
+def test_ray_engine_on_a_local_cluster_gives_the_same_masks_and_rows(
+    archive: Path, local_output: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "ray"
+    completed = run_batch(archive, output, "--engine", "ray")
+    assert completed.returncode == 0, completed.stderr
+    local_rows = {row["identifier"]: row for row in read_rows(local_output)}
+    ray_rows = {row["identifier"]: row for row in read_rows(output)}
+    assert ray_rows.keys() == local_rows.keys()
+    assert ray_rows["corrupt"]["status"] == "failed"
+    for identifier, row in ray_rows.items():
+        assert row["lesion_area_pixels"] == local_rows[identifier]["lesion_area_pixels"]
+    for mask in (local_output / "masks").iterdir():
+        assert (output / "masks" / mask.name).read_bytes() == mask.read_bytes()
+    assert len({row["worker"] for row in ray_rows.values()}) >= 1
+
+
+def test_ray_job_survives_a_killed_worker_with_every_image_written_once(data_root: Path, tmp_path: Path) -> None:
+    """The same script as `make batch-fault-check` (2,000 images), on 40."""
+    report = tmp_path / "report.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(REPOSITORY / "benchmarks" / "batch_fault.py"),
+            "--data-root",
+            str(data_root),
+            "--images",
+            "40",
+            "--kill-after-rows",
+            "6",
+            "--timeout",
+            "500",
+            "--output",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    result = json.loads(report.read_text())
+    assert completed.returncode == 0, completed.stdout + result["log"]
+    assert result["killed_pid"] is not None
+    assert result["images_with_one_row"] == result["rows"] == 40 and result["rows_not_ok"] == 0
+    assert result["masks"] == result["uncertainty_maps"] == 40 and result["expected_files_present"]
