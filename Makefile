@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: install install-test browser serve serve-onnx test lint evaluate benchmark loadtest
+.PHONY: install install-test browser serve serve-onnx test lint evaluate benchmark loadtest benchmark-batch batch-fault-check serve-ray install-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(VENV)/.installed: $(BIN)/python requirements.txt pyproject.toml
 	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-ray.txt
 	$(BIN)/pip install -r requirements-test.txt
 	touch $@
 
@@ -39,6 +39,16 @@ $(ONNX_VENV)/.installed: requirements-onnx.txt pyproject.toml
 serve-onnx: $(ONNX_VENV)/.installed
 	$(ONNX_VENV)/bin/lesionseg serve --backend onnx --host $(HOST) --port $(PORT)
 
+# The same app replicated by Ray Serve; replicas and autoscaling are set in deploy/ray-serve.yaml.
+$(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt
+	$(BIN)/pip install -r requirements-ray.txt
+	touch $@
+
+install-ray: $(VENV)/.installed-ray
+
+serve-ray: install-ray
+	$(BIN)/serve run deploy/ray-serve.yaml
+
 # The page tests drive Debian's Chromium; test tools never download a browser of their own.
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
@@ -59,3 +69,12 @@ benchmark: install-test
 # 16 concurrent clients for 2 minutes against a real server: no 5xx, nothing lost, memory flat.
 loadtest: install-test
 	$(BIN)/python benchmarks/load_test.py --clients 16 --duration 120
+
+# Batch throughput, the local engine against Ray Data on a local cluster (same images, same run).
+benchmark-batch: install-test
+	$(BIN)/python benchmarks/batch.py --images 300
+
+# A Ray batch job of 2,000 images with one worker killed mid-way: every image written exactly once.
+batch-fault-check: install-test
+	$(BIN)/python benchmarks/batch_fault.py --images 2000
+
