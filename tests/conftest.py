@@ -1,6 +1,8 @@
 """Shared fixtures: the real data in ../shared/data, the embedded model, a real server over HTTP."""
 
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -108,6 +110,51 @@ class RunningServer:
         output = self.read_log()
         self.log.close()
         return output
+
+
+class RayServeApplication:
+    """`serve run` on the shipped deploy/ray-serve.yaml, with the port changed and autoscaling pinned to
+    `replicas`; `serve run` starts a local Ray cluster and Ctrl-C stops both."""
+
+    def __init__(self, workspace: Path, replicas: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = (REPOSITORY / "deploy" / "ray-serve.yaml").read_text()
+        config = re.sub(r"port: \d+", f"port: {self.port}", config)
+        config = re.sub(r"(min_replicas|initial_replicas|max_replicas): \d+", rf"\1: {replicas}", config)
+        config_path = workspace / "ray-serve.yaml"
+        config_path.write_text(config)
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "serve"), "run", str(config_path)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=workspace,
+        )
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"serve run exited at start-up:\n{self.read_log()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        pytest.fail(f"Ray Serve was not ready within 240 s:\n{self.read_log()[-4000:]}")
+
+    def read_log(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -2,71 +2,19 @@
 the same endpoints and contracts as the single-process `lesionseg serve`."""
 
 import re
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
+from tests.conftest import RayServeApplication, decode_png
 
-from tests.conftest import decode_png, free_port
-
-REPOSITORY = Path(__file__).resolve().parents[2]
 REPLICAS = 2
-
-
-class RayServeApplication:
-    """`serve run` on the shipped config, with the port changed and autoscaling pinned to two replicas."""
-
-    def __init__(self, workspace: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = (REPOSITORY / "deploy" / "ray-serve.yaml").read_text()
-        config = re.sub(r"port: \d+", f"port: {self.port}", config)
-        config = re.sub(r"(min_replicas|initial_replicas|max_replicas): \d+", rf"\1: {REPLICAS}", config)
-        config_path = workspace / "ray-serve.yaml"
-        config_path.write_text(config)
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "serve"), "run", str(config_path)],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=workspace,
-        )
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"serve run exited at start-up:\n{self.read_log()[-4000:]}")
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        pytest.fail(f"Ray Serve was not ready within 240 s:\n{self.read_log()[-4000:]}")
-
-    def read_log(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self) -> None:
-        # As a user stops `serve run`: Ctrl-C shuts the application and its local cluster down.
-        self.process.send_signal(signal.SIGINT)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture(scope="module")
 def ray_serve(tmp_path_factory) -> RayServeApplication:
-    application = RayServeApplication(tmp_path_factory.mktemp("ray-serve"))
+    application = RayServeApplication(tmp_path_factory.mktemp("ray-serve"), REPLICAS)
     yield application
     application.stop()
 
