@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # Threads for one inference; 0 keeps the backend's default (one per core). With several
     # workers, give each cores / workers so they do not fight over the same cores.
     inference_threads: int = Field(0, ge=0)
+    # Concurrent requests whose trunks run as one batch (see backends/batching.py); 1 turns batching off.
+    max_batch_size: int = Field(4, ge=1, le=32)
 
     # Requests admitted to inference at once (running + waiting); more get 503 and Retry-After.
     max_queue: int = Field(16, ge=1)

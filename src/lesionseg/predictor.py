@@ -5,7 +5,6 @@ CLI both call it, so they cannot drift apart.
 """
 
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -14,11 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lesionseg.backends.batching import TrunkBatcher
 from lesionseg.config import Settings
 from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.model.config import ModelConfig
 from lesionseg.model.sidecar import config_from_sidecar, read_sidecar
-from lesionseg.uncertainty.sampling import Backend, UncertaintyMaps, sample_mc_dropout
+from lesionseg.uncertainty.sampling import Backend, UncertaintyMaps, check_samples, sample_tail, summarise
 from lesionseg.uncertainty.scores import expected_dice_error
 
 DEFAULT_REVIEW_THRESHOLD = 0.2
@@ -77,20 +77,26 @@ def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: 
 
 
 class Predictor:
-    """Holds the loaded backend. Inference is serialised: the backend's threads already use every core."""
+    """Holds the loaded backend. Inference is serialised, the backend's threads using every core;
+    concurrent requests share trunk runs of up to `max_batch_size` images."""
 
-    def __init__(self, backend: Backend, sidecar: dict) -> None:
+    def __init__(self, backend: Backend, sidecar: dict, max_batch_size: int = 1) -> None:
         self.backend = backend
+        self.batcher = TrunkBatcher(backend, max_batch_size)
         self.sidecar = sidecar
         self.config: ModelConfig = config_from_sidecar(sidecar)
         self.temperature = float(sidecar.get("calibration", {}).get("temperature", 1.0))
-        self.lock = threading.Lock()
 
     @classmethod
     def from_checkpoint(
-        cls, weights_path: Path, backend: str = "pytorch", allow_pickle: bool = False, threads: int = 0
+        cls,
+        weights_path: Path,
+        backend: str = "pytorch",
+        allow_pickle: bool = False,
+        threads: int = 0,
+        max_batch_size: int = 1,
     ) -> "Predictor":
-        return cls(*load_backend(weights_path, backend, allow_pickle, threads))
+        return cls(*load_backend(weights_path, backend, allow_pickle, threads), max_batch_size=max_batch_size)
 
     @property
     def input_size(self) -> int:
@@ -126,8 +132,11 @@ class Predictor:
         square = resize_to_square(rgb, self.input_size)
         batch = normalise(square[None], self.config.mean, self.config.std)
         prepared = time.perf_counter()
-        with self.lock:
-            maps = sample_mc_dropout(self.backend, self.config, batch, samples, seed, self.temperature)
+        check_samples(samples)
+        trunk = self.batcher.trunk(batch)
+        with self.batcher.inference_lock:
+            logits = sample_tail(self.backend, self.config, trunk, samples, seed)
+        maps = summarise(logits, self.temperature)
         sampled = time.perf_counter()
         model_probability = maps.mean_probability[0]
         return Prediction(

@@ -36,7 +36,11 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     async def lifespan(app):
         # Loaded (checksum verified) and warmed before the port opens: a bad checkpoint stops start-up.
         predictor = Predictor.from_checkpoint(
-            settings.weights, settings.backend, settings.allow_pickle_checkpoints, settings.inference_threads
+            settings.weights,
+            settings.backend,
+            settings.allow_pickle_checkpoints,
+            settings.inference_threads,
+            settings.max_batch_size,
         )
         predictor.predict(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8), samples=2, seed=0)
         app.state.predictor = predictor
@@ -55,11 +59,14 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.state.metrics = metrics
     app.state.predictor = None
     app.state.inference_gate = InferenceGate(settings.max_queue, metrics)
-    # Decoding, inference and rendering run on two dedicated threads: one request's decoding or PNG
-    # encoding overlaps another's inference (which the predictor's lock keeps to one at a time, its
-    # own threads using every core). Few threads keep few malloc arenas: across the default thread
-    # pool, resident memory grew by a fifth in a 2-minute, 16-client test; here it stays flat.
-    app.state.inference_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="inference")
+    # Decoding, inference and rendering run on a few dedicated threads: one request's decoding or PNG
+    # encoding overlaps another's inference (one at a time, its own threads using every core), and
+    # as many requests as one trunk batch holds can wait for it together. Few threads keep few malloc
+    # arenas: across the default thread pool, resident memory grew by a fifth in a 2-minute,
+    # 16-client test.
+    app.state.inference_executor = ThreadPoolExecutor(
+        max_workers=max(2, settings.max_batch_size), thread_name_prefix="inference"
+    )
     install_error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(resources.files("lesionseg.api") / "static")), name="static")

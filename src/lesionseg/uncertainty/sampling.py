@@ -52,14 +52,19 @@ def draw_channel_masks(config: ModelConfig, count: int, seed: int) -> list[np.nd
     return masks
 
 
-def sample_logits(backend: Backend, config: ModelConfig, images: np.ndarray, samples: int, seed: int) -> np.ndarray:
-    """images N×3×S×S (normalised) -> logits N×T×S×S. Row n·T + t of the tail is sample t of image n."""
+def sample_tail(backend: Backend, config: ModelConfig, trunk: list[np.ndarray], samples: int, seed: int) -> np.ndarray:
+    """The trunk's features of N images -> logits N×T×S×S. Row n·T + t of the tail is sample t of image n."""
     check_samples(samples)
-    batch_size, _, height, width = images.shape
-    trunk = backend.trunk(images)
+    batch_size = trunk[0].shape[0]
     repeated = [np.repeat(level, samples, axis=0) for level in trunk]
     logits = backend.tail(repeated, draw_channel_masks(config, batch_size * samples, seed))
-    return logits.reshape(batch_size, samples, height, width)
+    return logits.reshape(batch_size, samples, *logits.shape[-2:])
+
+
+def sample_logits(backend: Backend, config: ModelConfig, images: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """images N×3×S×S (normalised) -> logits N×T×S×S."""
+    check_samples(samples)
+    return sample_tail(backend, config, backend.trunk(images), samples, seed)
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:
@@ -80,9 +85,3 @@ def summarise(logits: np.ndarray, temperature: float = 1.0) -> UncertaintyMaps:
         uncertainty_std=probabilities.std(axis=1),
         predictive_entropy=binary_entropy_bits(mean_probability).astype(np.float32),
     )
-
-
-def sample_mc_dropout(
-    backend: Backend, config: ModelConfig, images: np.ndarray, samples: int, seed: int, temperature: float = 1.0
-) -> UncertaintyMaps:
-    return summarise(sample_logits(backend, config, images, samples, seed), temperature)
