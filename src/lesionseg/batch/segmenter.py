@@ -69,10 +69,13 @@ def elapsed_ms(since: float) -> float:
 
 
 class ImageSegmenter:
-    def __init__(self, job: JobSettings) -> None:
+    def __init__(self, job: JobSettings, max_batch_size: int = 1) -> None:
+        """`max_batch_size`: images segmented concurrently (from several threads) that may share a trunk run."""
         self.job = job
         self.settings = Settings()
-        self.predictor = Predictor.from_checkpoint(Path(job.weights), job.backend, threads=job.threads)
+        self.predictor = Predictor.from_checkpoint(
+            Path(job.weights), job.backend, threads=job.threads, max_batch_size=max_batch_size
+        )
         self.review_threshold = self.predictor.review_threshold(self.settings)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
