@@ -130,6 +130,8 @@ class RayServeApplication:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=workspace,
+            # Ray folds alike log lines of different processes into one; the tests read which replica served.
+            env={**os.environ, "RAY_DEDUP_LOGS": "0"},
         )
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
