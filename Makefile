@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: install install-test browser serve serve-onnx test lint evaluate benchmark loadtest benchmark-batch batch-fault-check serve-ray install-ray
+.PHONY: install install-test browser serve serve-onnx test lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ benchmark: install-test
 # 16 concurrent clients for 2 minutes against a real server: no 5xx, nothing lost, memory flat.
 loadtest: install-test
 	$(BIN)/python benchmarks/load_test.py --clients 16 --duration 120
+
+# One process against two under torchrun, same global batch and seed: final ISIC Jaccards within 0.01.
+ddp-check: install
+	$(BIN)/python benchmarks/ddp_check.py --epochs 3 --samples-per-epoch 1600 --batch-size 16 --threads 1
 
 # Batch throughput, the local engine against Ray Data on a local cluster (same images, same run).
 benchmark-batch: install-test

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def run_train(arguments: argparse.Namespace) -> None:
         limit_pairs=arguments.limit_pairs,
         command=["lesionseg", *sys.argv[1:]],
     )
-    print(f"best checkpoint: {train(options)}")
+    best = train(options)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, every rank returns here; one says it
+        print(f"best checkpoint: {best}")
 
 
 def add_serve_parser(subparsers) -> None:
@@ -67,8 +70,6 @@ def add_serve_parser(subparsers) -> None:
 
 
 def run_serve(arguments: argparse.Namespace) -> None:
-    import os
-
     import uvicorn
 
     from lesionseg.api.observability import uvicorn_log_config

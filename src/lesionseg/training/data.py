@@ -89,11 +89,13 @@ def calibration_halves(validation: list[PairRecord], split_seed: int = 0) -> tup
     return fitting, reporting
 
 
-def load_square_arrays(records: list[PairRecord], size: int, description: str) -> tuple[np.ndarray, np.ndarray]:
+def load_square_arrays(
+    records: list[PairRecord], size: int, description: str, show_progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Decodes every pair once into uint8 arrays: images N×S×S×3, masks N×S×S (0 or 1)."""
     images = np.empty((len(records), size, size, 3), dtype=np.uint8)
     masks = np.empty((len(records), size, size), dtype=np.uint8)
-    for index, record in enumerate(tqdm(records, desc=description, unit="image")):
+    for index, record in enumerate(tqdm(records, desc=description, unit="image", disable=not show_progress)):
         images[index] = resize_to_square(read_rgb(record.image_path), size)
         mask = cv2.resize(read_mask(record.mask_path), (size, size), interpolation=cv2.INTER_LINEAR)
         masks[index] = mask > 128

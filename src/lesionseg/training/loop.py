@@ -1,4 +1,5 @@
-"""The training loop: seeded, logged, resumable, keeping the checkpoint with the best ISIC Jaccard."""
+"""The training loop: seeded, logged, resumable, keeping the checkpoint with the best ISIC Jaccard;
+one process, or one of several under `torchrun` sharing each batch through DistributedDataParallel."""
 
 import csv
 import json
@@ -11,9 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from lesionseg.evaluation.metrics import mean_scores, score_masks, truth_from_mask_image
+from lesionseg.evaluation.metrics import SegmentationScores, mean_scores, score_masks, truth_from_mask_image
 from lesionseg.imaging.preprocess import normalise
 from lesionseg.model.checkpoint import save_checkpoint
 from lesionseg.model.config import ModelConfig, get_config
@@ -28,6 +30,16 @@ from lesionseg.training.data import (
     read_mask,
     split_pairs,
 )
+from lesionseg.training.distributed import (
+    Launch,
+    copy_buffers_from_first_rank,
+    gather_in_order,
+    gather_objects,
+    joined_process_group,
+    own_share,
+    sum_over_ranks,
+    wait_for_every_rank,
+)
 from lesionseg.training.losses import bce_dice_loss
 from lesionseg.training.options import TrainingOptions
 
@@ -38,7 +50,6 @@ SELECTION_SET = "isic2018"
 @dataclass
 class ValidationSet:
     source: str
-    records: list[PairRecord]
     square_images: np.ndarray
     truths: list[np.ndarray]
 
@@ -59,6 +70,18 @@ def load_records(options: TrainingOptions) -> tuple[list[PairRecord], list[PairR
         training += set_training
         validation += set_validation
     return training, validation
+
+
+def load_validation_sets(
+    records: list[PairRecord], sets: tuple[str, ...], size: int, show_progress: bool = True
+) -> list[ValidationSet]:
+    validation_sets = []
+    for source in sets:
+        source_records = [r for r in records if r.source == source]
+        images, _ = load_square_arrays(source_records, size, f"decoding {source} validation pairs", show_progress)
+        truths = [truth_from_mask_image(read_mask(r.mask_path)) for r in source_records]
+        validation_sets.append(ValidationSet(source, images, truths))
+    return validation_sets
 
 
 def balanced_weights(records: list[PairRecord]) -> torch.Tensor:
@@ -87,21 +110,42 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fr
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """Half precision on GPU, bfloat16 where the GPU has it; None (float32, as ever) on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    # Convolutions on GPU tensor cores run fastest channels-last; on CPU this keeps today's layout.
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
 @torch.no_grad()
-def validate(
-    model: LesionSegmenter, config: ModelConfig, validation_set: ValidationSet, batch_size: int
-) -> dict[str, float]:
+def validation_scores(
+    model: LesionSegmenter,
+    config: ModelConfig,
+    square_images: np.ndarray,
+    truths: list[np.ndarray],
+    batch_size: int,
+    device: torch.device,
+) -> list[SegmentationScores]:
     """Deterministic prediction at the model's size, scored at each image's own size."""
     model.eval()
     scores = []
-    for start in range(0, len(validation_set.records), batch_size):
-        batch = normalise(validation_set.square_images[start : start + batch_size], config.mean, config.std)
-        probabilities = torch.sigmoid(model(torch.from_numpy(batch)))[:, 0].numpy()
-        for probability, truth in zip(probabilities, validation_set.truths[start : start + batch_size], strict=True):
+    dtype = autocast_dtype(device)
+    for start in range(0, len(square_images), batch_size):
+        batch = normalise(square_images[start : start + batch_size], config.mean, config.std)
+        inputs = torch.from_numpy(batch).to(device, memory_format=memory_format(device))
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(inputs)
+        probabilities = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+        for probability, truth in zip(probabilities, truths[start : start + batch_size], strict=True):
             height, width = truth.shape
             resized = cv2.resize(probability, (width, height), interpolation=cv2.INTER_LINEAR)
             scores.append(score_masks(resized >= 0.5, truth))
-    return mean_scores(scores)
+    return scores
 
 
 def write_logs(output_directory: Path, history: list[dict]) -> None:
@@ -113,10 +157,23 @@ def write_logs(output_directory: Path, history: list[dict]) -> None:
 
 
 def train(options: TrainingOptions) -> Path:
-    """Trains, resuming from `output_directory/state.pt` if present; returns the best checkpoint's path."""
+    """Trains, resuming from `output_directory/state.pt` if present; returns the best checkpoint's path.
+    Under `torchrun` every rank runs this; rank 0 alone writes files and shows progress."""
+    with joined_process_group() as launch:
+        return train_in_process(options, launch)
+
+
+def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
+    if options.batch_size % launch.world_size:
+        raise ValueError(
+            f"--batch-size {options.batch_size} is the global batch; it must divide evenly"
+            f" among {launch.world_size} processes"
+        )
     if options.threads:
         torch.set_num_threads(options.threads)
-    seed_everything(options.seed)
+    # Rank 0 draws what one process would; the other ranks augment their shares differently.
+    # The epoch's order of pairs does not come from these streams, so it is the same on every rank.
+    seed_everything(options.seed + launch.rank)
     config = get_config(options.model)
     output_directory = Path(options.output_directory)
     output_directory.mkdir(parents=True, exist_ok=True)
@@ -124,20 +181,23 @@ def train(options: TrainingOptions) -> Path:
     best_path = output_directory / "best.safetensors"
 
     training_records, validation_records = load_records(options)
-    training_images, training_masks = load_square_arrays(training_records, config.input_size, "decoding training pairs")
+    training_images, training_masks = load_square_arrays(
+        training_records, config.input_size, "decoding training pairs", show_progress=launch.is_main
+    )
     dataset = AugmentedPairs(training_images, training_masks, augment=True)
-    validation_sets = []
-    for source in options.sets:
-        records = [r for r in validation_records if r.source == source]
-        images, _ = load_square_arrays(records, config.input_size, f"decoding {source} validation pairs")
-        truths = [truth_from_mask_image(read_mask(r.mask_path)) for r in records]
-        validation_sets.append(ValidationSet(source, records, images, truths))
+    validation_sets = load_validation_sets(validation_records, options.sets, config.input_size, launch.is_main)
 
     model = create_model(config)
     encoder_weights = "none (random initialisation)"
     if options.encoder_weights == "imagenet":
         encoder_weights = load_imagenet_weights(model.encoder, config.encoder_name)
+    device = launch.device
+    model.to(device, memory_format=memory_format(device))
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    dtype = autocast_dtype(device)
+    # Only float16 can underflow gradients; with bfloat16 or float32 the scaler passes everything through.
+    # Its scale re-finds itself within a few steps, so state.pt does not keep it.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     steps_per_epoch = options.samples_per_epoch // options.batch_size
     scheduler = make_scheduler(optimizer, steps_per_epoch * options.epochs, options.warmup_fraction)
     weights = balanced_weights(training_records)
@@ -148,42 +208,67 @@ def train(options: TrainingOptions) -> Path:
         model.load_state_dict(state["model"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
+        # A state.pt written before training could be distributed holds one stream, rank 0's.
+        rng_states = state.get("torch_rng_by_rank") or [state["torch_rng"]]
+        # A rank the saved run did not have keeps the stream it was seeded with.
+        if launch.rank < len(rng_states):
+            torch.set_rng_state(rng_states[launch.rank])
         epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
         best_jaccard, history = state["best_jaccard"], json.loads(state["history"])
-        print(f"resuming {state_path} at epoch {epoch + 1}, step {step_in_epoch}", flush=True)
+        if launch.is_main:
+            print(f"resuming {state_path} at epoch {epoch + 1}, step {step_in_epoch}", flush=True)
+    # DDP averages the gradients of the ranks' shares, which is the gradient of the mean loss over the
+    # global batch; built after resuming, its start-up broadcast of rank 0's weights changes nothing.
+    trained = (
+        DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if launch.is_distributed
+        else model
+    )
 
     def save_state() -> None:
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "best_jaccard": best_jaccard,
-            "history": json.dumps(history),
-        }
-        torch.save(state, state_path.with_suffix(".tmp"))
-        state_path.with_suffix(".tmp").replace(state_path)  # atomic: a kill mid-write keeps the old state
+        # Every rank takes part: each one's augmentation stream is saved, so a resume continues all of them.
+        rng_states = gather_objects(torch.get_rng_state(), launch)
+        if launch.is_main:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng_by_rank": rng_states,
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "best_jaccard": best_jaccard,
+                "history": json.dumps(history),
+            }
+            torch.save(state, state_path.with_suffix(".tmp"))
+            state_path.with_suffix(".tmp").replace(state_path)  # atomic: a kill mid-write keeps the old state
+        # No rank goes on (or returns from training) before the state on disk is the current one.
+        wait_for_every_rank(launch)
 
     while epoch < options.epochs:
-        model.train()
+        trained.train()
         indices = epoch_indices(weights, steps_per_epoch * options.batch_size, options.seed, epoch)
         started = time.time()
         loss_total, loss_count = 0.0, 0
-        progress = tqdm(range(step_in_epoch, steps_per_epoch), desc=f"epoch {epoch + 1}/{options.epochs}", unit="step")
+        progress = tqdm(
+            range(step_in_epoch, steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{options.epochs}",
+            unit="step",
+            disable=not launch.is_main,
+        )
         for step in progress:
             batch_indices = indices[step * options.batch_size : (step + 1) * options.batch_size]
-            pairs = [dataset[index] for index in batch_indices]
+            pairs = [dataset[index] for index in own_share(batch_indices, launch)]
             images = torch.from_numpy(
                 normalise(np.stack([image.numpy() for image, _ in pairs]), config.mean, config.std)
-            )
-            targets = torch.stack([mask for _, mask in pairs])[:, None]
-            loss = bce_dice_loss(model(images), targets)
+            ).to(device, memory_format=memory_format(device))
+            targets = torch.stack([mask for _, mask in pairs])[:, None].to(device)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = trained(images)
+            loss = bce_dice_loss(logits.float(), targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             loss_total += loss.item()
             loss_count += 1
@@ -192,42 +277,59 @@ def train(options: TrainingOptions) -> Path:
             if step_in_epoch % options.checkpoint_every == 0:
                 save_state()
 
+        # The mean over every rank's steps, each step's loss already a mean over that rank's equal share.
+        loss_total, loss_count = sum_over_ranks([loss_total, loss_count], launch)
         row = {
             "epoch": epoch + 1,
             "train_loss": round(loss_total / max(1, loss_count), 5),
             "learning_rate": scheduler.get_last_lr()[0],
             "train_seconds": round(time.time() - started, 1),
         }
+        copy_buffers_from_first_rank(model, launch)
         for validation_set in validation_sets:
-            for name, value in validate(model, config, validation_set, options.batch_size).items():
+            # Each rank scores its share of the images; every rank then averages all of them in their
+            # original order, so the row (and the best checkpoint it selects) is what one process gets.
+            share_scores = validation_scores(
+                model,
+                config,
+                own_share(validation_set.square_images, launch),
+                own_share(validation_set.truths, launch),
+                options.batch_size,
+                device,
+            )
+            for name, value in mean_scores(gather_in_order(share_scores, launch)).items():
                 row[f"{validation_set.source}_{name}"] = round(value, 5)
         history.append(row)
-        print(json.dumps(row), flush=True)
+        if launch.is_main:
+            print(json.dumps(row), flush=True)
         selection = row.get(f"{SELECTION_SET}_jaccard", row[f"{options.sets[0]}_jaccard"])
         if selection > best_jaccard:
             best_jaccard = selection
-            save_checkpoint(
-                model,
-                config,
-                best_path,
-                metadata={
-                    "training": {
-                        "command": " ".join(options.command),
-                        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-                        "encoder_weights": encoder_weights,
-                        "data": {
-                            "sets": list(options.sets),
-                            "training_pairs": len(training_records),
-                            "validation_pairs": len(validation_records),
-                            "split": "sha256 of (split_seed, source, lesion_id or image id)"
-                            f" < {options.validation_fraction}",
+            if launch.is_main:
+                save_checkpoint(
+                    model,
+                    config,
+                    best_path,
+                    metadata={
+                        "training": {
+                            "command": " ".join(options.command),
+                            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+                            "encoder_weights": encoder_weights,
+                            "data": {
+                                "sets": list(options.sets),
+                                "training_pairs": len(training_records),
+                                "validation_pairs": len(validation_records),
+                                "split": "sha256 of (split_seed, source, lesion_id or image id)"
+                                f" < {options.validation_fraction}",
+                            },
+                            "epoch": epoch + 1,
+                            "processes": launch.world_size,
                         },
-                        "epoch": epoch + 1,
+                        "validation_during_training": row,
                     },
-                    "validation_during_training": row,
-                },
-            )
+                )
         epoch, step_in_epoch = epoch + 1, 0
-        write_logs(output_directory, history)
+        if launch.is_main:
+            write_logs(output_directory, history)
         save_state()
     return best_path
