@@ -16,20 +16,20 @@ from lesionseg.batch.inputs import BatchItem
 from lesionseg.batch.results import ResultsTable
 from lesionseg.batch.segmenter import ImageOutcome, ImageSegmenter, JobSettings
 
-# Images in flight in the local engine: while one is in inference (on every core), the others are
-# read, decoded or PNG-encoded, which are single-threaded and would otherwise leave cores idle.
-LOCAL_IN_FLIGHT = 3
+# Images in flight per worker (the local process, or each Ray actor): while one is in inference, the
+# others are read, decoded or PNG-encoded, which are single-threaded and would leave cores idle.
+IMAGES_IN_FLIGHT = 3
 
 
 def run_local(pending: list[BatchItem], job: JobSettings, table: ResultsTable) -> None:
-    segmenter = ImageSegmenter(job, max_batch_size=LOCAL_IN_FLIGHT)
+    segmenter = ImageSegmenter(job, max_batch_size=IMAGES_IN_FLIGHT)
     remaining = iter(pending)
     with (
-        ThreadPoolExecutor(max_workers=LOCAL_IN_FLIGHT) as pool,
+        ThreadPoolExecutor(max_workers=IMAGES_IN_FLIGHT) as pool,
         tqdm(total=len(pending), desc="segmenting", unit="image") as progress,
     ):
         in_flight = {
-            pool.submit(segmenter.segment, item.identifier, item.path) for item in islice(remaining, LOCAL_IN_FLIGHT)
+            pool.submit(segmenter.segment, item.identifier, item.path) for item in islice(remaining, IMAGES_IN_FLIGHT)
         }
         while in_flight:
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -42,11 +42,11 @@ def run_local(pending: list[BatchItem], job: JobSettings, table: ResultsTable) -
 
 
 class RaySegmenter:
-    """A Ray Data actor: loads the model once, then segments rows, LOCAL_IN_FLIGHT at a time on threads
-    (Ray's `max_concurrency`), for the same reason as the local engine."""
+    """A Ray Data actor: loads the model once, then segments rows, IMAGES_IN_FLIGHT at a time on
+    threads (Ray's `max_concurrency`)."""
 
     def __init__(self, job: JobSettings) -> None:
-        self.segmenter = ImageSegmenter(job, max_batch_size=LOCAL_IN_FLIGHT)
+        self.segmenter = ImageSegmenter(job, max_batch_size=IMAGES_IN_FLIGHT)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outcomes = [
@@ -86,9 +86,9 @@ def run_ray(
         fn_constructor_args=(job,),
         batch_size=1,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=LOCAL_IN_FLIGHT),
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=IMAGES_IN_FLIGHT),
         num_cpus=cpus_per_worker,
-        max_concurrency=LOCAL_IN_FLIGHT,
+        max_concurrency=IMAGES_IN_FLIGHT,
     )
     for row in outcomes.iter_rows():
         outcome: ImageOutcome = pickle.loads(row["outcome"])
@@ -112,18 +112,12 @@ def run_batch(
     elif engine not in ("local", "ray"):
         raise ValueError(f"unknown engine {engine!r}; use local or ray")
     seconds = time.perf_counter() - started
-    first_result = table.first_recorded_at - started if table.first_recorded_at else None
     return {
         "engine": engine,
         "images": len(items),
         "already_finished": len(items) - len(pending),
         **table.counts,
         "seconds": round(seconds, 2),
-        # Start-up included (model loading; for Ray also the cluster): what a user waits for.
+        # Start-up included (model loading; for Ray also the cluster and its actors): what a user waits for.
         "images_per_second": round(len(pending) / seconds, 3) if pending else None,
-        # From the first result on: the rate a long job settles at once workers are up.
-        "seconds_to_first_result": round(first_result, 2) if first_result is not None else None,
-        "images_per_second_after_first": round((len(pending) - 1) / (seconds - first_result), 3)
-        if first_result is not None and len(pending) > 1
-        else None,
     }

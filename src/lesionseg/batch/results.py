@@ -8,7 +8,6 @@ or interrupted ones; each image then has exactly one row.
 import csv
 import json
 import os
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,7 +41,6 @@ class ResultsTable:
         self.finished = self.keep_finished_rows()
         self.recorded: set[str] = set()
         self.counts = {"ok": 0, "failed": 0}
-        self.first_recorded_at = 0.0  # perf_counter() of this run's first result
         self.stream = open(self.table_path, "a", newline="")
         self.writer = csv.DictWriter(self.stream, fieldnames=RESULT_COLUMNS)
         if self.stream.tell() == 0:
@@ -89,7 +87,6 @@ class ResultsTable:
         self.writer.writerow(outcome.row)
         self.stream.flush()
         self.recorded.add(identifier)
-        self.first_recorded_at = self.first_recorded_at or time.perf_counter()
         self.counts[outcome.row["status"]] += 1
 
     def close(self) -> None:
