@@ -24,11 +24,12 @@ from tests.conftest import RunningServer  # noqa: E402
 RESULTS = REPOSITORY / "benchmarks" / "results" / "load_test.json"
 
 
-def resident_megabytes(pid: int) -> float:
+def resident_megabytes(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now (VmRSS), or the most it has been since the process started (VmHWM)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
 
 
 async def client_loop(client: httpx.AsyncClient, data: bytes, deadline: float, record: list) -> None:
