@@ -8,17 +8,13 @@ benchmarks/results/request_batching.json.
 """
 
 import argparse
-import asyncio
 import json
-import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "benchmarks")]
-from load_test import run_clients  # noqa: E402
+from ray_serve import measure  # noqa: E402
 from serving import jpeg_bytes, source_image  # noqa: E402
 from tests.conftest import RunningServer  # noqa: E402
 
@@ -37,27 +33,17 @@ def main() -> None:
         for max_batch_size in (1, 4):
             server = RunningServer(backend=backend, max_batch_size=str(max_batch_size))
             try:
-                asyncio.run(run_clients(server.url, data, arguments.clients, 5))  # warm-up
-                record = asyncio.run(run_clients(server.url, data, arguments.clients, arguments.duration))
+                result = measure(server.url, data, arguments.clients, arguments.duration)
             finally:
                 server.stop()
-            latencies = [seconds * 1000 for status, seconds in record if status == 200]
-            rows.append(
-                {
-                    "backend": backend,
-                    "max_batch_size": max_batch_size,
-                    "errors": sum(1 for status, _ in record if status != 200),
-                    "images_per_second": round(len(latencies) / arguments.duration, 2),
-                    "median_ms": round(statistics.median(latencies), 1),
-                    "p95_ms": round(float(np.percentile(latencies, 95)), 1),
-                }
-            )
+            rows.append({"backend": backend, "max_batch_size": max_batch_size, **result})
     print(f"{arguments.clients} clients, {arguments.duration:.0f} s each, 1024×768 JPEG, samples=10\n")
-    print("| backend | max batch | errors | images/s | median ms | p95 ms |\n|---|---:|---:|---:|---:|---:|")
+    print("| backend | max batch | requests | errors | images/s | median ms | p95 ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
-            f"| {row['backend']} | {row['max_batch_size']} | {row['errors']} | {row['images_per_second']}"
-            f" | {row['median_ms']} | {row['p95_ms']} |"
+            f"| {row['backend']} | {row['max_batch_size']} | {row['requests']} | {row['errors']}"
+            f" | {row['images_per_second']} | {row['median_ms']} | {row['p95_ms']} |"
         )
     for backend in ("pytorch", "onnx"):
         off, on = (row for row in rows if row["backend"] == backend)
