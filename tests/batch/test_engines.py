@@ -139,3 +139,26 @@ def test_ray_job_survives_a_killed_worker_with_every_image_written_once(data_roo
     assert result["killed_pid"] is not None
     assert result["images_with_one_row"] == result["rows"] == 40 and result["rows_not_ok"] == 0
     assert result["masks"] == result["uncertainty_maps"] == 40 and result["expected_files_present"]
+
+
+# Any import of torch, torchvision or timm fails in this process, as in the ONNX-only install.
+TORCH_FREE_BATCH = (
+    "import sys\n"
+    "for name in ('torch', 'torchvision', 'timm', 'safetensors'):\n"
+    "    sys.modules[name] = None\n"
+    "from lesionseg.cli import main\n"
+    "main(['batch', sys.argv[1], sys.argv[2], '--backend', 'onnx'])\n"
+)
+
+
+def test_onnx_batch_runs_without_torch_and_gives_the_same_masks(archive: Path, local_output: Path, tmp_path: Path):
+    output = tmp_path / "onnx"
+    completed = subprocess.run(
+        [sys.executable, "-c", TORCH_FREE_BATCH, str(archive), str(output)], capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert json.loads((output / "job.json").read_text())["backend"] == "onnx"
+    for mask in (local_output / "masks").iterdir():
+        pytorch_mask = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
+        onnx_mask = cv2.imread(str(output / "masks" / mask.name), cv2.IMREAD_GRAYSCALE)
+        assert (pytorch_mask != onnx_mask).mean() < 1e-4, "masks agree but for a rare pixel at exactly 0.5"
