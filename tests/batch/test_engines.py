@@ -95,6 +95,16 @@ def test_a_rerun_with_other_settings_into_the_same_folder_is_refused(archive: Pa
     assert "holds the results of another job" in completed.stderr and "seed 0 -> 7" in completed.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--samples", "0"], "samples must be between 1 and 64"), (["--threshold", "1.5"], "threshold must be between")],
+)
+def test_invalid_settings_stop_the_job_before_it_starts(archive: Path, tmp_path: Path, option, message) -> None:
+    completed = run_batch(archive, tmp_path / "output", *option)
+    assert completed.returncode == 2 and message in completed.stderr
+    assert not (tmp_path / "output").exists()
+
+
 def test_ray_engine_on_a_local_cluster_gives_the_same_masks_and_rows(
     archive: Path, local_output: Path, tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from lesionseg.config import Settings
 from lesionseg.imaging.decode import decode_upload
 from lesionseg.imaging.render import encode_png, uncertainty_to_uint16
 from lesionseg.predictor import Predictor
+from lesionseg.uncertainty.sampling import check_samples
 
 RESULT_COLUMNS = [
     "identifier",
@@ -48,6 +49,14 @@ class JobSettings:
     seed: int = 0
     threshold: float = 0.5
     threads: int = 0  # per worker; 0 = the backend's choice
+
+    def __post_init__(self) -> None:
+        # Refused before the job starts, rather than as the same error in every image's row.
+        check_samples(self.samples)
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be 0 (the backend's choice) or more, got {self.threads}")
 
 
 @dataclass
