@@ -80,5 +80,5 @@ benchmark-batch: install-test
 
 # A Ray batch job of 2,000 images with one worker killed mid-way: every image written exactly once.
 batch-fault-check: install-test
-	$(BIN)/python benchmarks/batch_fault.py --images 2000
+	$(BIN)/python benchmarks/batch_fault.py --images 2000 --kill-after-rows 300
 
