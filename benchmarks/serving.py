@@ -31,7 +31,6 @@ from load_test import resident_megabytes, run_clients  # noqa: E402
 from tests.conftest import RunningServer  # noqa: E402
 
 from lesionseg.config import DEFAULT_WEIGHTS  # noqa: E402
-from lesionseg.imaging.preprocess import normalise, resize_to_square  # noqa: E402
 from lesionseg.predictor import Predictor  # noqa: E402
 from lesionseg.uncertainty.mc_dropout import full_pass_logits  # noqa: E402
 from lesionseg.uncertainty.sampling import sample_logits  # noqa: E402
@@ -126,8 +125,7 @@ def measure_backend(backend: str, images: dict[str, bytes], repeats: int, warmup
 def measure_sampling(repeats: int) -> list[dict]:
     """In process, PyTorch: the seed's T full passes against trunk once + batched tail, same masks."""
     predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS)
-    square = resize_to_square(cv2.cvtColor(source_image(), cv2.COLOR_BGR2RGB), predictor.input_size)
-    batch = normalise(square[None], predictor.config.mean, predictor.config.std)
+    batch = predictor.model_input(cv2.cvtColor(source_image(), cv2.COLOR_BGR2RGB))
     methods = {
         "batched tail": lambda samples: sample_logits(predictor.backend, predictor.config, batch, samples, 0),
         "full passes (seed)": lambda samples: full_pass_logits(

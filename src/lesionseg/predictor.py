@@ -117,6 +117,10 @@ class Predictor:
             return settings.review_threshold
         return float(self.sidecar.get("calibration", {}).get("review_threshold", DEFAULT_REVIEW_THRESHOLD))
 
+    def model_input(self, rgb: np.ndarray) -> np.ndarray:
+        """H×W×3 uint8 -> the normalised 1×3×S×S batch the backend takes."""
+        return normalise(resize_to_square(rgb, self.input_size)[None], self.config.mean, self.config.std)
+
     def predict(
         self,
         rgb: np.ndarray,
@@ -129,8 +133,7 @@ class Predictor:
         seed = secrets.randbelow(2**31) if seed is None else seed
         width, height = output_size or (rgb.shape[1], rgb.shape[0])
         started = time.perf_counter()
-        square = resize_to_square(rgb, self.input_size)
-        batch = normalise(square[None], self.config.mean, self.config.std)
+        batch = self.model_input(rgb)
         prepared = time.perf_counter()
         check_samples(samples)
         trunk = self.batcher.trunk(batch)

@@ -42,8 +42,9 @@ def test_batched_requests_get_what_each_would_get_alone(backend, isic_validation
 
     results = run_at_once(lambda seed: batched.predict(images[seed], samples=10, seed=seed), list(range(CONCURRENT)))
 
-    assert max(batched.batcher.batch_sizes) > 1, "requests released together should share a trunk run"
-    assert max(batched.batcher.batch_sizes) <= 4 and sum(batched.batcher.batch_sizes) == CONCURRENT
+    runs = batched.batcher.runs_by_batch_size
+    assert max(runs) > 1, "requests released together should share a trunk run"
+    assert max(runs) <= 4 and sum(size * count for size, count in runs.items()) == CONCURRENT
     for seed, result in enumerate(results):
         expected = alone.predict(images[seed], samples=10, seed=seed)
         # The same seed's dropout masks; only the float rounding of a batched convolution differs.
@@ -54,10 +55,10 @@ def test_batched_requests_get_what_each_would_get_alone(backend, isic_validation
 
 def test_a_lone_request_runs_at_once_and_unbatched(predictor, real_image_path):
     rgb = read_rgb(real_image_path)
-    runs_before = len(predictor.batcher.batch_sizes)
+    runs_before = predictor.batcher.runs_by_batch_size.copy()
     first = predictor.predict(rgb, samples=10, seed=5)
     second = predictor.predict(rgb, samples=10, seed=5)
-    assert predictor.batcher.batch_sizes[runs_before:] == [1, 1]
+    assert predictor.batcher.runs_by_batch_size - runs_before == {1: 2}
     assert np.array_equal(first.uncertainty_std, second.uncertainty_std)
 
 

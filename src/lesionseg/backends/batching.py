@@ -8,6 +8,7 @@ masks: the tail is small, and a request of 64 samples must not make its neighbou
 """
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,8 @@ class TrunkBatcher:
         self.inference_lock = threading.Lock()
         self.waiting_lock = threading.Lock()
         self.waiting: list[PendingTrunk] = []
-        self.batch_sizes: list[int] = []  # of every trunk run, for the tests and the benchmark
+        # Trunk runs counted by batch size: bounded by max_batch_size however long the server runs.
+        self.runs_by_batch_size: Counter[int] = Counter()
 
     def trunk(self, images: np.ndarray) -> list[np.ndarray]:
         pending = PendingTrunk(images)
@@ -67,4 +69,4 @@ class TrunkBatcher:
             count = len(pending.images)
             pending.features = [level[start : start + count] for level in features]
             start += count
-        self.batch_sizes.append(len(group))
+        self.runs_by_batch_size[len(group)] += 1

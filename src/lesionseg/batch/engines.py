@@ -7,6 +7,7 @@ table; workers only compute.
 import pickle
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import replace
 from itertools import islice
 
 import numpy as np
@@ -75,7 +76,7 @@ def run_ray(
     cpus_per_worker = job.threads or 1
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
-    job = JobSettings(**{**job.__dict__, "threads": cpus_per_worker})
+    job = replace(job, threads=cpus_per_worker)
     dataset = ray.data.from_items(
         [{"identifier": item.identifier, "path": item.path} for item in pending],
         # Small blocks keep every actor busy to the end and make a retried block cheap.

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.predictor import Predictor
 from lesionseg.training.data import PairRecord, read_mask, read_rgb
 from lesionseg.uncertainty.calibration import choose_review_threshold, fit_temperature, mean_probability
@@ -20,8 +19,7 @@ def calibrate(
     size = predictor.input_size
     logits, truths = [], []
     for record in tqdm(records, desc="sampling calibration pairs", unit="image"):
-        square = resize_to_square(read_rgb(record.image_path), size)
-        batch = normalise(square[None], predictor.config.mean, predictor.config.std)
+        batch = predictor.model_input(read_rgb(record.image_path))
         logits.append(torch.from_numpy(sample_logits(predictor.backend, predictor.config, batch, samples, seed)[0]))
         mask = cv2.resize(read_mask(record.mask_path), (size, size), interpolation=cv2.INTER_LINEAR)
         truths.append(torch.from_numpy(mask > 128).float())
