@@ -238,15 +238,6 @@ def load_predictor(weights: Path | None):
     return weights, Predictor.from_checkpoint(weights)
 
 
-def update_sidecar(weights: Path, key: str, value: dict) -> None:
-    from lesionseg.model.sidecar import sidecar_path
-
-    path = sidecar_path(weights)
-    sidecar = json.loads(path.read_text())
-    sidecar[key] = value
-    path.write_text(json.dumps(sidecar, indent=2) + "\n")
-
-
 def run_evaluate(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation import evaluate
     from lesionseg.evaluation.uncertainty import PixelAccumulator
@@ -297,6 +288,8 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
     evaluate.write_report(arguments.output, {**summary, "per_image": per_image, "curves": uncertainty})
     print(f"report: {arguments.output}")
     if arguments.record:
+        from lesionseg.model.sidecar import update_sidecar
+
         update_sidecar(weights, "evaluation_uncertainty" if arguments.uncertainty else "evaluation", summary)
 
 
@@ -319,6 +312,7 @@ def add_calibrate_parser(subparsers) -> None:
 def run_calibrate(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation.calibrate import calibrate
     from lesionseg.evaluation.evaluate import select_pairs
+    from lesionseg.model.sidecar import update_sidecar
 
     weights, predictor = load_predictor(arguments.weights)
     records = []

@@ -4,7 +4,6 @@ Masks stay outside the graph so a seed reproduces a result on either backend; th
 dynamic, so the tail takes all MC samples of all images in one run.
 """
 
-import json
 from pathlib import Path
 
 import torch
@@ -13,7 +12,7 @@ from torch import nn
 from lesionseg.backends.onnx_backend import onnx_paths
 from lesionseg.model.checkpoint import load_checkpoint
 from lesionseg.model.network import LesionSegmenter
-from lesionseg.model.sidecar import file_sha256, sidecar_path
+from lesionseg.model.sidecar import file_sha256, update_sidecar
 
 OPSET = 18
 
@@ -80,6 +79,5 @@ def export_onnx(weights_path: Path) -> dict:
         "trunk": {"file": trunk_path.name, "sha256": file_sha256(trunk_path)},
         "tail": {"file": tail_path.name, "sha256": file_sha256(tail_path)},
     }
-    sidecar["onnx"] = record
-    sidecar_path(weights_path).write_text(json.dumps(sidecar, indent=2) + "\n")
+    update_sidecar(weights_path, "onnx", record)
     return record

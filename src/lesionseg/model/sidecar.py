@@ -36,6 +36,14 @@ def read_sidecar(weights_path: Path) -> dict[str, Any]:
         raise CheckpointError(f"sidecar {path.name} is not valid JSON: {error}") from error
 
 
+def update_sidecar(weights_path: Path, key: str, value: Any) -> None:
+    """Sets one entry of the sidecar (calibration, evaluation, the ONNX export), keeping the rest."""
+    path = sidecar_path(weights_path)
+    sidecar = json.loads(path.read_text())
+    sidecar[key] = value
+    path.write_text(json.dumps(sidecar, indent=2) + "\n")
+
+
 def config_from_sidecar(sidecar: dict[str, Any]) -> ModelConfig:
     architecture = dict(sidecar["architecture"])
     for key in ("out_indices", "mean", "std"):
