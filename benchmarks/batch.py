@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY / "benchmarks"))
+from batch_fault import link_images  # noqa: E402
 
 
 def run_engine(engine: str, input_folder: Path, output: Path) -> dict:
@@ -47,10 +49,7 @@ def main() -> None:
     images = sorted((arguments.data_root / arguments.set / "images").glob("*.jpg"))[: arguments.images]
     results = {"cpu_cores": os.cpu_count(), "images": len(images)}
     with tempfile.TemporaryDirectory() as workspace:
-        input_folder = Path(workspace) / "input"
-        input_folder.mkdir()
-        for image in images:  # links, not copies: the data stays where its licence keeps it
-            (input_folder / image.name).symlink_to(image.resolve())
+        input_folder = link_images(images, Path(workspace) / "input")
         for engine in ("local", "ray"):
             results[engine] = run_engine(engine, input_folder, Path(workspace) / engine)
         results["differing_masks"] = differing_masks(Path(workspace) / "local", Path(workspace) / "ray")

@@ -23,6 +23,14 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+def link_images(images: list[Path], folder: Path) -> Path:
+    """A folder of links to the images, not copies: the data stays where its licence keeps it."""
+    folder.mkdir()
+    for image in images:
+        (folder / image.name).symlink_to(image.resolve())
+    return folder
+
+
 def ray_actor_processes() -> list[int]:
     """Ray names its actor processes `ray::MapWorker(...)`, which /proc shows as their command line."""
     found = []
@@ -106,10 +114,7 @@ def main() -> None:
     if len(images) < arguments.images:
         raise SystemExit(f"only {len(images)} images under {arguments.data_root / arguments.set / 'images'}")
     with tempfile.TemporaryDirectory() as workspace:
-        input_folder = Path(workspace) / "input"
-        input_folder.mkdir()
-        for image in images:  # links, not copies: the data stays where its licence keeps it
-            (input_folder / image.name).symlink_to(image.resolve())
+        input_folder = link_images(images, Path(workspace) / "input")
         output = Path(workspace) / "output"
         started = time.perf_counter()
         run = run_with_a_kill(input_folder, output, arguments.kill_after_rows, arguments.timeout)
