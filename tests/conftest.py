@@ -73,12 +73,17 @@ def free_port() -> int:
 
 
 class RunningServer:
-    """`lesionseg serve` in its own process, as a user would start it, with extra LESIONSEG_* settings."""
+    """`lesionseg serve` in its own process, as a user would start it, with extra LESIONSEG_* settings
+    and, where given, other environment variables."""
 
-    def __init__(self, **settings: str) -> None:
+    def __init__(self, environment: dict[str, str] | None = None, **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        environment = {**os.environ, **{f"LESIONSEG_{key.upper()}": value for key, value in settings.items()}}
+        environment = {
+            **os.environ,
+            **(environment or {}),
+            **{f"LESIONSEG_{key.upper()}": value for key, value in settings.items()},
+        }
         # A file, not a pipe: nobody reads a pipe while tests run, and a full one would block the server.
         self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(

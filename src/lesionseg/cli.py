@@ -70,8 +70,11 @@ def add_serve_parser(subparsers) -> None:
 
 
 def run_serve(arguments: argparse.Namespace) -> None:
+    import functools
+
     import uvicorn
 
+    from lesionseg.api.http_protocol import H11_BUFFER_MARGIN_BYTES, LimitedH11Protocol
     from lesionseg.api.observability import uvicorn_log_config
     from lesionseg.config import Settings
 
@@ -89,6 +92,12 @@ def run_serve(arguments: argparse.Namespace) -> None:
         log_config=uvicorn_log_config(settings.log_level),
         access_log=False,  # our own JSON access line carries the request id
         timeout_graceful_shutdown=30,
+        http=functools.partial(
+            LimitedH11Protocol,
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout_seconds=settings.header_timeout_seconds,
+        ),
+        h11_max_incomplete_event_size=settings.max_header_bytes + H11_BUFFER_MARGIN_BYTES,
     )
 
 
@@ -164,9 +173,17 @@ def run_predict(arguments: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+# Exit statuses of `lesionseg batch` for a scheduler: 2 (argparse's, and ours) means it could not start.
+BATCH_SOME_FAILED = 3
+BATCH_ALL_FAILED = 4
+
+
 def add_batch_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "batch", help="segment an archive (folder or manifest CSV) into masks, uncertainty maps and a results table"
+        "batch",
+        help="segment an archive (folder or manifest CSV) into masks, uncertainty maps and a results table",
+        epilog="exit status: 0 every image ok, 3 some images failed, 4 every image failed, "
+        "2 the job could not start (bad settings, no images, another job's folder)",
     )
     parser.add_argument("input", type=Path, help="a folder of images, or a CSV with a `path` column")
     parser.add_argument("output", type=Path, help="output folder; rerunning into it skips finished images")
@@ -197,6 +214,9 @@ def run_batch(arguments: argparse.Namespace) -> None:
         threads=arguments.threads,
     )
     items = list_inputs(arguments.input)
+    if not items:
+        # An empty or unmounted archive must not look like a finished job to a scheduler.
+        raise ValueError(f"no images in {arguments.input}")
     table = ResultsTable(arguments.output, job)
     try:
         summary = run_batch(items, job, table, arguments.engine, arguments.address, arguments.workers)
@@ -206,6 +226,7 @@ def run_batch(arguments: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
     if summary["failed"]:
         print(f"{summary['failed']} images failed; their errors are in {arguments.output / 'results.csv'}")
+        sys.exit(BATCH_ALL_FAILED if summary["ok"] == 0 and not summary["already_finished"] else BATCH_SOME_FAILED)
 
 
 def add_evaluate_parser(subparsers) -> None:
@@ -393,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         COMMANDS[arguments.command][1](arguments)
-    except (ValueError, CheckpointError, FileNotFoundError) as error:
+    except (ValueError, CheckpointError, OSError) as error:
         parser.exit(2, f"lesionseg {arguments.command}: error: {error}\n")
 
 

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     # Images in one POST /predict/batch; the whole body still counts against max_upload_bytes.
     max_batch_files: int = Field(16, ge=1)
     request_timeout_seconds: float = Field(120.0, gt=0)
+    # Before a request exists: its headers' total size, their number, and the time they may take to
+    # arrive from the first byte (see api/http_protocol.py). The body has request_timeout_seconds.
+    max_header_bytes: int = Field(32 * 1024, ge=1024)
+    max_header_count: int = Field(100, ge=10)
+    header_timeout_seconds: float = Field(10.0, gt=0)
 
     # API keys: comma-separated here and/or one per line in a file. None set = no auth.
     api_keys: str = ""

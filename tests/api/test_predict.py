@@ -8,6 +8,9 @@ import pytest
 from PIL import Image
 from tests.conftest import decode_png
 
+from lesionseg.api.routes import PredictOptions, decode_and_predict
+from lesionseg.config import Settings
+
 
 def post_image(client, path, **params):
     with open(path, "rb") as stream:
@@ -154,3 +157,13 @@ def test_exif_rotated_photo_is_segmented_upright(client, real_image_path):
     exif[0x0112] = 6
     response = client.post("/predict/", files={"file": ("r.jpg", encoded(image, "JPEG", exif=exif), "image/jpeg")})
     assert decode_png(response.content).shape == (300, 400, 3)
+
+
+@pytest.mark.parametrize(
+    ("format", "full_pixels"), [("png", False), ("mask", False), ("json", True), ("overlay", True)]
+)
+def test_include_images_decodes_the_photo_in_full_only_for_json(predictor, large_jpeg_path, format, full_pixels):
+    """Only outputs that show the photo itself need its every pixel; the rest decode a 1024 px JPEG reduced."""
+    options = PredictOptions(format, samples=2, threshold=0.5, seed=0, include_images=True)
+    decoded, _ = decode_and_predict(large_jpeg_path.read_bytes(), predictor, Settings(), options)
+    assert (decoded.rgb.shape[1] == 1024) == full_pixels

@@ -42,7 +42,7 @@ def archive(isic_validation_pairs: list[PairRecord], tmp_path_factory) -> Path:
 def local_output(archive: Path, tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("local") / "output"
     completed = run_batch(archive, output)
-    assert completed.returncode == 0, completed.stderr
+    assert completed.returncode == 3, completed.stderr  # one image failed
     return output
 
 
@@ -69,7 +69,7 @@ def test_local_engine_writes_isic_masks_at_each_images_size_and_a_row_per_image(
 def test_a_corrupt_image_is_recorded_with_its_error_and_does_not_stop_the_job(local_output: Path) -> None:
     row = next(row for row in read_rows(local_output) if row["identifier"] == "corrupt")
     assert row["status"] == "failed"
-    assert row["error"].startswith("ImageRejected: the upload is not an image format we can read")
+    assert row["error"].startswith("the upload is not an image format we can read")
     assert not (local_output / "masks" / "corrupt_segmentation.png").exists()
     summary = json.loads((local_output / "summary.json").read_text())
     assert (summary["ok"], summary["failed"]) == (IMAGES, 1)
@@ -81,7 +81,7 @@ def test_a_rerun_skips_finished_images_retries_failed_ones_and_keeps_one_row_eac
     finished_mask = local_output / "masks" / f"{sorted(archive.glob('ISIC_*.jpg'))[0].stem}_segmentation.png"
     written_at = finished_mask.stat().st_mtime_ns
     completed = run_batch(archive, local_output)
-    assert completed.returncode == 0, completed.stderr
+    assert completed.returncode == 3, completed.stderr
     summary = json.loads((local_output / "summary.json").read_text())
     assert (summary["already_finished"], summary["ok"], summary["failed"]) == (IMAGES, 0, 1)
     assert finished_mask.stat().st_mtime_ns == written_at
@@ -110,7 +110,7 @@ def test_ray_engine_on_a_local_cluster_gives_the_same_masks_and_rows(
 ) -> None:
     output = tmp_path / "ray"
     completed = run_batch(archive, output, "--engine", "ray")
-    assert completed.returncode == 0, completed.stderr
+    assert completed.returncode == 3, completed.stderr
     local_rows = {row["identifier"]: row for row in read_rows(local_output)}
     ray_rows = {row["identifier"]: row for row in read_rows(output)}
     assert ray_rows.keys() == local_rows.keys()
@@ -166,9 +166,77 @@ def test_onnx_batch_runs_without_torch_and_gives_the_same_masks(archive: Path, l
     completed = subprocess.run(
         [sys.executable, "-c", TORCH_FREE_BATCH, str(archive), str(output)], capture_output=True, text=True, timeout=300
     )
-    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert completed.returncode == 3, completed.stderr[-4000:]
     assert json.loads((output / "job.json").read_text())["backend"] == "onnx"
     for mask in (local_output / "masks").iterdir():
         pytorch_mask = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
         onnx_mask = cv2.imread(str(output / "masks" / mask.name), cv2.IMREAD_GRAYSCALE)
         assert (pytorch_mask != onnx_mask).mean() < 1e-4, "masks agree but for a rare pixel at exactly 0.5"
+
+
+def write_manifest(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with open(path, "w", newline="") as stream:
+        csv.writer(stream).writerows([("path", "identifier"), *rows])
+    return path
+
+
+def test_hostile_identifiers_become_failed_rows_and_nothing_is_written_outside_the_output(
+    archive: Path, tmp_path: Path
+) -> None:
+    image = str(sorted(archive.glob("ISIC_*.jpg"))[0])
+    manifest = write_manifest(
+        tmp_path / "manifest.csv",
+        [
+            (image, "../../escaped"),
+            (image, "dup"),
+            (image, "./dup"),
+            (image, "Dup"),
+            (image, "x" * 300),
+            (image, "nul\x00byte"),
+            (image, "fine"),
+        ],
+    )
+    output = tmp_path / "deep" / "er" / "output"
+    completed = run_batch(manifest, output)
+    assert completed.returncode == 3, completed.stderr
+    rows = read_rows(output)
+    assert [row["status"] for row in rows].count("ok") == 2 and len(rows) == 7
+    assert {row["identifier"] for row in rows if row["status"] == "ok"} == {"dup", "fine"}
+    failed = {row["identifier"][:20]: row["error"] for row in rows if row["status"] == "failed"}
+    assert "path separator" in failed["../../escaped"] and "path separator" in failed["./dup"]
+    assert "same output files as 'dup'" in failed["Dup"]
+    assert "longer than 128" in failed["x" * 20] and "control" in failed["nul\\x00byte"]
+    written = sorted(path.relative_to(tmp_path) for path in tmp_path.rglob("*") if path.is_file())
+    assert all(str(path).startswith(("deep/er/output/", "manifest.csv")) for path in written), written
+    assert sorted(path.name for path in (output / "masks").iterdir()) == [
+        "dup_segmentation.png",
+        "fine_segmentation.png",
+    ]
+    assert json.loads((output / "summary.json").read_text())["failed"] == 5
+
+
+def test_a_job_whose_every_image_fails_exits_4(tmp_path: Path) -> None:
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png"):
+        (folder / name).write_bytes(b"not a picture at all")
+    completed = run_batch(folder, tmp_path / "output")
+    assert completed.returncode == 4, completed.stderr
+    assert "2 images failed" in completed.stdout
+
+
+def test_an_empty_archive_is_an_error_not_a_finished_job(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    completed = run_batch(tmp_path / "empty", tmp_path / "output")
+    assert completed.returncode == 2 and "no images in" in completed.stderr
+
+
+def test_outputs_that_cannot_be_written_become_failed_rows_not_a_crash(archive: Path, tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    output.mkdir()
+    (output / "masks").write_text("a file where the masks folder should be")
+    completed = run_batch(archive, output)
+    assert completed.returncode == 4, completed.stderr
+    rows = read_rows(output)
+    assert len(rows) == IMAGES + 1 and {row["status"] for row in rows} == {"failed"}
+    assert sum("the outputs could not be written" in row["error"] for row in rows) == IMAGES

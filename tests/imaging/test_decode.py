@@ -1,8 +1,10 @@
 import io
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
+from tests.hostile_files import encapsulated_postscript, png_with_exif_tags, tiff_with_pages
 
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 
@@ -96,3 +98,52 @@ def test_animations_are_refused(lesion):
     with pytest.raises(ImageRejected) as caught:
         decode_upload(data, **LIMITS)
     assert caught.value.status_code == 415 and "multi-frame" in caught.value.message
+
+
+@pytest.mark.parametrize("format", ["ICO", "PCX", "TGA", "PPM", "SGI", "IM", "DDS"])
+def test_formats_outside_the_allow_list_are_never_opened(lesion, format):
+    with pytest.raises(ImageRejected) as caught:
+        decode_upload(encoded(lesion.resize((64, 64)), format), **LIMITS)
+    assert caught.value.status_code == 415 and "not an image format we can read" in caught.value.message
+
+
+def test_encapsulated_postscript_is_refused_before_any_program_runs():
+    with pytest.raises(ImageRejected) as caught:
+        decode_upload(encapsulated_postscript(), **LIMITS)
+    assert caught.value.status_code == 415
+
+
+def test_a_tiff_of_100000_pages_is_refused_in_constant_time():
+    few, many = tiff_with_pages(2), tiff_with_pages(100_000)
+    timings = []
+    for data in (few, many):
+        started = time.perf_counter()
+        with pytest.raises(ImageRejected, match="multi-frame"):
+            decode_upload(data, **LIMITS)
+        timings.append(time.perf_counter() - started)
+    assert timings[1] < 0.1, timings  # counting the pages one by one took minutes
+
+
+def test_a_single_page_tiff_is_a_still_image():
+    assert decode_upload(tiff_with_pages(1), **LIMITS).rgb.shape == (64, 64, 3)
+
+
+def test_a_camera_mpo_is_read_as_its_primary_picture(lesion):
+    data = encoded(lesion, "MPO", save_all=True, append_images=[lesion.resize((lesion.width // 2, lesion.height // 2))])
+    decoded = decode_upload(data, **LIMITS)
+    assert decoded.rgb.shape == (lesion.height, lesion.width, 3)
+
+
+def test_exif_warnings_are_counted_on_this_thread_and_never_printed(lesion, capfd):
+    data = png_with_exif_tags(encoded(lesion, "PNG"), 65_000)
+    decoded = decode_upload(data, **LIMITS)
+    assert decoded.rgb.shape == (lesion.height, lesion.width, 3)
+    captured = capfd.readouterr()
+    assert "Tag data larger than file" not in captured.err + captured.out
+
+
+def test_a_corrupt_image_is_described_in_our_words(lesion):
+    data = encoded(lesion, "PNG")
+    with pytest.raises(ImageRejected) as caught:
+        decode_upload(data[: len(data) // 2], **LIMITS)
+    assert caught.value.message == "the image data is truncated or corrupt"

@@ -11,10 +11,10 @@ from fastapi_offline import FastAPIOffline
 
 from lesionseg import __version__
 from lesionseg.api.errors import install_error_handlers
+from lesionseg.api.inference_queue import InferenceGate
 from lesionseg.api.middleware import (
     ApiKeyMiddleware,
     BodySizeLimitMiddleware,
-    InferenceGate,
     RequestContextMiddleware,
 )
 from lesionseg.api.observability import Metrics, configure_logging
@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             expose_headers=["X-Request-ID", "X-Lesionseg-Seed"],
         )
     app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, request_timeout_seconds=settings.request_timeout_seconds
+        RequestContextMiddleware,
+        metrics=metrics,
+        request_timeout_seconds=settings.request_timeout_seconds,
+        max_header_count=settings.max_header_count,
     )
     return app

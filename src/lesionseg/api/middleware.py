@@ -59,12 +59,13 @@ def header(scope: Scope, name: bytes) -> str | None:
 
 class RequestContextMiddleware:
     """Request id (taken from X-Request-ID or made), one JSON access log line, metrics, safe headers,
-    and the per-request time limit."""
+    the header count limit and the per-request time limit."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, request_timeout_seconds: float) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, request_timeout_seconds: float, max_header_count: int) -> None:
         self.app = app
         self.metrics = metrics
         self.request_timeout_seconds = request_timeout_seconds
+        self.max_header_count = max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,6 +99,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            if len(scope["headers"]) > self.max_header_count:
+                detail = f"{len(scope['headers'])} request headers; the limit is {self.max_header_count}"
+                await send_json(send_with_headers, 431, detail)
+                return
             async with asyncio.timeout(self.request_timeout_seconds):
                 await self.app(scope, tracked_receive, send_with_headers)
         except TimeoutError:
@@ -194,29 +199,3 @@ class BodySizeLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
-
-
-class InferenceGate:
-    """A bounded queue in front of the model: admitted requests wait their turn; beyond the bound,
-    503 at once. An event-loop counter suffices: admission happens on the loop, never in threads."""
-
-    def __init__(self, capacity: int, metrics: Metrics) -> None:
-        self.capacity = capacity
-        self.admitted = 0
-        self.metrics = metrics
-
-    def __enter__(self) -> "InferenceGate":
-        if self.admitted >= self.capacity:
-            self.metrics.rejected_overload.inc()
-            raise RequestRejected(
-                503,
-                f"the server is busy ({self.capacity} requests queued); retry shortly",
-                headers={"Retry-After": "1"},
-            )
-        self.admitted += 1
-        self.metrics.queue_depth.set(self.admitted)
-        return self
-
-    def __exit__(self, *exception) -> None:
-        self.admitted -= 1
-        self.metrics.queue_depth.set(self.admitted)

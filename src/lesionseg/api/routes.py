@@ -1,7 +1,7 @@
 """The service's routes: POST /predict/ and /predict/batch, the probes, /info, /metrics, the page at /."""
 
-import asyncio
 import functools
+from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Literal
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lesionseg import __version__
+from lesionseg import __version__, cancellation
 from lesionseg.api.deps import get_predictor, get_settings
 from lesionseg.api.errors import RequestRejected
 from lesionseg.api.outputs import MEDIA_TYPES, OutputFormat, json_bytes, render, summary
@@ -79,6 +79,12 @@ async def read_limited(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
+def name_some(names: list[str], most: int = 5, longest: int = 40) -> str:
+    """A few names, each shortened: an error message never echoes back a whole hostile request."""
+    shown = ", ".join(repr(name[:longest] + ("…" if len(name) > longest else "")) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 async def check_form_fields(request: Request) -> None:
     """One image per request, in the field `file`; anything else is a mistake worth naming."""
     content_type = request.headers.get("content-type", "")
@@ -92,7 +98,7 @@ async def check_form_fields(request: Request) -> None:
         raise RequestRejected(400, f"{len(files)} files in field 'file': send one image per request")
     unknown = sorted(set(form.keys()) - {"file"})
     if unknown:
-        raise RequestRejected(400, f"unexpected form field(s) {unknown}: send the image as field 'file'")
+        raise RequestRejected(400, f"unexpected form field(s) {name_some(unknown)}: send the image as field 'file'")
 
 
 def check_content_type(upload: UploadFile) -> None:
@@ -101,52 +107,45 @@ def check_content_type(upload: UploadFile) -> None:
         raise RequestRejected(415, f"content type {content_type!r} is not an image; send image/jpeg, image/png, ...")
 
 
-async def run_blocking(request: Request, function, *arguments):
-    """Off the event loop, on the app's inference threads (see `create_app`)."""
-    executor = request.app.state.inference_executor
-    return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(function, *arguments))
+@dataclass(frozen=True)
+class PredictOptions:
+    format: OutputFormat
+    samples: int
+    threshold: float
+    seed: int | None
+    heatmap: str | None = None
+    include_images: bool = False
 
 
 def decode_and_predict(
-    data: bytes,
-    predictor: Predictor,
-    settings: Settings,
-    samples: int,
-    threshold: float,
-    seed: int | None,
-    full_pixels: bool = False,
+    data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions
 ) -> tuple[DecodedImage, Prediction]:
     # Large JPEGs decode at reduced scale unless an output shows the photo itself.
+    full_pixels = options.format == "overlay" or (options.format == "json" and options.include_images)
     draft_size = None if full_pixels else 2 * predictor.input_size
     decoded = decode_upload(data, settings.max_pixels, settings.min_side, draft_size=draft_size)
+    cancellation.check()
     prediction = predictor.predict(
         decoded.rgb,
-        samples=samples,
-        seed=seed,
-        threshold=threshold,
+        samples=options.samples,
+        seed=options.seed,
+        threshold=options.threshold,
         output_size=(decoded.original_width, decoded.original_height),
     )
+    cancellation.check()
     return decoded, prediction
 
 
 def predict_and_render(
-    data: bytes,
-    predictor: Predictor,
-    settings: Settings,
-    format: OutputFormat,
-    samples: int,
-    threshold: float,
-    seed: int | None,
-    heatmap: str | None,
-    include_images: bool,
+    data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions
 ) -> tuple[bytes, str, int]:
     """Blocking work (decode, inference, render): runs in a worker thread, off the event loop."""
-    full_pixels = format == "overlay" or include_images
-    decoded, prediction = decode_and_predict(data, predictor, settings, samples, threshold, seed, full_pixels)
-    if format == "json":
-        body = summary(prediction, decoded, predictor, settings, include_images)
+    decoded, prediction = decode_and_predict(data, predictor, settings, options)
+    if options.format == "json":
+        body = summary(prediction, decoded, predictor, settings, options.include_images)
         return json_bytes(body), "application/json", prediction.seed
-    return render(format, prediction, decoded, settings, heatmap), MEDIA_TYPES[format], prediction.seed
+    content = render(options.format, prediction, decoded, settings, options.heatmap)
+    return content, MEDIA_TYPES[options.format], prediction.seed
 
 
 @router.post("/predict/", response_class=Response, responses=PREDICT_RESPONSES)
@@ -170,30 +169,19 @@ async def predict(
     check_content_type(file)
     data = await read_limited(file, settings.max_upload_bytes)
     samples = samples or settings.default_samples
+    threshold = threshold or settings.default_threshold
+    options = PredictOptions(format, samples, threshold, seed, heatmap, include_images)
     metrics = request.app.state.metrics
-    with request.app.state.inference_gate:
-        with metrics.inference.time():
-            content, media_type, used_seed = await run_blocking(
-                request,
-                predict_and_render,
-                data,
-                predictor,
-                settings,
-                format,
-                samples,
-                threshold or settings.default_threshold,
-                seed,
-                heatmap,
-                include_images,
-            )
-    metrics.samples.observe(samples)
+    with request.app.state.inference_gate.admit() as admission, metrics.inference.time():
+        content, media_type, used_seed = await admission.run(
+            request.app.state.inference_executor, predict_and_render, data, predictor, settings, options
+        )
+    metrics.samples.observe(options.samples)
     return Response(content=content, media_type=media_type, headers={"X-Lesionseg-Seed": str(used_seed)})
 
 
-def summarise_upload(
-    data: bytes, predictor: Predictor, settings: Settings, samples: int, threshold: float, seed: int | None
-) -> dict:
-    decoded, prediction = decode_and_predict(data, predictor, settings, samples, threshold, seed)
+def summarise_upload(data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions) -> dict:
+    decoded, prediction = decode_and_predict(data, predictor, settings, options)
     return summary(prediction, decoded, predictor, settings, include_images=False)
 
 
@@ -214,21 +202,20 @@ async def predict_batch(
         raise RequestRejected(400, "no files: send the images as multipart/form-data fields named 'files'")
     if len(files) > settings.max_batch_files:
         raise RequestRejected(413, f"{len(files)} files; a batch holds at most {settings.max_batch_files}")
-    samples = samples or settings.default_samples
-    threshold = threshold or settings.default_threshold
+    options = PredictOptions("json", samples or settings.default_samples, threshold or settings.default_threshold, seed)
     results = []
-    with request.app.state.inference_gate:
+    with request.app.state.inference_gate.admit() as admission:
         for upload in files:
             try:
                 check_content_type(upload)
                 data = await read_limited(upload, settings.max_upload_bytes)
-                body = await run_blocking(
-                    request, summarise_upload, data, predictor, settings, samples, threshold, seed
+                body = await admission.run(
+                    request.app.state.inference_executor, summarise_upload, data, predictor, settings, options
                 )
                 results.append({"filename": upload.filename, "status": 200, "result": body})
             except RequestRejected as error:
                 results.append({"filename": upload.filename, "status": error.status_code, "detail": error.detail})
             except ImageRejected as error:
                 results.append({"filename": upload.filename, "status": error.status_code, "detail": error.message})
-    request.app.state.metrics.samples.observe(samples)
+    request.app.state.metrics.samples.observe(options.samples)
     return BatchResult(results=results)

@@ -104,7 +104,10 @@ def run_batch(
     address: str | None = None,
     workers: int | None = None,
 ) -> dict:
-    pending = table.pending(items)
+    refused = [item for item in items if item.problem is not None]
+    for item in refused:
+        table.record_refused(item)
+    pending = table.pending([item for item in items if item.problem is None])
     started = time.perf_counter()
     if pending and engine == "local":
         run_local(pending, job, table)
@@ -116,7 +119,7 @@ def run_batch(
     return {
         "engine": engine,
         "images": len(items),
-        "already_finished": len(items) - len(pending),
+        "already_finished": len(items) - len(pending) - len(refused),
         **table.counts,
         "seconds": round(seconds, 2),
         # Start-up included (model loading; for Ray also the cluster and its actors): what a user waits for.

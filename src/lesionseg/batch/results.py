@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lesionseg.batch.inputs import BatchItem
-from lesionseg.batch.segmenter import RESULT_COLUMNS, ImageOutcome, JobSettings, output_files
+from lesionseg.batch.segmenter import RESULT_COLUMNS, ImageOutcome, JobSettings, failed_row, output_files
 from lesionseg.model.sidecar import read_sidecar
 
 # Settings that change an image's outputs: a rerun with other values would mix two jobs in one table.
@@ -81,13 +81,26 @@ class ResultsTable:
         identifier = outcome.row["identifier"]
         if identifier in self.recorded:
             return  # a retried task that reported twice: the first report already wrote everything
-        for name, data in outcome.files.items():
-            write_atomically(self.output / name, data)
+        row = outcome.row
+        try:
+            for name, data in outcome.files.items():
+                write_atomically(self.output / name, data)
+        except OSError as error:
+            # A full disk or a lost mount fails this image, not the job; the next may still fit.
+            row = failed_row(identifier, row["path"], f"the outputs could not be written: {error.strerror}")
+            row["worker"] = outcome.row["worker"]
         # The row goes last: a row in the table means its files are complete.
-        self.writer.writerow(outcome.row)
-        self.stream.flush()
+        self.write_row(row)
         self.recorded.add(identifier)
-        self.counts[outcome.row["status"]] += 1
+
+    def record_refused(self, item: BatchItem) -> None:
+        """An input refused before it was read (see batch/inputs.py); it has no files."""
+        self.write_row(failed_row(item.identifier, item.path, item.problem))
+
+    def write_row(self, row: dict) -> None:
+        self.writer.writerow(row)
+        self.stream.flush()
+        self.counts[row["status"]] += 1
 
     def close(self) -> None:
         self.stream.close()

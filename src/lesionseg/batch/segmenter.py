@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lesionseg.config import Settings
-from lesionseg.imaging.decode import decode_upload
+from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.imaging.render import encode_png, uncertainty_to_uint16
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.sampling import check_samples
@@ -73,6 +73,21 @@ def output_files(identifier: str) -> dict[str, str]:
     }
 
 
+def failed_row(identifier: str, path: str, error: str) -> dict:
+    row = {column: "" for column in RESULT_COLUMNS}
+    row.update(identifier=identifier, path=path, status="failed", error=error)
+    return row
+
+
+def error_text(error: Exception) -> str:
+    """Our own words where we have them; a rejected image's reason is already ours."""
+    if isinstance(error, ImageRejected):
+        return error.message
+    if isinstance(error, OSError) and error.strerror:
+        return f"the file cannot be read: {error.strerror}"
+    return f"{type(error).__name__}: {error}"
+
+
 def elapsed_ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 2)
 
@@ -118,7 +133,7 @@ class ImageSegmenter:
             row["encode_ms"] = elapsed_ms(encode_started)
         except Exception as error:  # noqa: BLE001 - one bad image must never stop an archive's job
             # Unreadable files, rejected images and anything else go in the table, with the reason.
-            row.update(status="failed", error=f"{type(error).__name__}: {error}", total_ms=elapsed_ms(started))
+            row.update(status="failed", error=error_text(error), total_ms=elapsed_ms(started))
             return ImageOutcome(row)
         area = int(mask.sum())
         row.update(

@@ -1,16 +1,29 @@
 """Uploaded bytes -> a validated RGB array, or a rejection that says what is wrong.
 
-Pillow reads only the header before we check the pixel count, so a decompression bomb is refused
-before any memory is spent on it. Large JPEGs are decoded at a reduced scale (Pillow's draft mode)
-when the model needs far fewer pixels; the original size is kept for the outputs.
+Only the decoders in ALLOWED_FORMATS are ever tried, whatever the upload's name or type says: Pillow
+has plugins (EPS, for one) that run external programs. Pillow reads only the header before we check the
+pixel count, so a decompression bomb is refused before any memory is spent on it. Large JPEGs are
+decoded at a reduced scale (Pillow's draft mode) when the model needs far fewer pixels; the original
+size is kept for the outputs. Messages are ours: a client never sees a library's wording or paths.
 """
 
 import io
-import warnings
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lesionseg.imaging.decoder_warnings import collect_decoder_warnings
+
+logger = logging.getLogger("lesionseg.imaging")
+
+# Pillow's format names, and how we name them to users. MPO is the JPEG variant some cameras write
+# (a primary picture plus previews); Pillow's JPEG decoder opens it, and we use its primary picture.
+ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
+NOT_AN_IMAGE = "the upload is not an image format we can read (use JPEG, PNG, TIFF, BMP, WebP or a still GIF)"
+# What a log line keeps of a library's own error message.
+MAX_LOGGED_ERROR_CHARACTERS = 200
 
 # EXIF orientations that turn the picture by 90 degrees, swapping width and height.
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
@@ -31,7 +44,6 @@ class DecodedImage:
     rgb: np.ndarray  # H×W×3 uint8, possibly reduced in scale
     original_width: int
     original_height: int
-    format: str
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -54,38 +66,58 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def decode_upload(data: bytes, max_pixels: int, min_side: int, draft_size: int | None = None) -> DecodedImage:
     if not data:
         raise ImageRejected(400, "the uploaded file is empty")
+    with collect_decoder_warnings() as decoder_warnings:
+        try:
+            decoded = read_image(data, max_pixels, min_side, draft_size)
+        finally:
+            if decoder_warnings.count:
+                # One bounded line, however many times the decoder complained.
+                logger.warning(
+                    "the image decoder warned",
+                    extra={"fields": {"warnings": decoder_warnings.count, "first": decoder_warnings.messages}},
+                )
+    return decoded
+
+
+def log_decoder_error(stage: str, error: Exception) -> None:
+    logger.info(
+        "image refused",
+        extra={"fields": {"stage": stage, "error": f"{type(error).__name__}: {error}"[:MAX_LOGGED_ERROR_CHARACTERS]}},
+    )
+
+
+def read_image(data: bytes, max_pixels: int, min_side: int, draft_size: int | None) -> DecodedImage:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
-        raise ImageRejected(
-            415, "the upload is not an image format we can read (use JPEG, PNG, TIFF, BMP or WebP)"
-        ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRejected(415, NOT_AN_IMAGE) from None
+    except Image.DecompressionBombError:
         raise ImageRejected(413, f"the image has more than {max_pixels} pixels") from None
     except Exception as error:  # Pillow's plugins raise many types on malformed headers
-        raise ImageRejected(400, f"the image header cannot be read: {error}") from None
+        log_decoder_error("header", error)
+        raise ImageRejected(400, "the image header cannot be read: the file is damaged or not what it claims") from None
 
     width, height = image.size
-    source_format = image.format or ""
     if width * height > max_pixels:
         raise ImageRejected(413, f"the image is {width}×{height} = {width * height} pixels; the limit is {max_pixels}")
     if min(width, height) < min_side:
         raise ImageRejected(422, f"the image is {width}×{height}; each side must be at least {min_side} pixels")
     try:
-        # Counting frames, reading EXIF and loading all touch pixel data, where corruption surfaces.
-        frame_count = getattr(image, "n_frames", 1)
-        if frame_count == 1:
+        # Whether there is a second frame is known from the header or one seek (never by counting every
+        # frame: that is quadratic in a TIFF with 100,000 pages). Reading EXIF and loading touch pixel
+        # data, where corruption surfaces.
+        several_frames = image.format != "MPO" and getattr(image, "is_animated", False)
+        if not several_frames:
             orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-            if draft_size and image.format == "JPEG":
+            if draft_size and image.format in ("JPEG", "MPO"):
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
             image = to_rgb(ImageOps.exif_transpose(image))
     except Exception as error:  # Pillow's decoders raise many types on corrupt data
-        raise ImageRejected(400, f"the image data is truncated or corrupt: {error}") from None
-    if frame_count > 1:
+        log_decoder_error("pixels", error)
+        raise ImageRejected(400, "the image data is truncated or corrupt") from None
+    if several_frames:
         raise ImageRejected(415, "multi-frame images (animations, stacks) are not supported: send one still image")
     if orientation in TRANSPOSING_ORIENTATIONS:
         width, height = height, width
-    return DecodedImage(rgb=np.asarray(image), original_width=width, original_height=height, format=source_format)
+    return DecodedImage(rgb=np.asarray(image), original_width=width, original_height=height)

@@ -1,11 +1,23 @@
-"""Pure functions from prediction arrays to pictures: mask panel, uncertainty heatmap, PNG bytes."""
+"""Pure functions from prediction arrays to pictures: mask panel, uncertainty heatmap, PNG bytes.
 
+The slow ones (the overlay, PNG encoding) work in steps and call `cancellation.check()` between them,
+so a request that stopped waiting stops its rendering within milliseconds, even at 64 megapixels.
+"""
+
+import io
 from typing import Literal
 
 import cv2
 import numpy as np
+from PIL import Image
+
+from lesionseg import cancellation
 
 HeatmapScale = Literal["absolute", "per_image"]
+# Rows of the overlay computed at once: a few MB of temporaries even at 8000 px wide.
+OVERLAY_BAND_ROWS = 256
+# Larger pictures are PNG-encoded in steps that can be cancelled (see encode_png).
+UNINTERRUPTED_ENCODE_PIXELS = 4_000_000
 # The standard deviation of a probability can never exceed 0.5.
 MAX_POSSIBLE_STD = 0.5
 
@@ -44,8 +56,31 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.concatenate([left, right], axis=1)
 
 
+class CancellableSink(io.RawIOBase):
+    """Where Pillow writes a PNG as it encodes it, about 64 KB at a time: each write is a chance to stop."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        cancellation.check()
+        self.parts.append(bytes(data))
+        return len(data)
+
+
 def encode_png(image: np.ndarray) -> bytes:
-    """RGB H×W×3 or gray H×W (8- or 16-bit) -> PNG bytes. Fast compression: these are large."""
+    """RGB H×W×3 or gray H×W (8- or 16-bit) -> PNG bytes. Fast compression: these are large.
+
+    OpenCV is 1.3–1.6× faster here but encodes in one uninterruptible call; above a few megapixels
+    (half a second and more) Pillow encodes instead, handing over its output as it goes."""
+    cancellation.check()
+    if image.shape[0] * image.shape[1] > UNINTERRUPTED_ENCODE_PIXELS:
+        sink = CancellableSink()
+        Image.fromarray(image).save(sink, format="PNG", compress_level=1)
+        return b"".join(sink.parts)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     success, encoded = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
@@ -77,10 +112,17 @@ def outline_overlay(
     height, width = mask.shape
     if rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
-    heatmap = uncertainty_heatmap(uncertainty_std, "absolute", scale_max)
-    # Opacity follows the uncertainty, so certain areas show the photo untouched.
-    opacity = np.clip(uncertainty_std / scale_max, 0.0, 1.0)[:, :, None] * 0.7
-    blended = (rgb.astype(np.float32) * (1.0 - opacity) + heatmap.astype(np.float32) * opacity).astype(np.uint8)
+    blended = np.empty((height, width, 3), np.uint8)
+    for top in range(0, height, OVERLAY_BAND_ROWS):
+        cancellation.check()
+        rows = slice(top, top + OVERLAY_BAND_ROWS)
+        uncertainty = uncertainty_std[rows]
+        heatmap = uncertainty_heatmap(uncertainty, "absolute", scale_max)
+        # Opacity follows the uncertainty, so certain areas show the photo untouched.
+        opacity = np.clip(uncertainty / scale_max, 0.0, 1.0)[:, :, None] * 0.7
+        photo = rgb[rows].astype(np.float32)
+        blended[rows] = (photo * (1.0 - opacity) + heatmap.astype(np.float32) * opacity).astype(np.uint8)
+    cancellation.check()
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     thickness = max(2, round(min(height, width) / 250))
     cv2.drawContours(blended, contours, -1, outline_rgb, thickness, lineType=cv2.LINE_AA)

@@ -1,0 +1,71 @@
+"""Pillow's warnings during one decode, gathered on the decoding thread and logged as one bounded line.
+
+A hostile file can make Pillow warn once per EXIF tag: 65,000 lines on stderr for one upload, each with
+its own text. `warnings.catch_warnings` would gather them, but it swaps process-wide state and is not
+safe with several decoding threads. Instead one hook, installed once, hands each Pillow warning to the
+collector of the thread that raised it, and passes any other warning on unchanged.
+"""
+
+import re
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+MAX_KEPT_MESSAGES = 3
+MAX_MESSAGE_CHARACTERS = 200
+# "always" rather than the default "once per text": Pillow's texts name the tag or offset, so each
+# differs, and the default would remember every one of them for the life of the process.
+PILLOW_MODULES = r"PIL\."
+# The entry `warnings.filterwarnings` makes, to tell whether a reset removed it.
+PILLOW_FILTER_ENTRY = ("always", None, Warning, re.compile(PILLOW_MODULES), 0)
+
+_thread_state = threading.local()
+_install_lock = threading.Lock()
+_previous_showwarning = warnings.showwarning
+
+
+@dataclass
+class DecoderWarnings:
+    count: int = 0
+    messages: list[str] = field(default_factory=list)  # the first few distinct ones, shortened
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        message = message[:MAX_MESSAGE_CHARACTERS]
+        if len(self.messages) < MAX_KEPT_MESSAGES and message not in self.messages:
+            self.messages.append(message)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    collector = getattr(_thread_state, "collector", None)
+    if collector is None:
+        _previous_showwarning(message, category, filename, lineno, file, line)
+        return
+    collector.add(f"{category.__name__}: {message}")
+
+
+def install() -> None:
+    """Idempotent; called before each decode, since test runners and notebooks reset warning state."""
+    global _previous_showwarning
+    if warnings.showwarning is _show_warning and PILLOW_FILTER_ENTRY in warnings.filters:
+        return
+    with _install_lock:
+        if warnings.showwarning is not _show_warning:
+            _previous_showwarning = warnings.showwarning
+            warnings.showwarning = _show_warning
+        if PILLOW_FILTER_ENTRY not in warnings.filters:
+            warnings.filterwarnings("always", module=PILLOW_MODULES)
+
+
+@contextmanager
+def collect_decoder_warnings() -> Iterator[DecoderWarnings]:
+    """Pillow warnings raised on this thread inside the block are counted, not printed."""
+    install()
+    collector = DecoderWarnings()
+    _thread_state.collector = collector
+    try:
+        yield collector
+    finally:
+        _thread_state.collector = None
