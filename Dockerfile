@@ -23,5 +23,5 @@ USER lesionseg
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
-# Several workers: add --workers N and set LESIONSEG_TORCH_THREADS to cores / N.
+# Several workers: add --workers N and set LESIONSEG_INFERENCE_THREADS to cores / N.
 CMD ["lesionseg", "serve"]

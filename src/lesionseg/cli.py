@@ -114,6 +114,9 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--coverage", type=float, help="instead of --threshold: keep this expected fraction of lesion pixels (0.5–0.99)"
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -157,7 +160,12 @@ def run_predict(arguments: argparse.Namespace) -> None:
             seed=arguments.seed,
             threshold=arguments.threshold,
             output_size=(decoded.original_width, decoded.original_height),
+            coverage=arguments.coverage,
         )
+        if prediction.out_of_distribution:
+            tqdm.write(
+                f"{image_path}: does not look like dermoscopy (ood_score {prediction.ood_score:.2f})", sys.stderr
+            )
         stem = arguments.out / image_path.stem
         mask = prediction.mask.astype("uint8") * 255
         if arguments.format == "isic":
@@ -196,6 +204,9 @@ def add_batch_parser(subparsers) -> None:
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--coverage", type=float, help="instead of --threshold: keep this expected fraction of lesion pixels (0.5–0.99)"
+    )
 
 
 def run_batch(arguments: argparse.Namespace) -> None:
@@ -212,6 +223,7 @@ def run_batch(arguments: argparse.Namespace) -> None:
         seed=arguments.seed,
         threshold=arguments.threshold,
         threads=arguments.threads,
+        coverage=arguments.coverage,
     )
     items = list_inputs(arguments.input)
     if not items:
@@ -249,6 +261,15 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/evaluation.json"))
     parser.add_argument("--plots", type=Path, help="folder for the reliability and risk-coverage PNGs")
     parser.add_argument("--record", action="store_true", help="also store the metrics in the checkpoint's sidecar")
+    parser.add_argument(
+        "--ood",
+        type=Path,
+        metavar="FOLDER",
+        help="instead: the out-of-distribution gate against this evaluation set (tools/build_ood_set.py)",
+    )
+    parser.add_argument(
+        "--coverage", action="store_true", help="instead: realised miss rate of coverage masks over repeated splits"
+    )
 
 
 def load_predictor(weights: Path | None):
@@ -264,6 +285,12 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation.uncertainty import PixelAccumulator
 
     weights, predictor = load_predictor(arguments.weights)
+    if arguments.ood:
+        report = evaluate_out_of_distribution(arguments, predictor)
+        return record_report(arguments, weights, "evaluation_out_of_distribution", report)
+    if arguments.coverage:
+        report = evaluate_coverage(arguments, predictor)
+        return record_report(arguments, weights, "evaluation_coverage", report)
     results, counts, per_image, uncertainty = {}, {}, {}, {}
     review_threshold = predictor.review_threshold(settings=None)
     for set_name in arguments.sets:
@@ -314,6 +341,84 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
         update_sidecar(weights, "evaluation_uncertainty" if arguments.uncertainty else "evaluation", summary)
 
 
+def record_report(arguments: argparse.Namespace, weights: Path, key: str, report: dict) -> None:
+    from lesionseg.evaluation.evaluate import write_report
+    from lesionseg.model.sidecar import update_sidecar
+
+    report = {"command": " ".join(["lesionseg", *sys.argv[1:]]), **report}
+    write_report(arguments.output, report)
+    print(f"report: {arguments.output}")
+    if arguments.record:
+        update_sidecar(weights, key, report)
+
+
+def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> dict:
+    """The gate and, as the alternative, MC-dropout's review flag, on held-out dermoscopy that chose
+    nothing (the report half, the unlabeled ISIC sets) against the non-dermoscopic evaluation set."""
+    from lesionseg.evaluation.out_of_distribution import (
+        detection_report,
+        held_out_dermoscopy,
+        image_scores,
+        read_ood_manifest,
+    )
+
+    if predictor.gate is None:
+        raise ValueError("this model has no out-of-distribution gate: run `lesionseg calibrate-ood` first")
+    limit = arguments.limit or None
+    in_domain_paths = held_out_dermoscopy(arguments.data_root, arguments.sets, "report")
+    scores = {
+        kind: {
+            name: image_scores(predictor, paths[:limit], name, arguments.samples, arguments.seed)
+            for name, paths in paths_by_name.items()
+        }
+        for kind, paths_by_name in (("in", in_domain_paths), ("out", read_ood_manifest(arguments.ood)))
+    }
+    gate = {
+        kind: {name: predictor.gate.scores(result["features"]) for name, result in results.items()}
+        for kind, results in scores.items()
+    }
+    dropout = {
+        kind: {name: result["uncertainty_score"] for name, result in results.items()}
+        for kind, results in scores.items()
+    }
+    methods = {
+        "ood_gate": detection_report(gate["in"], gate["out"], 1.0),
+        "mc_dropout_review_flag": detection_report(dropout["in"], dropout["out"], predictor.review_threshold(None)),
+    }
+    print("| set | images | flagged by the gate | flagged for review by MC dropout |")
+    print("|---|---:|---:|---:|")
+    for name, rates in methods["ood_gate"]["flag_rates"].items():
+        dropout_rate = methods["mc_dropout_review_flag"]["flag_rates"][name]["flagged"]
+        print(f"| {name} | {rates['images']} | {rates['flagged']:.1%} | {dropout_rate:.1%} |")
+    for method, report in methods.items():
+        print(f"{method}: AUROC {report['auroc']:.4f}, TNR at 95 % TPR {report['tnr_at_95_tpr']:.4f}")
+    return {"samples": arguments.samples, "seed": arguments.seed, "methods": methods}
+
+
+def evaluate_coverage(arguments: argparse.Namespace, predictor) -> dict:
+    """Realised miss rate and precision of coverage masks over repeated random calibration/test splits
+    of each set's validation split."""
+    from lesionseg.evaluation.coverage import pair_curves, repeated_splits
+    from lesionseg.evaluation.evaluate import select_pairs
+
+    reports = {}
+    for set_name in arguments.sets:
+        records = select_pairs(arguments.data_root, set_name, "validation", 0.1, 0)
+        records = records[: arguments.limit] if arguments.limit else records
+        missed, precision = pair_curves(predictor, records, arguments.samples, arguments.seed, set_name)
+        reports[set_name] = repeated_splits(missed, precision)
+    print("| set | coverage | allowed miss | realised miss (mean) | 5–95 % of splits | within bound | precision |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for set_name, report in reports.items():
+        for coverage, row in report["coverages"].items():
+            low, high = row["missed_fraction_5_95"]
+            print(
+                f"| {set_name} | {coverage} | {row['allowed_missed_fraction']:.3f} | {row['missed_fraction_mean']:.4f} "
+                f"| {low:.4f}–{high:.4f} | {row['splits_within_bound']:.0%} | {row['precision_mean']:.4f} |"
+            )
+    return {"samples": arguments.samples, "seed": arguments.seed, "sets": reports}
+
+
 def add_calibrate_parser(subparsers) -> None:
     from lesionseg.training.options import TrainingOptions
 
@@ -344,6 +449,108 @@ def run_calibrate(arguments: argparse.Namespace) -> None:
     calibration["command"] = " ".join(["lesionseg", *sys.argv[1:]])
     update_sidecar(weights, "calibration", calibration)
     print(json.dumps(calibration, indent=2))
+
+
+def add_calibrate_ood_parser(subparsers) -> None:
+    from lesionseg.training.options import TrainingOptions
+
+    defaults = TrainingOptions()
+    parser = subparsers.add_parser(
+        "calibrate-ood",
+        help="fit the out-of-distribution gate on training images; its threshold on held-out dermoscopy",
+    )
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
+    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    parser.add_argument("--training-images", type=int, default=3000, help="a fixed sample of the training split")
+    parser.add_argument(
+        "--flagged-fraction", type=float, default=0.02, help="share of held-out dermoscopy the threshold flags"
+    )
+
+
+def run_calibrate_ood(arguments: argparse.Namespace) -> None:
+    import numpy as np
+
+    from lesionseg.evaluation.out_of_distribution import (
+        fit_gate,
+        fitting_images,
+        held_out_dermoscopy,
+        image_scores,
+    )
+    from lesionseg.model.sidecar import file_sha256, update_sidecar
+
+    weights, predictor = load_predictor(arguments.weights)
+    images, images_to_reduce = fitting_images(arguments.data_root, arguments.sets, arguments.training_images)
+    fitting = np.concatenate(
+        [
+            image_scores(predictor, images, "training images", samples=0)["features"],
+            image_scores(
+                predictor, images_to_reduce, "at reduced resolution", samples=0, reduce_with=np.random.default_rng(0)
+            )["features"],
+        ]
+    )
+    held_out = np.concatenate(
+        [
+            image_scores(predictor, paths, name, samples=0)["features"]
+            for name, paths in held_out_dermoscopy(arguments.data_root, arguments.sets, "threshold").items()
+        ]
+    )
+    gate = fit_gate(fitting, held_out, arguments.flagged_fraction)
+    statistics = Path(weights).with_suffix(".ood.npz")
+    gate.summary.save(statistics)
+    record = {
+        "method": "Mahalanobis distance of the trunk's image descriptor (per-channel mean and standard deviation "
+        "of the encoder's deepest features and of the trunk's last level) from a Gaussian fitted on training images",
+        "statistics": statistics.name,
+        "statistics_sha256": file_sha256(statistics),
+        "threshold": gate.threshold,
+        "threshold_chosen": f"the distance {arguments.flagged_fraction:.0%} of held-out dermoscopy exceeds (the "
+        "validation split's calibration half and the even-numbered unlabeled ISIC 2017 and full-size images)",
+        "fitted_on": {"descriptors": len(fitting), "held_out_images": len(held_out)},
+        "command": " ".join(["lesionseg", *sys.argv[1:]]),
+    }
+    update_sidecar(weights, "out_of_distribution", record)
+    print(json.dumps(record, indent=2))
+
+
+def add_calibrate_coverage_parser(subparsers) -> None:
+    from lesionseg.training.options import TrainingOptions
+
+    defaults = TrainingOptions()
+    parser = subparsers.add_parser(
+        "calibrate-coverage", help="conformal thresholds for coverage=0.50…0.99, on the validation calibration half"
+    )
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
+    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_calibrate_coverage(arguments: argparse.Namespace) -> None:
+    import numpy as np
+
+    from lesionseg.evaluation.coverage import pair_curves
+    from lesionseg.evaluation.evaluate import select_pairs
+    from lesionseg.model.sidecar import update_sidecar
+    from lesionseg.uncertainty.coverage import calibrated_thresholds
+
+    weights, predictor = load_predictor(arguments.weights)
+    curves = []
+    for set_name in arguments.sets:
+        records = select_pairs(arguments.data_root, set_name, "calibration", 0.1, 0)
+        curves.append(pair_curves(predictor, records, arguments.samples, arguments.seed, set_name)[0])
+    missed = np.concatenate(curves)
+    record = {
+        "method": "conformal risk control of the fraction of lesion pixels missed (Angelopoulos et al., 2022)",
+        "thresholds": calibrated_thresholds(missed),
+        "fitted_on": {"pairs": len(missed), "sets": arguments.sets, "samples": arguments.samples},
+        "assumes": "the new image is exchangeable with the calibration images (same sources and devices)",
+        "command": " ".join(["lesionseg", *sys.argv[1:]]),
+    }
+    update_sidecar(weights, "coverage", record)
+    print(json.dumps({key: value for key, value in record.items() if key != "thresholds"}, indent=2))
+    print({coverage: record["thresholds"][coverage] for coverage in ("0.80", "0.90", "0.95")})
 
 
 def add_info_parser(subparsers) -> None:
@@ -397,6 +604,8 @@ COMMANDS = {
     "batch": (add_batch_parser, run_batch),
     "evaluate": (add_evaluate_parser, run_evaluate),
     "calibrate": (add_calibrate_parser, run_calibrate),
+    "calibrate-ood": (add_calibrate_ood_parser, run_calibrate_ood),
+    "calibrate-coverage": (add_calibrate_coverage_parser, run_calibrate_coverage),
     "info": (add_info_parser, run_info),
     "train": (add_train_parser, run_train),
     "export-weights": (add_export_parser, run_export),

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # uncertainty_score at or above this recommends a human look; unset uses the checkpoint's
     # calibrated value (chosen on the validation split), else 0.2.
     review_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    # Answer 422 instead of a mask when an image does not look like dermoscopy (out_of_distribution).
+    refuse_out_of_distribution: bool = False
 
     # pytorch (eager) or onnx (ONNX Runtime on the graphs `lesionseg export` wrote beside the weights).
     backend: Literal["pytorch", "onnx"] = "pytorch"

@@ -21,7 +21,11 @@ LIMITATIONS = [
     "HAM10000 masks follow a different annotation protocol from ISIC's; the model has learnt a blend.",
     "One lesion per image is assumed; several lesions, or none, are not handled specially.",
     "Uncertainty comes from MC Dropout in the decoder's last layer: it reflects the model's doubt about the "
-    "outline, not every way an image can be out of distribution. Check `review_recommended`.",
+    "outline, not whether the image is dermoscopy at all. The out-of-distribution gate covers that, for pictures "
+    "unlike its training images; it was tested on the non-dermoscopic set described in the README, not on every "
+    "kind of picture. Check `review_recommended`, which either raises.",
+    "The coverage guarantee holds on average over images exchangeable with the calibration images (ISIC 2018 and "
+    "HAM10000 sources); it promises nothing for one image, nor for another clinic, device or population.",
 ]
 
 
@@ -125,5 +129,65 @@ def render_model_card(sidecar: dict) -> str:
                 f" {image['review_flagged_fraction']:.2%} | {image['review_failures_caught']:.2f} |"
             )
         lines += ["", "```", uncertainty["command"], "```", ""]
+    lines += out_of_distribution_section(sidecar) + coverage_section(sidecar)
     lines += ["## Limitations", "", *[f"- {item}" for item in LIMITATIONS], ""]
     return "\n".join(lines)
+
+
+def out_of_distribution_section(sidecar: dict) -> list[str]:
+    gate = sidecar.get("out_of_distribution")
+    if not gate:
+        return ["## Out-of-distribution gate", "", "None: `out_of_distribution` is reported as unavailable.", ""]
+    lines = [
+        "## Out-of-distribution gate",
+        "",
+        f"- method: {gate['method']}",
+        f"- `out_of_distribution` when `ood_score` ≥ 1, i.e. the distance passes {gate['threshold']:.2f}:"
+        f" {gate['threshold_chosen']}",
+        f"- fitted on {gate['fitted_on']['descriptors']} descriptors; threshold on"
+        f" {gate['fitted_on']['held_out_images']} held-out images",
+        "",
+    ]
+    evaluation = sidecar.get("evaluation_out_of_distribution")
+    if evaluation:
+        methods = evaluation["methods"]
+        lines += ["| set | images | flagged by the gate | flagged for review by MC dropout |", "|---|---:|---:|---:|"]
+        for name, rates in methods["ood_gate"]["flag_rates"].items():
+            dropout = methods["mc_dropout_review_flag"]["flag_rates"][name]["flagged"]
+            lines.append(f"| {name} | {rates['images']} | {rates['flagged']:.1%} | {dropout:.1%} |")
+        lines += [""]
+        for method, report in methods.items():
+            lines.append(f"- {method}: AUROC {report['auroc']:.4f}, TNR at 95 % TPR {report['tnr_at_95_tpr']:.4f}")
+        lines += ["", "```", evaluation["command"], "```", ""]
+    return lines
+
+
+def coverage_section(sidecar: dict) -> list[str]:
+    coverage = sidecar.get("coverage")
+    if not coverage:
+        return []
+    thresholds = coverage["thresholds"]
+    lines = [
+        "## Coverage masks",
+        "",
+        f"- method: {coverage['method']}, on {coverage['fitted_on']['pairs']} pairs"
+        " (the calibration half of the validation split)",
+        f"- thresholds: coverage 0.80 → {thresholds['0.80']}, 0.90 → {thresholds['0.90']}, 0.95 → {thresholds['0.95']}",
+        f"- assumes: {coverage['assumes']}",
+        "",
+    ]
+    evaluation = sidecar.get("evaluation_coverage")
+    if evaluation:
+        lines += [
+            "| set | coverage | allowed miss | realised miss (mean) | 5–95 % of splits | within bound | precision |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for set_name, report in evaluation["sets"].items():
+            for level, row in report["coverages"].items():
+                low, high = row["missed_fraction_5_95"]
+                lines.append(
+                    f"| {set_name} | {level} | {row['allowed_missed_fraction']:.3f} | {row['missed_fraction_mean']:.4f}"
+                    f" | {low:.4f}–{high:.4f} | {row['splits_within_bound']:.0%} | {row['precision_mean']:.4f} |"
+                )
+        lines += ["", "```", evaluation["command"], "```", ""]
+    return lines

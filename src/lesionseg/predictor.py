@@ -17,7 +17,9 @@ from lesionseg.backends.batching import TrunkBatcher
 from lesionseg.config import Settings
 from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.model.config import ModelConfig
-from lesionseg.model.sidecar import config_from_sidecar, read_sidecar
+from lesionseg.model.sidecar import CheckpointError, config_from_sidecar, file_sha256, read_sidecar
+from lesionseg.uncertainty.coverage import threshold_for_coverage
+from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
 from lesionseg.uncertainty.sampling import Backend, UncertaintyMaps, check_samples, sample_tail, summarise
 from lesionseg.uncertainty.scores import expected_dice_error
 
@@ -37,7 +39,19 @@ class Prediction:
     seed: int
     threshold: float
     uncertainty_score: float
+    # None when the checkpoint has no out-of-distribution gate: unknown, never a silent "in domain".
+    ood_score: float | None = None
+    # The coverage whose conformal threshold made the mask (None: the plain `threshold` did).
+    coverage: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def out_of_distribution(self) -> bool | None:
+        return None if self.ood_score is None else self.ood_score >= 1.0
+
+    def review_recommended(self, review_threshold: float) -> bool:
+        """A person should look: the model is unsure of the outline, or the image is not what it knows."""
+        return self.uncertainty_score >= review_threshold or bool(self.out_of_distribution)
 
     @cached_property
     def mean_probability(self) -> np.ndarray:
@@ -76,16 +90,36 @@ def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: 
     return TorchBackend(model, sidecar["architecture"]["input_size"], threads), sidecar
 
 
+def load_gate(weights_path: Path, sidecar: dict) -> OutOfDistributionGate | None:
+    """The gate `lesionseg calibrate-ood` fitted, from the statistics file beside the weights; None
+    for a checkpoint that has none."""
+    record = sidecar.get("out_of_distribution")
+    if not record:
+        return None
+    statistics = Path(weights_path).with_name(record["statistics"])
+    if not statistics.is_file() or file_sha256(statistics) != record["statistics_sha256"]:
+        raise CheckpointError(f"{statistics.name} is missing or does not match the sidecar's sha256")
+    return OutOfDistributionGate(GaussianSummary.load(statistics), float(record["threshold"]))
+
+
 class Predictor:
     """Holds the loaded backend. Inference is serialised, the backend's threads using every core;
     concurrent requests share trunk runs of up to `max_batch_size` images."""
 
-    def __init__(self, backend: Backend, sidecar: dict, max_batch_size: int = 1) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        sidecar: dict,
+        max_batch_size: int = 1,
+        gate: OutOfDistributionGate | None = None,
+    ) -> None:
         self.backend = backend
         self.batcher = TrunkBatcher(backend, max_batch_size)
         self.sidecar = sidecar
         self.config: ModelConfig = config_from_sidecar(sidecar)
         self.temperature = float(sidecar.get("calibration", {}).get("temperature", 1.0))
+        self.gate = gate
+        self.coverage_thresholds: dict[str, float] = sidecar.get("coverage", {}).get("thresholds", {})
 
     @classmethod
     def from_checkpoint(
@@ -96,7 +130,8 @@ class Predictor:
         threads: int = 0,
         max_batch_size: int = 1,
     ) -> "Predictor":
-        return cls(*load_backend(weights_path, backend, allow_pickle, threads), max_batch_size=max_batch_size)
+        loaded_backend, sidecar = load_backend(weights_path, backend, allow_pickle, threads)
+        return cls(loaded_backend, sidecar, max_batch_size, load_gate(weights_path, sidecar))
 
     @property
     def input_size(self) -> int:
@@ -117,6 +152,12 @@ class Predictor:
             return settings.review_threshold
         return float(self.sidecar.get("calibration", {}).get("review_threshold", DEFAULT_REVIEW_THRESHOLD))
 
+    def coverage_threshold(self, coverage: float) -> tuple[float, float]:
+        """(threshold, calibrated coverage) for a requested coverage; ValueError if not calibrated."""
+        if not self.coverage_thresholds:
+            raise ValueError("this model has no coverage calibration: run `lesionseg calibrate-coverage`")
+        return threshold_for_coverage(self.coverage_thresholds, coverage)
+
     def model_input(self, rgb: np.ndarray) -> np.ndarray:
         """H×W×3 uint8 -> the normalised 1×3×S×S batch the backend takes."""
         return normalise(resize_to_square(rgb, self.input_size)[None], self.config.mean, self.config.std)
@@ -128,18 +169,23 @@ class Predictor:
         seed: int | None = None,
         threshold: float = 0.5,
         output_size: tuple[int, int] | None = None,
+        coverage: float | None = None,
     ) -> Prediction:
-        """`rgb` is H×W×3 uint8; `output_size` (width, height) defaults to the array's own size."""
+        """`rgb` is H×W×3 uint8; `output_size` (width, height) defaults to the array's own size.
+        `coverage` replaces `threshold` by the conformal threshold calibrated for that coverage."""
+        if coverage is not None:
+            threshold, coverage = self.coverage_threshold(coverage)
         seed = secrets.randbelow(2**31) if seed is None else seed
         width, height = output_size or (rgb.shape[1], rgb.shape[0])
         started = time.perf_counter()
         batch = self.model_input(rgb)
         prepared = time.perf_counter()
         check_samples(samples)
-        trunk = self.batcher.trunk(batch)
+        trunk, descriptor = self.batcher.trunk(batch)
         with self.batcher.inference_lock:
             logits = sample_tail(self.backend, self.config, trunk, samples, seed)
         maps = summarise(logits, self.temperature)
+        ood_score = float(self.gate.scores(descriptor)[0]) if self.gate is not None else None
         sampled = time.perf_counter()
         model_probability = maps.mean_probability[0]
         return Prediction(
@@ -151,6 +197,8 @@ class Predictor:
             threshold=threshold,
             # At the model's resolution: the score is a ratio of areas, and this keeps it cheap.
             uncertainty_score=expected_dice_error(model_probability, model_probability >= threshold),
+            ood_score=ood_score,
+            coverage=coverage,
             timings_ms={
                 "preprocess": round((prepared - started) * 1000, 2),
                 "inference": round((sampled - prepared) * 1000, 2),

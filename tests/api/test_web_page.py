@@ -2,7 +2,9 @@
 
 import shutil
 import time
+from pathlib import Path
 
+import matplotlib
 import pytest
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -52,6 +54,7 @@ def test_upload_shows_outline_mask_heatmap_score_and_flag(page, original_size_im
     assert "uncertainty score" in summary
     assert ("review recommended" in summary) or ("no review flagged" in summary)
     assert float(page.inner_text("#score")) >= 0
+    assert not page.is_visible("#ood-warning"), "a dermoscopic photo raises no out-of-distribution warning"
     assert page.get_attribute("#download", "download") == f"{original_size_image_path.stem}_segmentation.png"
     screenshot = tmp_path_factory.mktemp("page") / "page.png"
     page.screenshot(path=str(screenshot), full_page=True)
@@ -81,3 +84,11 @@ def test_a_bad_file_shows_the_servers_reason(page, tmp_path):
     page.set_input_files("#file", str(bad))
     wait_until(page, "document.getElementById('error').textContent.length > 0")
     assert "not an image" in page.inner_text("#error")
+
+
+def test_a_picture_that_is_not_dermoscopy_shows_a_clear_warning(page):
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    page.set_input_files("#file", str(photo))
+    wait_until(page, "!document.getElementById('ood-warning').classList.contains('hidden')")
+    assert "does not look like dermoscopy" in page.inner_text("#ood-warning")
+    assert "review recommended" in page.inner_text("#summary")

@@ -63,6 +63,7 @@ def test_local_engine_writes_isic_masks_at_each_images_size_and_a_row_per_image(
         assert int(row["lesion_area_pixels"]) == int((mask == 255).sum()) > 0
         assert 0.0 <= float(row["uncertainty_score"]) <= 1.0
         assert row["review_recommended"] in ("True", "False")
+        assert row["out_of_distribution"] == "False" and 0.0 < float(row["ood_score"]) < 1.0
         assert float(row["total_ms"]) >= float(row["inference_ms"]) > 0
 
 
@@ -240,3 +241,14 @@ def test_outputs_that_cannot_be_written_become_failed_rows_not_a_crash(archive: 
     rows = read_rows(output)
     assert len(rows) == IMAGES + 1 and {row["status"] for row in rows} == {"failed"}
     assert sum("the outputs could not be written" in row["error"] for row in rows) == IMAGES
+
+
+def test_a_coverage_job_writes_larger_masks_than_a_threshold_job(archive: Path, local_output: Path, tmp_path: Path):
+    output = tmp_path / "coverage"
+    completed = run_batch(archive, output, "--coverage", "0.95")
+    assert completed.returncode == 3, completed.stderr  # the corrupt file, as before
+    assert json.loads((output / "job.json").read_text())["coverage"] == 0.95
+    plain = {row["identifier"]: int(row["lesion_area_pixels"] or 0) for row in read_rows(local_output)}
+    covered = {row["identifier"]: int(row["lesion_area_pixels"] or 0) for row in read_rows(output)}
+    assert all(covered[identifier] >= plain[identifier] for identifier in plain)
+    assert sum(covered.values()) > sum(plain.values())

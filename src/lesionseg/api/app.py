@@ -81,7 +81,14 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Authorization", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "X-Lesionseg-Seed"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Lesionseg-Seed",
+                "X-Lesionseg-Threshold",
+                "X-Lesionseg-Out-Of-Distribution",
+                "X-Lesionseg-Ood-Score",
+                "X-Lesionseg-Review-Recommended",
+            ],
         )
     app.add_middleware(
         RequestContextMiddleware,

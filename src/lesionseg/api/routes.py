@@ -17,6 +17,7 @@ from lesionseg.api.schemas import BatchResult, ErrorBody, Health, ModelCard, Pre
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import DecodedImage, ImageRejected, decode_upload
 from lesionseg.predictor import Prediction, Predictor
+from lesionseg.uncertainty.coverage import MAX_COVERAGE, MIN_COVERAGE
 from lesionseg.uncertainty.sampling import MAX_SAMPLES, MIN_SAMPLES
 
 router = APIRouter()
@@ -101,6 +102,15 @@ async def check_form_fields(request: Request) -> None:
         raise RequestRejected(400, f"unexpected form field(s) {name_some(unknown)}: send the image as field 'file'")
 
 
+def check_coverage(threshold: float | None, coverage: float | None, predictor: Predictor) -> None:
+    if coverage is None:
+        return
+    if threshold is not None:
+        raise RequestRejected(422, "give either threshold or coverage: coverage chooses the threshold itself")
+    if not predictor.coverage_thresholds:
+        raise RequestRejected(422, "this model has no coverage calibration, so coverage cannot be guaranteed")
+
+
 def check_content_type(upload: UploadFile) -> None:
     content_type = (upload.content_type or "").split(";")[0].strip().lower()
     if not content_type.startswith("image/") and content_type not in ACCEPTED_NON_IMAGE_TYPES:
@@ -115,6 +125,7 @@ class PredictOptions:
     seed: int | None
     heatmap: str | None = None
     include_images: bool = False
+    coverage: float | None = None
 
 
 def decode_and_predict(
@@ -131,21 +142,42 @@ def decode_and_predict(
         seed=options.seed,
         threshold=options.threshold,
         output_size=(decoded.original_width, decoded.original_height),
+        coverage=options.coverage,
     )
+    if prediction.out_of_distribution and settings.refuse_out_of_distribution:
+        raise ImageRejected(
+            422,
+            f"this image does not look like dermoscopy (ood_score {prediction.ood_score:.2f}, flagged from 1.0), "
+            "so no mask is given; send a dermoscopic image of a skin lesion",
+        )
     cancellation.check()
     return decoded, prediction
 
 
+def trust_headers(prediction: Prediction, predictor: Predictor, settings: Settings) -> dict[str, str]:
+    """What the JSON says about trusting the result, for the image formats, which have no room for it."""
+    unknown = prediction.out_of_distribution is None
+    review = prediction.review_recommended(predictor.review_threshold(settings))
+    return {
+        "X-Lesionseg-Seed": str(prediction.seed),
+        "X-Lesionseg-Threshold": f"{prediction.threshold:g}",
+        "X-Lesionseg-Out-Of-Distribution": "unavailable" if unknown else str(prediction.out_of_distribution).lower(),
+        "X-Lesionseg-Ood-Score": "unavailable" if unknown else f"{prediction.ood_score:.4f}",
+        "X-Lesionseg-Review-Recommended": str(review).lower(),
+    }
+
+
 def predict_and_render(
     data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions
-) -> tuple[bytes, str, int]:
+) -> tuple[bytes, str, dict[str, str]]:
     """Blocking work (decode, inference, render): runs in a worker thread, off the event loop."""
     decoded, prediction = decode_and_predict(data, predictor, settings, options)
+    headers = trust_headers(prediction, predictor, settings)
     if options.format == "json":
         body = summary(prediction, decoded, predictor, settings, options.include_images)
-        return json_bytes(body), "application/json", prediction.seed
+        return json_bytes(body), "application/json", headers
     content = render(options.format, prediction, decoded, settings, options.heatmap)
-    return content, MEDIA_TYPES[options.format], prediction.seed
+    return content, MEDIA_TYPES[options.format], headers
 
 
 @router.post("/predict/", response_class=Response, responses=PREDICT_RESPONSES)
@@ -157,6 +189,15 @@ async def predict(
     seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
     heatmap: Annotated[Literal["absolute", "per_image"] | None, Query(description="heatmap colour scale")] = None,
     include_images: Annotated[bool, Query(description="json only: add overlay, mask, heatmap PNGs")] = False,
+    coverage: Annotated[
+        float | None,
+        Query(
+            ge=MIN_COVERAGE,
+            le=MAX_COVERAGE,
+            description="instead of threshold: the mask keeps at least this expected fraction of lesion pixels "
+            "(conformal risk control, calibrated on held-out dermoscopy)",
+        ),
+    ] = None,
     *,
     request: Request,
     predictor: Predictor = Depends(get_predictor),
@@ -168,16 +209,17 @@ async def predict(
         raise RequestRejected(400, "no file: send the image as multipart/form-data field 'file'")
     check_content_type(file)
     data = await read_limited(file, settings.max_upload_bytes)
+    check_coverage(threshold, coverage, predictor)
     samples = samples or settings.default_samples
     threshold = threshold or settings.default_threshold
-    options = PredictOptions(format, samples, threshold, seed, heatmap, include_images)
+    options = PredictOptions(format, samples, threshold, seed, heatmap, include_images, coverage)
     metrics = request.app.state.metrics
     with request.app.state.inference_gate.admit() as admission, metrics.inference.time():
-        content, media_type, used_seed = await admission.run(
+        content, media_type, headers = await admission.run(
             request.app.state.inference_executor, predict_and_render, data, predictor, settings, options
         )
     metrics.samples.observe(options.samples)
-    return Response(content=content, media_type=media_type, headers={"X-Lesionseg-Seed": str(used_seed)})
+    return Response(content=content, media_type=media_type, headers=headers)
 
 
 def summarise_upload(data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions) -> dict:
@@ -191,6 +233,15 @@ async def predict_batch(
     samples: Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")] = None,
     threshold: Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")] = None,
     seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
+    coverage: Annotated[
+        float | None,
+        Query(
+            ge=MIN_COVERAGE,
+            le=MAX_COVERAGE,
+            description="instead of threshold: the mask keeps at least this expected fraction of lesion pixels "
+            "(conformal risk control, calibrated on held-out dermoscopy)",
+        ),
+    ] = None,
     *,
     request: Request,
     predictor: Predictor = Depends(get_predictor),
@@ -202,7 +253,10 @@ async def predict_batch(
         raise RequestRejected(400, "no files: send the images as multipart/form-data fields named 'files'")
     if len(files) > settings.max_batch_files:
         raise RequestRejected(413, f"{len(files)} files; a batch holds at most {settings.max_batch_files}")
-    options = PredictOptions("json", samples or settings.default_samples, threshold or settings.default_threshold, seed)
+    check_coverage(threshold, coverage, predictor)
+    samples = samples or settings.default_samples
+    threshold = threshold or settings.default_threshold
+    options = PredictOptions("json", samples, threshold, seed, coverage=coverage)
     results = []
     with request.app.state.inference_gate.admit() as admission:
         for upload in files:

@@ -38,8 +38,17 @@ class PredictionSummary(BaseModel):
     mean_probability_in_lesion: float | None
     mean_uncertainty_std_in_lesion: float | None
     uncertainty_score: float = Field(description="expected Dice error (1 − soft Dice of the mean probability)")
-    review_recommended: bool
+    review_recommended: bool = Field(description="uncertainty_score ≥ review_threshold, or out_of_distribution")
     review_threshold: float
+    ood_score: float | None = Field(
+        description="distance from the training images in the model's features, over the flagging distance; "
+        "null when the model has no out-of-distribution gate"
+    )
+    out_of_distribution: bool | None = Field(description="ood_score ≥ 1: probably not dermoscopy; null: unknown")
+    coverage: float | None = Field(
+        description="the calibrated coverage that chose `threshold` (expected fraction of lesion pixels inside "
+        "the mask); null when `threshold` was given or defaulted"
+    )
     model: ModelIdentity
     samples: int
     seed: int

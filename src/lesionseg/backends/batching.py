@@ -19,7 +19,7 @@ from lesionseg.uncertainty.sampling import Backend
 @dataclass
 class PendingTrunk:
     images: np.ndarray  # N×3×S×S
-    features: list[np.ndarray] | None = None
+    features: tuple[list[np.ndarray], np.ndarray | None] | None = None  # the backend's trunk output
     error: BaseException | None = None
 
     @property
@@ -38,7 +38,7 @@ class TrunkBatcher:
         # Trunk runs counted by batch size: bounded by max_batch_size however long the server runs.
         self.runs_by_batch_size: Counter[int] = Counter()
 
-    def trunk(self, images: np.ndarray) -> list[np.ndarray]:
+    def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
         pending = PendingTrunk(images)
         with self.waiting_lock:
             self.waiting.append(pending)
@@ -56,7 +56,7 @@ class TrunkBatcher:
 
     def run(self, group: list[PendingTrunk]) -> None:
         try:
-            features = self.backend.trunk(np.concatenate([pending.images for pending in group]))
+            levels, descriptor = self.backend.trunk(np.concatenate([pending.images for pending in group]))
         except Exception as error:
             if len(group) > 1:  # run each alone, so only the request at fault gets an error
                 for pending in group:
@@ -67,6 +67,7 @@ class TrunkBatcher:
         start = 0
         for pending in group:
             count = len(pending.images)
-            pending.features = [level[start : start + count] for level in features]
+            rows = slice(start, start + count)
+            pending.features = ([level[rows] for level in levels], None if descriptor is None else descriptor[rows])
             start += count
         self.runs_by_batch_size[len(group)] += 1

@@ -7,6 +7,8 @@ import onnxruntime
 
 from lesionseg.model.sidecar import CheckpointError, file_sha256
 
+DESCRIPTOR_OUTPUT = "descriptor"
+
 
 def onnx_paths(weights_path: Path) -> tuple[Path, Path]:
     """Where `lesionseg export` puts the two graphs: beside the checkpoint."""
@@ -33,9 +35,18 @@ class OnnxBackend:
             self.sessions.append(onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
         self.trunk_session, self.tail_session = self.sessions
         self.tail_inputs = [item.name for item in self.tail_session.get_inputs()]
+        # Graphs exported before the out-of-distribution gate have no descriptor output.
+        self.has_descriptor = self.trunk_session.get_outputs()[-1].name == DESCRIPTOR_OUTPUT
+        if sidecar.get("out_of_distribution") and not self.has_descriptor:
+            raise CheckpointError(
+                f"{Path(weights_path).name}: the ONNX trunk predates the out-of-distribution gate; export again"
+            )
 
-    def trunk(self, images: np.ndarray) -> list[np.ndarray]:
-        return self.trunk_session.run(None, {"image": images})
+    def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+        outputs = self.trunk_session.run(None, {"image": images})
+        if self.has_descriptor:
+            return outputs[:-1], outputs[-1]
+        return outputs, None
 
     def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
         feeds = dict(zip(self.tail_inputs, [*trunk, *masks], strict=True))

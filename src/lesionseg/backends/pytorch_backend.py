@@ -16,8 +16,9 @@ class TorchBackend:
             torch.set_num_threads(threads)
 
     @torch.inference_mode()
-    def trunk(self, images: np.ndarray) -> list[np.ndarray]:
-        return [level.numpy() for level in self.model.forward_trunk(torch.from_numpy(images))]
+    def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        levels, descriptor = self.model.forward_trunk_and_descriptor(torch.from_numpy(images))
+        return [level.numpy() for level in levels], descriptor.numpy()
 
     @torch.inference_mode()
     def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:

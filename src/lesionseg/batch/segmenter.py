@@ -16,7 +16,9 @@ import numpy as np
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.imaging.render import encode_png, uncertainty_to_uint16
+from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
+from lesionseg.uncertainty.coverage import MAX_COVERAGE, MIN_COVERAGE
 from lesionseg.uncertainty.sampling import check_samples
 
 RESULT_COLUMNS = [
@@ -30,6 +32,8 @@ RESULT_COLUMNS = [
     "lesion_area_fraction",
     "uncertainty_score",
     "review_recommended",
+    "ood_score",
+    "out_of_distribution",
     "read_ms",
     "decode_ms",
     "inference_ms",
@@ -49,6 +53,7 @@ class JobSettings:
     seed: int = 0
     threshold: float = 0.5
     threads: int = 0  # per worker; 0 = the backend's choice
+    coverage: float | None = None  # replaces threshold by the checkpoint's conformal threshold
 
     def __post_init__(self) -> None:
         # Refused before the job starts, rather than as the same error in every image's row.
@@ -57,6 +62,11 @@ class JobSettings:
             raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
         if self.threads < 0:
             raise ValueError(f"threads must be 0 (the backend's choice) or more, got {self.threads}")
+        if self.coverage is not None:
+            if not MIN_COVERAGE <= self.coverage <= MAX_COVERAGE:
+                raise ValueError(f"coverage must be between {MIN_COVERAGE} and {MAX_COVERAGE}, got {self.coverage}")
+            if not read_sidecar(Path(self.weights)).get("coverage"):
+                raise ValueError("this model has no coverage calibration, so coverage cannot be guaranteed")
 
 
 @dataclass
@@ -121,6 +131,7 @@ class ImageSegmenter:
                 seed=self.job.seed,
                 threshold=self.job.threshold,
                 output_size=(decoded.original_width, decoded.original_height),
+                coverage=self.job.coverage,
             )
             row["inference_ms"] = round(sum(prediction.timings_ms.values()), 2)
             encode_started = time.perf_counter()
@@ -143,7 +154,9 @@ class ImageSegmenter:
             lesion_area_pixels=area,
             lesion_area_fraction=round(area / mask.size, 6),
             uncertainty_score=round(prediction.uncertainty_score, 6),
-            review_recommended=prediction.uncertainty_score >= self.review_threshold,
+            review_recommended=prediction.review_recommended(self.review_threshold),
+            ood_score="" if prediction.ood_score is None else round(prediction.ood_score, 4),
+            out_of_distribution="" if prediction.out_of_distribution is None else prediction.out_of_distribution,
             total_ms=elapsed_ms(started),
         )
         return ImageOutcome(row, files)

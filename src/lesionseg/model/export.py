@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lesionseg.backends.onnx_backend import onnx_paths
+from lesionseg.backends.onnx_backend import DESCRIPTOR_OUTPUT, onnx_paths
 from lesionseg.model.checkpoint import load_checkpoint
 from lesionseg.model.network import LesionSegmenter
 from lesionseg.model.sidecar import file_sha256, update_sidecar
@@ -23,7 +23,8 @@ class TrunkGraph(nn.Module):
         self.model = model
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model.forward_trunk(image))
+        levels, descriptor = self.model.forward_trunk_and_descriptor(image)
+        return (*levels, descriptor)
 
 
 class TailGraph(nn.Module):
@@ -56,7 +57,7 @@ def export_onnx(weights_path: Path) -> dict:
         (image,),
         str(trunk_path),
         input_names=["image"],
-        output_names=trunk_names,
+        output_names=[*trunk_names, DESCRIPTOR_OUTPUT],
         dynamic_shapes=({0: batch},),
         opset_version=OPSET,
         dynamo=True,

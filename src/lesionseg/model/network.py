@@ -8,6 +8,11 @@ from lesionseg.model.decoder import UPerNetDecoder
 from lesionseg.model.encoder import TimmEncoder
 
 
+def channel_statistics(features: torch.Tensor) -> torch.Tensor:
+    """N×C×H×W -> N×2C: each channel's mean, then each channel's standard deviation."""
+    return torch.cat([features.mean(dim=(2, 3)), features.std(dim=(2, 3))], dim=1)
+
+
 class LesionSegmenter(nn.Module):
     """Maps a normalised NCHW image batch to lesion logits at the input's resolution."""
 
@@ -17,7 +22,16 @@ class LesionSegmenter(nn.Module):
         self.decoder = decoder
 
     def forward_trunk(self, image: torch.Tensor) -> list[torch.Tensor]:
-        return self.decoder.forward_trunk(self.encoder(image))
+        return self.forward_trunk_and_descriptor(image)[0]
+
+    def forward_trunk_and_descriptor(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The trunk, and one vector per image for the out-of-distribution gate: each channel's mean and
+        standard deviation over the image, of the trunk's last level and of the encoder's deepest
+        features. Both are computed anyway; pooling them costs nothing measurable."""
+        features = self.encoder(image)
+        levels = self.decoder.forward_trunk(features)
+        descriptor = torch.cat([channel_statistics(levels[-1]), channel_statistics(features[-1])], dim=1)
+        return levels, descriptor
 
     def forward_tail(
         self,

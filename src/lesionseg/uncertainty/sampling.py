@@ -21,7 +21,10 @@ MAX_SAMPLES = 64
 class Backend(Protocol):
     """What MC sampling needs from an inference engine (PyTorch or ONNX Runtime)."""
 
-    def trunk(self, images: np.ndarray) -> list[np.ndarray]: ...
+    def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """The tail's inputs, and each image's descriptor for the out-of-distribution gate (N×D; None
+        from an ONNX graph exported before the gate existed)."""
+        ...
 
     def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray: ...
 
@@ -64,7 +67,7 @@ def sample_tail(backend: Backend, config: ModelConfig, trunk: list[np.ndarray], 
 def sample_logits(backend: Backend, config: ModelConfig, images: np.ndarray, samples: int, seed: int) -> np.ndarray:
     """images N×3×S×S (normalised) -> logits N×T×S×S."""
     check_samples(samples)
-    return sample_tail(backend, config, backend.trunk(images), samples, seed)
+    return sample_tail(backend, config, backend.trunk(images)[0], samples, seed)
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:

@@ -66,5 +66,14 @@ function show(body) {
     `uncertainty score <strong id="score">${body.uncertainty_score.toFixed(3)}</strong> ` +
     `(review at ≥ ${body.review_threshold.toFixed(3)}) · ${flag} · ` +
     `${body.samples} samples, seed ${body.seed}, ${body.width}×${body.height} px`;
+  const warning = document.getElementById("ood-warning");
+  if (body.out_of_distribution === true) {
+    warning.textContent =
+      `This image does not look like dermoscopy (out-of-distribution score ${body.ood_score.toFixed(2)}; ` +
+      "1.00 and above is flagged). The mask is probably meaningless: check that you sent a dermoscopic image.";
+  } else if (body.out_of_distribution === null) {
+    warning.textContent = "This model has no out-of-distribution check: nothing says whether the image is dermoscopy.";
+  }
+  warning.classList.toggle("hidden", body.out_of_distribution === false);
   document.getElementById("result").classList.remove("hidden");
 }

@@ -1,0 +1,150 @@
+"""Fits the out-of-distribution gate and measures it: AUROC, true-negative rate at 95 % true-positive
+rate, and the share of each set that gets flagged.
+
+In-domain images are the positives (they should pass); non-dermoscopic ones the negatives. The gate's
+Gaussian is fitted on training images; its threshold is the distance that `flagged_fraction` of
+held-out dermoscopy (the validation split's calibration half, never trained on) exceeds.
+"""
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from lesionseg.evaluation.evaluate import select_pairs
+from lesionseg.imaging.decode import ImageRejected, decode_upload
+from lesionseg.predictor import Predictor
+from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
+from lesionseg.uncertainty.sampling import sample_tail, summarise
+from lesionseg.uncertainty.scores import expected_dice_error
+
+# The serving limits, so an evaluation image is read exactly as an upload would be.
+MAX_PIXELS = 64_000_000
+MIN_SIDE = 16
+# The unlabeled 128 px ISIC test images: the first ones are reported on, the rest help fit the gate.
+REPORTED_SMALL_IMAGES = 400
+
+
+def read_upload(path: Path, predictor: Predictor) -> np.ndarray | None:
+    """The RGB array an upload of this file would give the model; None if it would be refused."""
+    try:
+        return decode_upload(Path(path).read_bytes(), MAX_PIXELS, MIN_SIDE, 2 * predictor.input_size).rgb
+    except ImageRejected:
+        return None
+
+
+def reduced(rgb: np.ndarray, generator: np.random.Generator) -> np.ndarray:
+    """The picture at 96–160 px a side: how a lower-resolution camera or a thumbnail would show it."""
+    side = int(generator.integers(96, 161))
+    return cv2.resize(rgb, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def image_scores(
+    predictor: Predictor,
+    paths: list[Path],
+    description: str,
+    samples: int = 10,
+    seed: int = 0,
+    reduce_with: np.random.Generator | None = None,
+) -> dict[str, np.ndarray]:
+    """Per image: the trunk's descriptor and, unless `samples` is 0, the MC-dropout uncertainty score
+    (the alternative the gate is measured against). `reduce_with` first lowers each image's resolution
+    at random. Files an upload would refuse are skipped."""
+    features, uncertainty = [], []
+    for path in tqdm(paths, desc=description, unit="image"):
+        rgb = read_upload(path, predictor)
+        if rgb is None:
+            continue
+        if reduce_with is not None:
+            rgb = reduced(rgb, reduce_with)
+        trunk, descriptor = predictor.backend.trunk(predictor.model_input(rgb))
+        features.append(descriptor[0])
+        if not samples:
+            continue
+        probability = summarise(
+            sample_tail(predictor.backend, predictor.config, trunk, samples, seed), predictor.temperature
+        ).mean_probability[0]
+        uncertainty.append(expected_dice_error(probability, probability >= 0.5))
+    return {"features": np.array(features), "uncertainty_score": np.array(uncertainty)}
+
+
+def unlabeled(data_root: Path, folder: str) -> list[Path]:
+    return sorted((Path(data_root) / "unlabeled" / folder).glob("*.jpg"))
+
+
+def fitting_images(data_root: Path, sets: list[str], count: int) -> tuple[list[Path], list[Path]]:
+    """(images, images to reduce): a fixed sample of `count` training-split images, the first 40 % of
+    them again at reduced resolution, and the unlabeled 128 px ISIC test images after the first 400
+    (which are kept for the report). The reduced and small images teach the Gaussian that a lower
+    resolution is still dermoscopy."""
+    training = [r.image_path for name in sets for r in select_pairs(data_root, name, "training", 0.1, 0)]
+    chosen = np.random.default_rng(0).permutation(len(training))[:count]
+    sample = [training[index] for index in sorted(chosen)]
+    small = unlabeled(data_root, "isic2018-test-128px")[REPORTED_SMALL_IMAGES:]
+    return sample + small, sample[: int(0.4 * len(sample))]
+
+
+def held_out_dermoscopy(data_root: Path, sets: list[str], part: str) -> dict[str, list[Path]]:
+    """Dermoscopy never trained on, in two disjoint parts: `threshold` (the validation split's
+    calibration half, and the even-numbered unlabeled ISIC 2017 and full-size images) chooses the
+    threshold; `report` (the report half, the odd-numbered ones, and the first 400 128 px test images)
+    chooses nothing."""
+    split = "calibration" if part == "threshold" else "report"
+    parts = {
+        f"{name} {split} half": [r.image_path for r in select_pairs(data_root, name, split, 0.1, 0)] for name in sets
+    }
+    for folder in ("isic2017-256px", "isic-original-size"):
+        images = unlabeled(data_root, folder)
+        parts[f"unlabeled {folder} ({'even' if part == 'threshold' else 'odd'})"] = images[part != "threshold" :: 2]
+    if part == "report":
+        parts["unlabeled isic2018-test-128px (first 400)"] = unlabeled(data_root, "isic2018-test-128px")[
+            :REPORTED_SMALL_IMAGES
+        ]
+    return parts
+
+
+def fit_gate(
+    training_features: np.ndarray, held_out_features: np.ndarray, flagged_fraction: float
+) -> OutOfDistributionGate:
+    summary = GaussianSummary.fit(training_features)
+    threshold = float(np.quantile(summary.distances(held_out_features), 1.0 - flagged_fraction))
+    return OutOfDistributionGate(summary, threshold)
+
+
+def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """P(a negative scores above a positive), ties counted half: higher score = more out of distribution."""
+    above = (negatives[:, None] > positives[None, :]).mean()
+    tied = (negatives[:, None] == positives[None, :]).mean()
+    return float(above + 0.5 * tied)
+
+
+def true_negative_rate_at(positives: np.ndarray, negatives: np.ndarray, true_positive_rate: float = 0.95) -> float:
+    """The share of negatives flagged when the threshold lets `true_positive_rate` of positives pass."""
+    threshold = np.quantile(positives, true_positive_rate)
+    return float((negatives > threshold).mean())
+
+
+def detection_report(in_domain: dict[str, np.ndarray], out_of_domain: dict[str, np.ndarray], line: float) -> dict:
+    """AUROC and TNR at 95 % TPR of all in-domain sets against all others, and each set's flag rate
+    (score ≥ `line`)."""
+    positives = np.concatenate(list(in_domain.values()))
+    negatives = np.concatenate(list(out_of_domain.values()))
+    return {
+        "auroc": auroc(positives, negatives),
+        "tnr_at_95_tpr": true_negative_rate_at(positives, negatives),
+        "flag_rates": {
+            name: {"images": len(scores), "flagged": float((scores >= line).mean())}
+            for name, scores in {**in_domain, **out_of_domain}.items()
+        },
+    }
+
+
+def read_ood_manifest(folder: Path) -> dict[str, list[Path]]:
+    """The evaluation set `tools/build_ood_set.py` writes: images by group, listed in manifest.csv."""
+    groups: dict[str, list[Path]] = {}
+    with open(Path(folder) / "manifest.csv", newline="") as stream:
+        for row in csv.DictReader(stream):
+            groups.setdefault(row["group"], []).append(Path(folder) / row["path"])
+    return groups

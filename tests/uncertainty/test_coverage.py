@@ -1,0 +1,69 @@
+"""Conformal risk control of the missed lesion fraction: the curves, the threshold, the guarantee."""
+
+import numpy as np
+import pytest
+
+from lesionseg.uncertainty.coverage import (
+    THRESHOLD_GRID,
+    calibrated_thresholds,
+    conformal_threshold,
+    mask_precision_curve,
+    missed_fraction_curve,
+    threshold_for_coverage,
+)
+
+
+def test_the_missed_fraction_counts_lesion_pixels_below_each_threshold():
+    probability = np.array([[0.1, 0.4], [0.6, 0.9]], np.float32)
+    lesion = np.array([[True, True], [True, False]])
+    curve = missed_fraction_curve(probability, lesion)
+    assert curve[0] == 0.0 and curve[-1] == 1.0
+    assert curve[np.searchsorted(THRESHOLD_GRID, 0.5)] == pytest.approx(2 / 3)
+    assert np.all(np.diff(curve) >= 0), "a higher threshold never misses less"
+
+
+def test_an_image_without_lesion_misses_nothing_and_an_empty_mask_has_no_precision():
+    probability = np.full((4, 4), 0.3, np.float32)
+    assert missed_fraction_curve(probability, np.zeros((4, 4), bool)).max() == 0.0
+    precision = mask_precision_curve(probability, np.ones((4, 4), bool))
+    assert precision[0] == 1.0 and np.isnan(precision[-1])
+
+
+def test_the_threshold_falls_as_coverage_rises_and_respects_the_corrected_bound():
+    generator = np.random.default_rng(0)
+    curves = np.sort(generator.random((200, len(THRESHOLD_GRID))), axis=1)  # non-decreasing, like real curves
+    thresholds = [conformal_threshold(curves, coverage) for coverage in (0.5, 0.8, 0.9, 0.95)]
+    assert thresholds == sorted(thresholds, reverse=True)
+    for coverage, threshold in zip((0.5, 0.8, 0.9, 0.95), thresholds, strict=True):
+        column = np.searchsorted(THRESHOLD_GRID, threshold)
+        assert (200 * curves[:, column].mean() + 1) / 201 <= 1 - coverage + 1e-12
+
+
+def test_the_guarantee_holds_on_fresh_exchangeable_images():
+    """Images drawn from one distribution: calibrate on some, and the others miss at most 1 − coverage
+    on average over many calibration sets."""
+    generator = np.random.default_rng(1)
+
+    def image_curve() -> np.ndarray:
+        size = 32
+        lesion = np.zeros((size, size), bool)
+        lesion[8:24, 8:24] = True
+        probability = np.clip(lesion * 0.7 + generator.normal(0.15, 0.2, (size, size)), 0, 1)
+        return missed_fraction_curve(probability, lesion)
+
+    realised = []
+    for _ in range(60):
+        calibration = np.array([image_curve() for _ in range(40)])
+        test = np.array([image_curve() for _ in range(40)])
+        column = np.searchsorted(THRESHOLD_GRID, conformal_threshold(calibration, 0.9))
+        realised.append(test[:, column].mean())
+    assert np.mean(realised) <= 0.1
+
+
+def test_a_requested_coverage_uses_the_calibrated_one_at_or_above_it():
+    curves = np.sort(np.random.default_rng(2).random((100, len(THRESHOLD_GRID))), axis=1)
+    thresholds = calibrated_thresholds(curves)
+    assert threshold_for_coverage(thresholds, 0.9) == (thresholds["0.90"], 0.9)
+    assert threshold_for_coverage(thresholds, 0.905) == (thresholds["0.91"], 0.91)
+    with pytest.raises(ValueError, match="coverage must be between"):
+        threshold_for_coverage(thresholds, 0.999)
