@@ -90,6 +90,17 @@ def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: 
     return TorchBackend(model, sidecar["architecture"]["input_size"], threads), sidecar
 
 
+def flipped_views(batch: np.ndarray) -> np.ndarray:
+    """1×3×S×S -> 3×3×S×S: the image, flipped left-right, flipped upside down."""
+    return np.concatenate([batch, batch[..., ::-1], batch[..., ::-1, :]]).copy()
+
+
+def pooled_views(logits: np.ndarray) -> np.ndarray:
+    """3×T×S×S logits of `flipped_views` -> 1×3T×S×S, each view flipped back onto the image."""
+    unflipped = [logits[0], logits[1][..., ::-1], logits[2][..., ::-1, :]]
+    return np.concatenate(unflipped)[None].copy()
+
+
 def load_gate(weights_path: Path, sidecar: dict) -> OutOfDistributionGate | None:
     """The gate `lesionseg calibrate-ood` fitted, from the statistics file beside the weights; None
     for a checkpoint that has none."""
@@ -170,22 +181,30 @@ class Predictor:
         threshold: float = 0.5,
         output_size: tuple[int, int] | None = None,
         coverage: float | None = None,
+        tta: bool = False,
     ) -> Prediction:
         """`rgb` is H×W×3 uint8; `output_size` (width, height) defaults to the array's own size.
-        `coverage` replaces `threshold` by the conformal threshold calibrated for that coverage."""
+        `coverage` replaces `threshold` by the conformal threshold calibrated for that coverage. `tta`
+        also samples the image flipped left-right and upside down (3× the inference), and pools the
+        samples of all three views."""
         if coverage is not None:
             threshold, coverage = self.coverage_threshold(coverage)
         seed = secrets.randbelow(2**31) if seed is None else seed
         width, height = output_size or (rgb.shape[1], rgb.shape[0])
         started = time.perf_counter()
         batch = self.model_input(rgb)
+        if tta:
+            batch = flipped_views(batch)
         prepared = time.perf_counter()
         check_samples(samples)
         trunk, descriptor = self.batcher.trunk(batch)
         with self.batcher.inference_lock:
             logits = sample_tail(self.backend, self.config, trunk, samples, seed)
+        if tta:
+            logits = pooled_views(logits)
         maps = summarise(logits, self.temperature)
-        ood_score = float(self.gate.scores(descriptor)[0]) if self.gate is not None else None
+        # The first view is the image as given; flipped views describe the same picture.
+        ood_score = float(self.gate.scores(descriptor[:1])[0]) if self.gate is not None else None
         sampled = time.perf_counter()
         model_probability = maps.mean_probability[0]
         return Prediction(

@@ -62,8 +62,17 @@ def test_the_guarantee_holds_on_fresh_exchangeable_images():
 
 def test_a_requested_coverage_uses_the_calibrated_one_at_or_above_it():
     curves = np.sort(np.random.default_rng(2).random((100, len(THRESHOLD_GRID))), axis=1)
-    thresholds = calibrated_thresholds(curves)
+    thresholds = calibrated_thresholds([curves])
     assert threshold_for_coverage(thresholds, 0.9) == (thresholds["0.90"], 0.9)
     assert threshold_for_coverage(thresholds, 0.905) == (thresholds["0.91"], 0.91)
     with pytest.raises(ValueError, match="coverage must be between"):
         threshold_for_coverage(thresholds, 0.999)
+
+
+def test_each_source_keeps_its_own_bound_so_the_lowest_threshold_wins():
+    generator = np.random.default_rng(3)
+    easy = np.sort(generator.random((300, len(THRESHOLD_GRID))) * 0.5, axis=1)
+    hard = np.sort(generator.random((60, len(THRESHOLD_GRID))), axis=1)
+    thresholds = calibrated_thresholds([easy, hard])
+    assert thresholds["0.90"] == min(conformal_threshold(easy, 0.9), conformal_threshold(hard, 0.9))
+    assert thresholds["0.90"] == conformal_threshold(hard, 0.9) < conformal_threshold(easy, 0.9)

@@ -126,6 +126,7 @@ class PredictOptions:
     heatmap: str | None = None
     include_images: bool = False
     coverage: float | None = None
+    tta: bool = False
 
 
 def decode_and_predict(
@@ -143,6 +144,7 @@ def decode_and_predict(
         threshold=options.threshold,
         output_size=(decoded.original_width, decoded.original_height),
         coverage=options.coverage,
+        tta=options.tta,
     )
     if prediction.out_of_distribution and settings.refuse_out_of_distribution:
         raise ImageRejected(
@@ -189,6 +191,9 @@ async def predict(
     seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
     heatmap: Annotated[Literal["absolute", "per_image"] | None, Query(description="heatmap colour scale")] = None,
     include_images: Annotated[bool, Query(description="json only: add overlay, mask, heatmap PNGs")] = False,
+    tta: Annotated[
+        bool, Query(description="also sample the image flipped both ways and pool the samples (3× the inference)")
+    ] = False,
     coverage: Annotated[
         float | None,
         Query(
@@ -212,7 +217,7 @@ async def predict(
     check_coverage(threshold, coverage, predictor)
     samples = samples or settings.default_samples
     threshold = threshold or settings.default_threshold
-    options = PredictOptions(format, samples, threshold, seed, heatmap, include_images, coverage)
+    options = PredictOptions(format, samples, threshold, seed, heatmap, include_images, coverage, tta)
     metrics = request.app.state.metrics
     with request.app.state.inference_gate.admit() as admission, metrics.inference.time():
         content, media_type, headers = await admission.run(
@@ -242,6 +247,9 @@ async def predict_batch(
             "(conformal risk control, calibrated on held-out dermoscopy)",
         ),
     ] = None,
+    tta: Annotated[
+        bool, Query(description="also sample the image flipped both ways and pool the samples (3× the inference)")
+    ] = False,
     *,
     request: Request,
     predictor: Predictor = Depends(get_predictor),
@@ -256,7 +264,7 @@ async def predict_batch(
     check_coverage(threshold, coverage, predictor)
     samples = samples or settings.default_samples
     threshold = threshold or settings.default_threshold
-    options = PredictOptions("json", samples, threshold, seed, coverage=coverage)
+    options = PredictOptions("json", samples, threshold, seed, coverage=coverage, tta=tta)
     results = []
     with request.app.state.inference_gate.admit() as admission:
         for upload in files:

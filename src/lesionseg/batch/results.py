@@ -16,7 +16,7 @@ from lesionseg.batch.segmenter import RESULT_COLUMNS, ImageOutcome, JobSettings,
 from lesionseg.model.sidecar import read_sidecar
 
 # Settings that change an image's outputs: a rerun with other values would mix two jobs in one table.
-DECIDING_SETTINGS = ("model_sha256", "backend", "samples", "seed", "threshold", "coverage")
+DECIDING_SETTINGS = ("model_sha256", "backend", "samples", "seed", "threshold", "coverage", "tta")
 
 
 def write_atomically(path: Path, data: bytes) -> None:

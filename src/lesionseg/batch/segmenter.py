@@ -54,6 +54,7 @@ class JobSettings:
     threshold: float = 0.5
     threads: int = 0  # per worker; 0 = the backend's choice
     coverage: float | None = None  # replaces threshold by the checkpoint's conformal threshold
+    tta: bool = False  # also sample the flipped views
 
     def __post_init__(self) -> None:
         # Refused before the job starts, rather than as the same error in every image's row.
@@ -132,6 +133,7 @@ class ImageSegmenter:
                 threshold=self.job.threshold,
                 output_size=(decoded.original_width, decoded.original_height),
                 coverage=self.job.coverage,
+                tta=self.job.tta,
             )
             row["inference_ms"] = round(sum(prediction.timings_ms.values()), 2)
             encode_started = time.perf_counter()

@@ -36,6 +36,22 @@ def pair_curves(
     return np.array(missed), np.array(precision)
 
 
+def shipped_thresholds_report(
+    missed: np.ndarray, precision: np.ndarray, thresholds: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """The checkpoint's own thresholds on pairs they were not calibrated on."""
+    report = {}
+    for coverage in REPORTED_COVERAGES:
+        threshold = thresholds[f"{coverage:.2f}"]
+        column = int(np.searchsorted(THRESHOLD_GRID, threshold))
+        report[f"{coverage:.2f}"] = {
+            "threshold": threshold,
+            "missed_fraction": float(missed[:, column].mean()),
+            "precision": float(np.nanmean(precision[:, column])),
+        }
+    return report
+
+
 def repeated_splits(
     missed: np.ndarray, precision: np.ndarray, repeats: int = 200, calibration_fraction: float = 0.5, seed: int = 0
 ) -> dict[str, dict]:

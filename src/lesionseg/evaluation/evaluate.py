@@ -40,6 +40,7 @@ def evaluate_pairs(
     seed: int,
     threshold: float = 0.5,
     pixel_accumulators: dict[str, PixelAccumulator] | None = None,
+    tta: bool = False,
 ) -> tuple[dict[str, float], list[dict]]:
     """Mean metrics and one row per image. The mask is the MC mean ≥ threshold, as served.
 
@@ -47,7 +48,8 @@ def evaluate_pairs(
     """
     rows, scores = [], []
     for record in tqdm(records, desc=f"evaluating {records[0].source if records else ''}", unit="image"):
-        prediction = predictor.predict(read_rgb(record.image_path), samples=samples, seed=seed, threshold=threshold)
+        rgb = read_rgb(record.image_path)
+        prediction = predictor.predict(rgb, samples=samples, seed=seed, threshold=threshold, tta=tta)
         truth = truth_from_mask_image(read_mask(record.mask_path))
         score = score_masks(prediction.mask, truth)
         scores.append(score)

@@ -17,8 +17,6 @@ from lesionseg.evaluation.evaluate import select_pairs
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
-from lesionseg.uncertainty.sampling import sample_tail, summarise
-from lesionseg.uncertainty.scores import expected_dice_error
 
 # The serving limits, so an evaluation image is read exactly as an upload would be.
 MAX_PIXELS = 64_000_000
@@ -48,6 +46,7 @@ def image_scores(
     samples: int = 10,
     seed: int = 0,
     reduce_with: np.random.Generator | None = None,
+    tta: bool = False,
 ) -> dict[str, np.ndarray]:
     """Per image: the trunk's descriptor and, unless `samples` is 0, the MC-dropout uncertainty score
     (the alternative the gate is measured against). `reduce_with` first lowers each image's resolution
@@ -59,14 +58,9 @@ def image_scores(
             continue
         if reduce_with is not None:
             rgb = reduced(rgb, reduce_with)
-        trunk, descriptor = predictor.backend.trunk(predictor.model_input(rgb))
-        features.append(descriptor[0])
-        if not samples:
-            continue
-        probability = summarise(
-            sample_tail(predictor.backend, predictor.config, trunk, samples, seed), predictor.temperature
-        ).mean_probability[0]
-        uncertainty.append(expected_dice_error(probability, probability >= 0.5))
+        features.append(predictor.backend.trunk(predictor.model_input(rgb))[1][0])
+        if samples:
+            uncertainty.append(predictor.predict(rgb, samples=samples, seed=seed, tta=tta).uncertainty_score)
     return {"features": np.array(features), "uncertainty_score": np.array(uncertainty)}
 
 

@@ -48,9 +48,15 @@ def conformal_threshold(missed_curves: np.ndarray, coverage: float) -> float:
     return float(THRESHOLD_GRID[admissible[-1]]) if admissible.size else 0.0
 
 
-def calibrated_thresholds(missed_curves: np.ndarray) -> dict[str, float]:
-    """The threshold for each coverage of COVERAGE_GRID, keyed "0.90" and so on, for the sidecar."""
-    return {f"{coverage:.2f}": conformal_threshold(missed_curves, coverage) for coverage in COVERAGE_GRID}
+def calibrated_thresholds(missed_curves_by_source: list[np.ndarray]) -> dict[str, float]:
+    """The threshold for each coverage of COVERAGE_GRID, keyed "0.90" and so on, for the sidecar: the
+    lowest of each source's own conformal threshold. Pooling the sources would hold the bound only for
+    their mixture (on ISIC alone, pooled with four times as many HAM10000 images, a 0.90 mask missed 13.8 %);
+    the lowest holds it for each source calibrated on."""
+    return {
+        f"{coverage:.2f}": min(conformal_threshold(curves, coverage) for curves in missed_curves_by_source)
+        for coverage in COVERAGE_GRID
+    }
 
 
 def threshold_for_coverage(thresholds: dict[str, float], coverage: float) -> tuple[float, float]:
