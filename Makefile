@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: install install-test browser serve serve-onnx test lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
+.PHONY: install install-test browser serve serve-torch wheel test lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,20 +24,25 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
-serve: install
-	$(BIN)/lesionseg serve --host $(HOST) --port $(PORT)
-
-# The same service on ONNX Runtime, in its own environment without torch.
-ONNX_VENV ?= .venv-onnx
-$(ONNX_VENV)/.installed: requirements-onnx.txt pyproject.toml
-	$(PYTHON) -m venv $(ONNX_VENV)
-	$(ONNX_VENV)/bin/pip install --quiet --upgrade pip
-	$(ONNX_VENV)/bin/pip install -r requirements-onnx.txt
-	$(ONNX_VENV)/bin/pip install --no-deps -e .
+# `make serve`: the lean install, as `pip install lesionseg` gives it: ONNX Runtime, no PyTorch (0.4 GB, not 6).
+SERVE_VENV ?= .venv-serve
+$(SERVE_VENV)/.installed: requirements-onnx.txt pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install --quiet --upgrade pip
+	$(SERVE_VENV)/bin/pip install -r requirements-onnx.txt
+	$(SERVE_VENV)/bin/pip install --no-deps -e .
 	touch $@
 
-serve-onnx: $(ONNX_VENV)/.installed
-	$(ONNX_VENV)/bin/lesionseg serve --backend onnx --host $(HOST) --port $(PORT)
+serve: $(SERVE_VENV)/.installed
+	$(SERVE_VENV)/bin/lesionseg serve --host $(HOST) --port $(PORT)
+
+# The same service on PyTorch, from the full environment (training, evaluation, tests).
+serve-torch: install
+	$(BIN)/lesionseg serve --backend pytorch --host $(HOST) --port $(PORT)
+
+# The wheel users install: weights, ONNX graphs, the gate's statistics and the page's files inside.
+wheel: install
+	$(BIN)/pip wheel --no-deps --no-build-isolation --wheel-dir dist .
 
 # The same app replicated by Ray Serve; replicas and autoscaling are set in deploy/ray-serve.yaml.
 $(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt

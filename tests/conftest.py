@@ -74,9 +74,15 @@ def free_port() -> int:
 
 class RunningServer:
     """`lesionseg serve` in its own process, as a user would start it, with extra LESIONSEG_* settings
-    and, where given, other environment variables."""
+    and, where given, other environment variables, another `lesionseg` command and working folder."""
 
-    def __init__(self, environment: dict[str, str] | None = None, **settings: str) -> None:
+    def __init__(
+        self,
+        environment: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+        **settings: str,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environment = {
@@ -87,10 +93,11 @@ class RunningServer:
         # A file, not a pipe: nobody reads a pipe while tests run, and a full one would block the server.
         self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lesionseg.cli", "serve", "--port", str(self.port)],
+            [*(command or [sys.executable, "-m", "lesionseg.cli"]), "serve", "--port", str(self.port)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=environment,
+            cwd=cwd,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -1,3 +1,18 @@
-"""lesionseg: skin-lesion segmentation with per-pixel Monte Carlo Dropout uncertainty."""
+"""lesionseg: skin-lesion segmentation with per-pixel Monte Carlo Dropout uncertainty.
 
-__version__ = "0.1.0"
+import lesionseg
+segmenter = lesionseg.load()
+result = segmenter.predict("lesion.jpg")   # .mask, .probability, .uncertainty, .score, ...
+"""
+
+__version__ = "0.2.0"
+# The Python API, imported on first use so that `import lesionseg` stays light (the CLI reads only this).
+API = ("load", "Segmenter", "Result")
+
+
+def __getattr__(name: str):
+    if name in API:
+        from lesionseg import segmenter
+
+        return getattr(segmenter, name)
+    raise AttributeError(f"module 'lesionseg' has no attribute {name!r}")

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from lesionseg import __version__
+
 
 def add_train_parser(subparsers) -> None:
     from lesionseg.training.options import TrainingOptions
@@ -58,6 +60,10 @@ def run_train(arguments: argparse.Namespace) -> None:
         print(f"best checkpoint: {best}")
 
 
+BACKENDS = ["auto", "pytorch", "onnx"]
+BACKEND_HELP = "auto (the default): PyTorch where it is installed, else ONNX Runtime"
+
+
 def add_serve_parser(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run the HTTP service (settings also from LESIONSEG_* variables)")
     parser.add_argument("--host", help="default 127.0.0.1")
@@ -66,7 +72,7 @@ def add_serve_parser(subparsers) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="processes, each with its own model; give each cores / workers threads"
     )
-    parser.add_argument("--backend", choices=["pytorch", "onnx"], help="default pytorch (or LESIONSEG_BACKEND)")
+    parser.add_argument("--backend", choices=BACKENDS, help=f"{BACKEND_HELP} (or LESIONSEG_BACKEND)")
 
 
 def run_serve(arguments: argparse.Namespace) -> None:
@@ -119,6 +125,7 @@ def add_predict_parser(subparsers) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tta", action="store_true", help="also sample each image flipped both ways (3× the time)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
 
 
 def expand_image_paths(paths: list[Path]) -> list[Path]:
@@ -137,47 +144,34 @@ def run_predict(arguments: argparse.Namespace) -> None:
     import cv2
     from tqdm import tqdm
 
-    from lesionseg.config import Settings
-    from lesionseg.imaging.decode import ImageRejected, decode_upload
+    from lesionseg.imaging.decode import ImageRejected
     from lesionseg.imaging.render import combined_panels, encode_png, uncertainty_to_uint16
-    from lesionseg.predictor import Predictor
+    from lesionseg.segmenter import load
 
-    settings = Settings(**({"weights": arguments.weights} if arguments.weights else {}))
-    predictor = Predictor.from_checkpoint(settings.weights)
+    segmenter = load(arguments.weights, arguments.backend)
+    settings = segmenter.settings
     arguments.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for image_path in tqdm(expand_image_paths(arguments.images), desc="segmenting", unit="image"):
         try:
-            decoded = decode_upload(
-                image_path.read_bytes(), settings.max_pixels, settings.min_side, 2 * predictor.input_size
+            result = segmenter.predict(
+                image_path, arguments.samples, arguments.seed, arguments.threshold, arguments.coverage, arguments.tta
             )
         except (ImageRejected, OSError) as error:
             tqdm.write(f"{image_path}: skipped: {error}", file=sys.stderr)
             failures += 1
             continue
-        prediction = predictor.predict(
-            decoded.rgb,
-            samples=arguments.samples,
-            seed=arguments.seed,
-            threshold=arguments.threshold,
-            output_size=(decoded.original_width, decoded.original_height),
-            coverage=arguments.coverage,
-            tta=arguments.tta,
-        )
-        if prediction.out_of_distribution:
-            tqdm.write(
-                f"{image_path}: does not look like dermoscopy (ood_score {prediction.ood_score:.2f})", sys.stderr
-            )
+        if result.out_of_distribution:
+            warning = f"{image_path}: does not look like dermoscopy (ood_score {result.ood_score:.2f})"
+            tqdm.write(warning, file=sys.stderr)
         stem = arguments.out / image_path.stem
-        mask = prediction.mask.astype("uint8") * 255
+        mask = result.mask.astype("uint8") * 255
         if arguments.format == "isic":
             cv2.imwrite(f"{stem}_segmentation.png", mask)
             continue
         cv2.imwrite(f"{stem}_mask.png", mask)
-        cv2.imwrite(f"{stem}_uncertainty.png", uncertainty_to_uint16(prediction.uncertainty_std))
-        combined = combined_panels(
-            prediction.mask, prediction.uncertainty_std, settings.heatmap_scale, settings.heatmap_scale_max
-        )
+        cv2.imwrite(f"{stem}_uncertainty.png", uncertainty_to_uint16(result.uncertainty))
+        combined = combined_panels(result.mask, result.uncertainty, settings.heatmap_scale, settings.heatmap_scale_max)
         (arguments.out / f"{image_path.stem}_combined.png").write_bytes(encode_png(combined))
     if failures:
         sys.exit(1)
@@ -202,7 +196,7 @@ def add_batch_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, help="ray: model replicas; default: the cluster's CPUs / --threads")
     parser.add_argument("--threads", type=int, default=0, help="threads per worker; 0: all cores (local), 1 (ray)")
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
-    parser.add_argument("--backend", choices=["pytorch", "onnx"], default="pytorch")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=0.5)
@@ -218,10 +212,11 @@ def run_batch(arguments: argparse.Namespace) -> None:
     from lesionseg.batch.results import ResultsTable
     from lesionseg.batch.segmenter import JobSettings
     from lesionseg.config import Settings
+    from lesionseg.predictor import resolve_backend
 
     job = JobSettings(
         weights=str((arguments.weights or Settings().weights).resolve()),
-        backend=arguments.backend,
+        backend=resolve_backend(arguments.backend),  # the job's record names the engine that ran
         samples=arguments.samples,
         seed=arguments.seed,
         threshold=arguments.threshold,
@@ -626,6 +621,9 @@ def run_onnx_export(arguments: argparse.Namespace) -> None:
     print(json.dumps(record, indent=2))
 
 
+# What the lean install (ONNX Runtime only) leaves out: training, export and the PyTorch backend need them.
+TRAINING_MODULES = {"torch", "torchvision", "timm", "safetensors", "onnx", "onnxscript", "matplotlib"}
+
 COMMANDS = {
     "serve": (add_serve_parser, run_serve),
     "predict": (add_predict_parser, run_predict),
@@ -643,6 +641,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lesionseg", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"lesionseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add_parser, _ in COMMANDS.values():
         add_parser(subparsers)
@@ -651,6 +650,14 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         COMMANDS[arguments.command][1](arguments)
+    except ModuleNotFoundError as error:
+        if error.name not in TRAINING_MODULES:
+            raise
+        parser.exit(
+            2,
+            f"lesionseg {arguments.command}: needs {error.name}, which this install does not have: "
+            "pip install 'lesionseg[train]' (or 'lesionseg[torch]' to serve with --backend pytorch)\n",
+        )
     except (ValueError, CheckpointError, OSError) as error:
         parser.exit(2, f"lesionseg {arguments.command}: error: {error}\n")
 

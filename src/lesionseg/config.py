@@ -35,8 +35,9 @@ class Settings(BaseSettings):
     # Answer 422 instead of a mask when an image does not look like dermoscopy (out_of_distribution).
     refuse_out_of_distribution: bool = False
 
-    # pytorch (eager) or onnx (ONNX Runtime on the graphs `lesionseg export` wrote beside the weights).
-    backend: Literal["pytorch", "onnx"] = "pytorch"
+    # pytorch (eager), onnx (ONNX Runtime on the graphs `lesionseg export` wrote beside the weights), or
+    # auto: PyTorch where it is installed, else ONNX Runtime (the lean install, `pip install lesionseg`).
+    backend: Literal["auto", "pytorch", "onnx"] = "auto"
     # Threads for one inference; 0 keeps the backend's default (one per core). With several
     # workers, give each cores / workers so they do not fight over the same cores.
     inference_threads: int = Field(0, ge=0)

@@ -4,6 +4,7 @@ This is the only place that joins preprocessing, the model and MC sampling; the 
 CLI both call it, so they cannot drift apart.
 """
 
+import importlib.util
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -74,15 +75,23 @@ def resize_map(values: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def resolve_backend(backend: str) -> str:
+    """ "auto" is PyTorch where it is installed, else ONNX Runtime (the lean install has no torch)."""
+    if backend != "auto":
+        return backend
+    return "pytorch" if importlib.util.find_spec("torch") is not None else "onnx"
+
+
 def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: int) -> tuple[Backend, dict]:
     """The torch import stays inside the PyTorch branch, so an ONNX-only install never needs it."""
+    backend = resolve_backend(backend)
     if backend == "onnx":
         from lesionseg.backends.onnx_backend import OnnxBackend
 
         sidecar = read_sidecar(weights_path)
         return OnnxBackend(weights_path, sidecar, threads), sidecar
     if backend != "pytorch":
-        raise ValueError(f"unknown backend {backend!r}; use pytorch or onnx")
+        raise ValueError(f"unknown backend {backend!r}; use auto, pytorch or onnx")
     from lesionseg.backends.pytorch_backend import TorchBackend
     from lesionseg.model.checkpoint import load_checkpoint
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from tests.conftest import decode_png
 
-from lesionseg.api.routes import PredictOptions, decode_and_predict
+from lesionseg.api.routes import PredictOptions, segment_upload
 from lesionseg.config import Settings
 
 
@@ -165,5 +165,5 @@ def test_exif_rotated_photo_is_segmented_upright(client, real_image_path):
 def test_include_images_decodes_the_photo_in_full_only_for_json(predictor, large_jpeg_path, format, full_pixels):
     """Only outputs that show the photo itself need its every pixel; the rest decode a 1024 px JPEG reduced."""
     options = PredictOptions(format, samples=2, threshold=0.5, seed=0, include_images=True)
-    decoded, _ = decode_and_predict(large_jpeg_path.read_bytes(), predictor, Settings(), options)
+    decoded = segment_upload(large_jpeg_path.read_bytes(), predictor, Settings(), options).decoded
     assert (decoded.rgb.shape[1] == 1024) == full_pixels

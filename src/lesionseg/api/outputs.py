@@ -8,7 +8,6 @@ import numpy as np
 
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import DecodedImage
-from lesionseg.imaging.regions import bounding_box, outline_polygons, rle_encode
 from lesionseg.imaging.render import (
     HeatmapScale,
     combined_panels,
@@ -17,7 +16,8 @@ from lesionseg.imaging.render import (
     uncertainty_heatmap,
     uncertainty_to_uint16,
 )
-from lesionseg.predictor import Prediction, Predictor
+from lesionseg.predictor import Prediction
+from lesionseg.segmenter import Result
 
 OutputFormat = Literal["png", "mask", "uncertainty", "overlay", "json"]
 MEDIA_TYPES = {"png": "image/png", "mask": "image/png", "uncertainty": "image/png", "overlay": "image/png"}
@@ -27,34 +27,9 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def summary(
-    prediction: Prediction, decoded: DecodedImage, predictor: Predictor, settings: Settings, include_images: bool
-) -> dict:
-    mask = prediction.mask
-    area = int(mask.sum())
-    review_threshold = predictor.review_threshold(settings)
-    body = {
-        "width": int(mask.shape[1]),
-        "height": int(mask.shape[0]),
-        "mask_rle": rle_encode(mask),
-        "lesion_area_pixels": area,
-        "lesion_area_fraction": area / mask.size,
-        "bounding_box": bounding_box(mask),
-        "outline": outline_polygons(mask),
-        "mean_probability_in_lesion": float(prediction.mean_probability[mask].mean()) if area else None,
-        "mean_uncertainty_std_in_lesion": float(prediction.uncertainty_std[mask].mean()) if area else None,
-        "uncertainty_score": prediction.uncertainty_score,
-        "review_recommended": prediction.review_recommended(review_threshold),
-        "review_threshold": review_threshold,
-        "ood_score": prediction.ood_score,
-        "out_of_distribution": prediction.out_of_distribution,
-        "coverage": prediction.coverage,
-        "model": predictor.identity,
-        "samples": prediction.samples,
-        "seed": prediction.seed,
-        "threshold": prediction.threshold,
-        "timings_ms": prediction.timings_ms,
-    }
+def summary(result: Result, settings: Settings, include_images: bool) -> dict:
+    body = result.to_json()
+    prediction, decoded = result.prediction, result.decoded
     if include_images:
         body["images"] = {
             "overlay": data_url(render("overlay", prediction, decoded, settings)),

@@ -9,14 +9,15 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from lesionseg import __version__, cancellation
+from lesionseg import __version__
 from lesionseg.api.deps import get_predictor, get_settings
 from lesionseg.api.errors import RequestRejected
 from lesionseg.api.outputs import MEDIA_TYPES, OutputFormat, json_bytes, render, summary
 from lesionseg.api.schemas import BatchResult, ErrorBody, Health, ModelCard, PredictionSummary
 from lesionseg.config import Settings
-from lesionseg.imaging.decode import DecodedImage, ImageRejected, decode_upload
-from lesionseg.predictor import Prediction, Predictor
+from lesionseg.imaging.decode import ImageRejected
+from lesionseg.predictor import Predictor
+from lesionseg.segmenter import Result, Segmenter
 from lesionseg.uncertainty.coverage import MAX_COVERAGE, MIN_COVERAGE
 from lesionseg.uncertainty.sampling import MAX_SAMPLES, MIN_SAMPLES
 
@@ -129,43 +130,30 @@ class PredictOptions:
     tta: bool = False
 
 
-def decode_and_predict(
-    data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions
-) -> tuple[DecodedImage, Prediction]:
+def segment_upload(data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions) -> Result:
     # Large JPEGs decode at reduced scale unless an output shows the photo itself.
     full_pixels = options.format == "overlay" or (options.format == "json" and options.include_images)
-    draft_size = None if full_pixels else 2 * predictor.input_size
-    decoded = decode_upload(data, settings.max_pixels, settings.min_side, draft_size=draft_size)
-    cancellation.check()
-    prediction = predictor.predict(
-        decoded.rgb,
-        samples=options.samples,
-        seed=options.seed,
-        threshold=options.threshold,
-        output_size=(decoded.original_width, decoded.original_height),
-        coverage=options.coverage,
-        tta=options.tta,
+    result = Segmenter(predictor, settings).predict(
+        data, options.samples, options.seed, options.threshold, options.coverage, options.tta, full_pixels
     )
-    if prediction.out_of_distribution and settings.refuse_out_of_distribution:
+    if result.out_of_distribution and settings.refuse_out_of_distribution:
         raise ImageRejected(
             422,
-            f"this image does not look like dermoscopy (ood_score {prediction.ood_score:.2f}, flagged from 1.0), "
+            f"this image does not look like dermoscopy (ood_score {result.ood_score:.2f}, flagged from 1.0), "
             "so no mask is given; send a dermoscopic image of a skin lesion",
         )
-    cancellation.check()
-    return decoded, prediction
+    return result
 
 
-def trust_headers(prediction: Prediction, predictor: Predictor, settings: Settings) -> dict[str, str]:
+def trust_headers(result: Result) -> dict[str, str]:
     """What the JSON says about trusting the result, for the image formats, which have no room for it."""
-    unknown = prediction.out_of_distribution is None
-    review = prediction.review_recommended(predictor.review_threshold(settings))
+    unknown = result.out_of_distribution is None
     return {
-        "X-Lesionseg-Seed": str(prediction.seed),
-        "X-Lesionseg-Threshold": f"{prediction.threshold:g}",
-        "X-Lesionseg-Out-Of-Distribution": "unavailable" if unknown else str(prediction.out_of_distribution).lower(),
-        "X-Lesionseg-Ood-Score": "unavailable" if unknown else f"{prediction.ood_score:.4f}",
-        "X-Lesionseg-Review-Recommended": str(review).lower(),
+        "X-Lesionseg-Seed": str(result.prediction.seed),
+        "X-Lesionseg-Threshold": f"{result.prediction.threshold:g}",
+        "X-Lesionseg-Out-Of-Distribution": "unavailable" if unknown else str(result.out_of_distribution).lower(),
+        "X-Lesionseg-Ood-Score": "unavailable" if unknown else f"{result.ood_score:.4f}",
+        "X-Lesionseg-Review-Recommended": str(result.review_recommended).lower(),
     }
 
 
@@ -173,12 +161,11 @@ def predict_and_render(
     data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions
 ) -> tuple[bytes, str, dict[str, str]]:
     """Blocking work (decode, inference, render): runs in a worker thread, off the event loop."""
-    decoded, prediction = decode_and_predict(data, predictor, settings, options)
-    headers = trust_headers(prediction, predictor, settings)
+    result = segment_upload(data, predictor, settings, options)
+    headers = trust_headers(result)
     if options.format == "json":
-        body = summary(prediction, decoded, predictor, settings, options.include_images)
-        return json_bytes(body), "application/json", headers
-    content = render(options.format, prediction, decoded, settings, options.heatmap)
+        return json_bytes(summary(result, settings, options.include_images)), "application/json", headers
+    content = render(options.format, result.prediction, result.decoded, settings, options.heatmap)
     return content, MEDIA_TYPES[options.format], headers
 
 
@@ -228,8 +215,7 @@ async def predict(
 
 
 def summarise_upload(data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions) -> dict:
-    decoded, prediction = decode_and_predict(data, predictor, settings, options)
-    return summary(prediction, decoded, predictor, settings, include_images=False)
+    return summary(segment_upload(data, predictor, settings, options), settings, include_images=False)
 
 
 @router.post("/predict/batch", response_model=BatchResult, responses=ERROR_RESPONSES)

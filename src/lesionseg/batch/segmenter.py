@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from lesionseg.config import Settings
-from lesionseg.imaging.decode import ImageRejected, decode_upload
+from lesionseg.imaging.decode import ImageRejected
 from lesionseg.imaging.render import encode_png, uncertainty_to_uint16
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
+from lesionseg.segmenter import Segmenter
 from lesionseg.uncertainty.coverage import MAX_COVERAGE, MIN_COVERAGE
 from lesionseg.uncertainty.sampling import check_samples
 
@@ -111,7 +112,7 @@ class ImageSegmenter:
         self.predictor = Predictor.from_checkpoint(
             Path(job.weights), job.backend, threads=job.threads, max_batch_size=max_batch_size
         )
-        self.review_threshold = self.predictor.review_threshold(self.settings)
+        self.segmenter = Segmenter(self.predictor, self.settings)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def segment(self, identifier: str, path: str) -> ImageOutcome:
@@ -121,27 +122,17 @@ class ImageSegmenter:
         try:
             data = Path(path).read_bytes()
             row["read_ms"] = elapsed_ms(started)
-            decode_started = time.perf_counter()
-            decoded = decode_upload(
-                data, self.settings.max_pixels, self.settings.min_side, 2 * self.predictor.input_size
-            )
-            row["decode_ms"] = elapsed_ms(decode_started)
-            prediction = self.predictor.predict(
-                decoded.rgb,
-                samples=self.job.samples,
-                seed=self.job.seed,
-                threshold=self.job.threshold,
-                output_size=(decoded.original_width, decoded.original_height),
-                coverage=self.job.coverage,
-                tta=self.job.tta,
-            )
-            row["inference_ms"] = round(sum(prediction.timings_ms.values()), 2)
+            job = self.job
+            result = self.segmenter.predict(data, job.samples, job.seed, job.threshold, job.coverage, job.tta)
+            timings = result.prediction.timings_ms
+            row["decode_ms"] = timings["decode"]
+            row["inference_ms"] = round(timings["preprocess"] + timings["inference"], 2)
             encode_started = time.perf_counter()
-            mask = prediction.mask
+            mask = result.mask
             names = output_files(identifier)
             files = {
                 names["mask"]: encode_png(np.where(mask, 255, 0).astype(np.uint8)),
-                names["uncertainty"]: encode_png(uncertainty_to_uint16(prediction.uncertainty_std)),
+                names["uncertainty"]: encode_png(uncertainty_to_uint16(result.uncertainty)),
             }
             row["encode_ms"] = elapsed_ms(encode_started)
         except Exception as error:  # noqa: BLE001 - one bad image must never stop an archive's job
@@ -151,14 +142,14 @@ class ImageSegmenter:
         area = int(mask.sum())
         row.update(
             status="ok",
-            width=decoded.original_width,
-            height=decoded.original_height,
+            width=result.width,
+            height=result.height,
             lesion_area_pixels=area,
             lesion_area_fraction=round(area / mask.size, 6),
-            uncertainty_score=round(prediction.uncertainty_score, 6),
-            review_recommended=prediction.review_recommended(self.review_threshold),
-            ood_score="" if prediction.ood_score is None else round(prediction.ood_score, 4),
-            out_of_distribution="" if prediction.out_of_distribution is None else prediction.out_of_distribution,
+            uncertainty_score=round(result.score, 6),
+            review_recommended=result.review_recommended,
+            ood_score="" if result.ood_score is None else round(result.ood_score, 4),
+            out_of_distribution="" if result.out_of_distribution is None else result.out_of_distribution,
             total_ms=elapsed_ms(started),
         )
         return ImageOutcome(row, files)

@@ -1,0 +1,93 @@
+"""What users install is what is tested: the wheel, in a fresh virtual environment outside the source
+tree, with the base dependencies only (ONNX Runtime, no PyTorch)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import httpx
+import pytest
+from tests.conftest import REPOSITORY, RunningServer, decode_png
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The wheel built from this checkout, installed as `pip install lesionseg-*.whl` would, pinned to the
+    versions in requirements-onnx.txt; returns the environment's bin folder."""
+    workspace = tmp_path_factory.mktemp("wheel")
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", "dist"]
+    subprocess.run([*build, str(REPOSITORY)], cwd=workspace, check=True, capture_output=True, timeout=300)
+    (wheel,) = (workspace / "dist").glob("lesionseg-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", "environment"], cwd=workspace, check=True, timeout=120)
+    bin_folder = workspace / "environment" / "bin"
+    completed = subprocess.run(
+        [str(bin_folder / "pip"), "install", "--quiet", "-r", str(REPOSITORY / "requirements-onnx.txt"), str(wheel)],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return bin_folder
+
+
+def test_the_wheel_installs_without_torch(installed):
+    completed = subprocess.run([str(installed / "python"), "-c", "import torch"], capture_output=True, text=True)
+    assert completed.returncode != 0 and "No module named 'torch'" in completed.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel_server(installed, tmp_path_factory):
+    # Another folder, and no source tree on the path: only what the wheel put in site-packages.
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    server = RunningServer(environment=environment, command=[str(installed / "lesionseg")], cwd=elsewhere)
+    yield server
+    server.stop()
+
+
+def test_the_installed_server_serves_its_page_with_script_and_style(wheel_server):
+    page = httpx.get(f"{wheel_server.url}/")
+    assert page.status_code == 200 and "static/page.js" in page.text
+    for name, media_type in (("page.js", "javascript"), ("page.css", "text/css")):
+        response = httpx.get(f"{wheel_server.url}/static/{name}")
+        assert response.status_code == 200 and media_type in response.headers["content-type"], name
+
+
+def test_the_installed_server_predicts_as_the_checkout_does(wheel_server, client, real_image_path):
+    files = {"file": ("lesion.jpg", real_image_path.read_bytes(), "image/jpeg")}
+    installed = httpx.post(f"{wheel_server.url}/predict/", files=files, params={"format": "mask", "seed": 0})
+    checkout = client.post("/predict/", files=files, params={"format": "mask", "seed": 0})
+    assert installed.headers["x-lesionseg-out-of-distribution"] == "false", "the gate's statistics are installed"
+    # ONNX Runtime there, PyTorch here: the same masks but for rare pixels at exactly the threshold.
+    assert (decode_png(installed.content) != decode_png(checkout.content)).mean() < 1e-3
+    info = httpx.get(f"{wheel_server.url}/info").json()
+    assert info["card"]["out_of_distribution"]["statistics"] == "default.ood.npz"
+
+
+def test_the_python_api_works_in_the_installed_environment(installed, real_image_path, tmp_path):
+    script = (
+        "import sys, lesionseg\n"
+        "result = lesionseg.load().predict(sys.argv[1], seed=0)\n"
+        "print(result.mask.shape, result.out_of_distribution, result.to_json()['model']['name'])\n"
+    )
+    completed = subprocess.run(
+        [str(installed / "python"), "-c", script, str(real_image_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    height, width = cv2.imread(str(real_image_path)).shape[:2]
+    assert completed.stdout.split() == [f"({height},", f"{width})", "False", "efficientnet_lite0_upernet"]
+
+
+def test_training_without_torch_says_which_extra_it_needs(installed, tmp_path):
+    completed = subprocess.run(
+        [str(installed / "lesionseg"), "train", "--epochs", "1"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert completed.returncode == 2
+    assert "pip install 'lesionseg[train]'" in completed.stderr and "Traceback" not in completed.stderr
