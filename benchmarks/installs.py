@@ -52,7 +52,7 @@ def main() -> None:
     environments = arguments.environment or [REPOSITORY / ".venv-serve", REPOSITORY / ".venv"]
     image = jpeg_bytes(source_image(), 1024, 768)
     print(
-        "| environment | backend | start to /ready (s) | resident MB after 10 requests | peak MB | median request (ms) |"
+        "| environment | backend | start to /ready (s) | resident MB after 10 requests | peak MB | median request ms |"
     )
     print("|---|---|---:|---:|---:|---:|")
     for environment in environments:
