@@ -2,7 +2,7 @@
 
     >>> import lesionseg
     >>> segmenter = lesionseg.load()                     # the embedded model; ONNX Runtime without torch
-    >>> result = segmenter.predict("lesion.jpg")         # a path, bytes, a PIL image or an H×W×3 array
+    >>> result = segmenter.predict("lesion.jpg", seed=0) # a path, bytes, a PIL image or an H×W×3 array
     >>> result.mask.shape == (result.height, result.width)
     True
     >>> result.review_recommended, result.out_of_distribution

@@ -1,0 +1,56 @@
+"""The Python API: lesionseg.load() and Segmenter.predict, on the real model and real images."""
+
+import doctest
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lesionseg
+from lesionseg import segmenter as segmenter_module
+from lesionseg.imaging.decode import ImageRejected
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> lesionseg.Segmenter:
+    return lesionseg.load(backend="pytorch")
+
+
+def test_the_documented_example_runs_as_written(real_image_path, tmp_path, monkeypatch):
+    shutil.copy(real_image_path, tmp_path / "lesion.jpg")
+    monkeypatch.chdir(tmp_path)
+    failures, tried = doctest.testmod(segmenter_module, raise_on_error=False)
+    assert tried >= 5 and failures == 0
+
+
+def test_a_path_bytes_a_pil_image_and_an_array_give_one_result(segmenter, real_image_path):
+    picture = Image.open(real_image_path)
+    inputs = [real_image_path, str(real_image_path), real_image_path.read_bytes(), picture, np.asarray(picture)]
+    results = [segmenter.predict(image, seed=0) for image in inputs]
+    for result in results[1:]:
+        assert np.array_equal(result.mask, results[0].mask)
+        assert result.score == pytest.approx(results[0].score)
+    first = results[0]
+    assert first.mask.shape == first.probability.shape == first.uncertainty.shape == (picture.height, picture.width)
+    assert first.mask.dtype == bool and first.probability.dtype == np.float32
+
+
+def test_to_json_is_what_the_server_returns(segmenter, client, real_image_path):
+    served = client.post(
+        "/predict/",
+        files={"file": ("a.jpg", real_image_path.read_bytes(), "image/jpeg")},
+        params={"format": "json", "seed": 0},
+    ).json()
+    local = segmenter.predict(real_image_path, seed=0).to_json()
+    timing_free = {key for key in served if key != "timings_ms"}
+    assert {key: local[key] for key in timing_free} == {key: served[key] for key in timing_free}
+
+
+def test_arrays_that_are_not_images_are_refused_in_words(segmenter):
+    with pytest.raises(ImageRejected, match="H×W×3"):
+        segmenter.predict(np.zeros((64, 64, 4), np.uint8))
+    with pytest.raises(ImageRejected, match="at least 16"):
+        segmenter.predict(np.zeros((8, 64, 3), np.uint8))
+    with pytest.raises(TypeError, match="a path, bytes, a PIL image or a NumPy array"):
+        segmenter.predict(42)
