@@ -48,7 +48,8 @@ def render_model_card(sidecar: dict) -> str:
         "",
         f"- weights: `src/lesionseg/weights/default.safetensors` ({sidecar['weights_dtype']}),"
         f" sha256 `{sidecar['sha256']}`",
-        f"- lesionseg version: {sidecar.get('lesionseg_version')}",
+        f"- model version: {sidecar.get('model_version', sidecar.get('lesionseg_version'))}"
+        f" (trained with lesionseg {sidecar.get('lesionseg_version')})",
         "",
         "## Intended use",
         "",

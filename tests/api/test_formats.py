@@ -2,6 +2,8 @@
 
 import base64
 import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -104,4 +106,7 @@ def test_unknown_format_is_422(client, real_image_path):
 def test_info_is_the_model_card(client):
     body = client.get("/info").json()
     assert body["name"] == "efficientnet_lite0_upernet"
+    # One version everywhere: the command, the service and the embedded model's sidecar.
+    version = subprocess.run([sys.executable, "-m", "lesionseg.cli", "--version"], capture_output=True, text=True)
+    assert version.stdout.split() == ["lesionseg", body["version"]] == ["lesionseg", body["card"]["model_version"]]
     assert "training" in body["card"] and "architecture" in body["card"]

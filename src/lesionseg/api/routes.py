@@ -23,6 +23,19 @@ from lesionseg.uncertainty.sampling import MAX_SAMPLES, MIN_SAMPLES
 
 router = APIRouter()
 
+CoverageQuery = Annotated[
+    float | None,
+    Query(
+        ge=MIN_COVERAGE,
+        le=MAX_COVERAGE,
+        description="instead of threshold: the mask keeps at least this expected fraction of lesion pixels "
+        "(conformal risk control, calibrated on held-out dermoscopy)",
+    ),
+]
+FlipQuery = Annotated[
+    bool, Query(description="also sample the image flipped both ways and pool the samples (3× the inference)")
+]
+
 # Generic binary uploads (curl without a type, some HTTP clients) are sniffed like images.
 ACCEPTED_NON_IMAGE_TYPES = {"application/octet-stream", ""}
 ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 413, 415, 422)}
@@ -178,18 +191,8 @@ async def predict(
     seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
     heatmap: Annotated[Literal["absolute", "per_image"] | None, Query(description="heatmap colour scale")] = None,
     include_images: Annotated[bool, Query(description="json only: add overlay, mask, heatmap PNGs")] = False,
-    tta: Annotated[
-        bool, Query(description="also sample the image flipped both ways and pool the samples (3× the inference)")
-    ] = False,
-    coverage: Annotated[
-        float | None,
-        Query(
-            ge=MIN_COVERAGE,
-            le=MAX_COVERAGE,
-            description="instead of threshold: the mask keeps at least this expected fraction of lesion pixels "
-            "(conformal risk control, calibrated on held-out dermoscopy)",
-        ),
-    ] = None,
+    tta: FlipQuery = False,
+    coverage: CoverageQuery = None,
     *,
     request: Request,
     predictor: Predictor = Depends(get_predictor),
@@ -224,18 +227,8 @@ async def predict_batch(
     samples: Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")] = None,
     threshold: Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")] = None,
     seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
-    coverage: Annotated[
-        float | None,
-        Query(
-            ge=MIN_COVERAGE,
-            le=MAX_COVERAGE,
-            description="instead of threshold: the mask keeps at least this expected fraction of lesion pixels "
-            "(conformal risk control, calibrated on held-out dermoscopy)",
-        ),
-    ] = None,
-    tta: Annotated[
-        bool, Query(description="also sample the image flipped both ways and pool the samples (3× the inference)")
-    ] = False,
+    coverage: CoverageQuery = None,
+    tta: FlipQuery = False,
     *,
     request: Request,
     predictor: Predictor = Depends(get_predictor),

@@ -3,7 +3,8 @@ rate, and the share of each set that gets flagged.
 
 In-domain images are the positives (they should pass); non-dermoscopic ones the negatives. The gate's
 Gaussian is fitted on training images; its threshold is the distance that `flagged_fraction` of
-held-out dermoscopy (the validation split's calibration half, never trained on) exceeds.
+held-out dermoscopy exceeds (`held_out_dermoscopy(..., "threshold")`, never trained on), and it is
+reported on another part that chose nothing (`held_out_dermoscopy(..., "report")`).
 """
 
 import csv
@@ -13,22 +14,21 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from lesionseg.config import Settings
 from lesionseg.evaluation.evaluate import select_pairs
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
 
-# The serving limits, so an evaluation image is read exactly as an upload would be.
-MAX_PIXELS = 64_000_000
-MIN_SIDE = 16
 # The unlabeled 128 px ISIC test images: the first ones are reported on, the rest help fit the gate.
 REPORTED_SMALL_IMAGES = 400
 
 
 def read_upload(path: Path, predictor: Predictor) -> np.ndarray | None:
     """The RGB array an upload of this file would give the model; None if it would be refused."""
+    limits = Settings()
     try:
-        return decode_upload(Path(path).read_bytes(), MAX_PIXELS, MIN_SIDE, 2 * predictor.input_size).rgb
+        return decode_upload(Path(path).read_bytes(), limits.max_pixels, limits.min_side, 2 * predictor.input_size).rgb
     except ImageRejected:
         return None
 
