@@ -69,6 +69,9 @@ def copy_of_the_embedded_model(tmp_path):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(DEFAULT_WEIGHTS.read_bytes())
     sidecar_path(weights).write_text(sidecar_path(DEFAULT_WEIGHTS).read_text())
+    # The out-of-distribution gate's statistics travel with the checkpoint, under the name its sidecar gives.
+    statistics = DEFAULT_WEIGHTS.with_suffix(".ood.npz")
+    (tmp_path / statistics.name).write_bytes(statistics.read_bytes())
     return weights
 
 

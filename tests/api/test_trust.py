@@ -149,3 +149,17 @@ def test_flip_tta_pools_three_views_and_is_as_accurate_as_plain_sampling(server_
             jaccards[tta].append(score_masks(rle_decode(body["mask_rle"]), truth).jaccard)
     assert np.mean(jaccards[True]) >= np.mean(jaccards[False]) - 0.01, jaccards
     assert jaccards[True] != jaccards[False], "the flipped views change the result"
+
+
+def test_a_gate_whose_statistics_are_missing_or_altered_stops_loading(tmp_path):
+    from lesionseg.model.sidecar import CheckpointError
+
+    weights = tmp_path / "copy.safetensors"
+    shutil.copy(DEFAULT_WEIGHTS, weights)
+    shutil.copy(DEFAULT_WEIGHTS.with_suffix(".json"), weights.with_suffix(".json"))
+    with pytest.raises(CheckpointError, match="default.ood.npz is missing"):
+        Predictor.from_checkpoint(weights)
+    statistics = tmp_path / "default.ood.npz"
+    statistics.write_bytes(DEFAULT_WEIGHTS.with_suffix(".ood.npz").read_bytes()[:-8] + bytes(8))
+    with pytest.raises(CheckpointError, match="does not match"):
+        Predictor.from_checkpoint(weights)
