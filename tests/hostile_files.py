@@ -8,6 +8,12 @@ def png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
+def canvas_gif(side: int) -> bytes:
+    """35 bytes: a 1×1 picture on a side×side logical screen, which the decoder paints whole."""
+    screen = b"GIF89a" + struct.pack("<HH", side, side) + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
+    return screen + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+
+
 def encapsulated_postscript() -> bytes:
     """An EPS file: Pillow's EPS plugin hands these to Ghostscript, an external program."""
     return (

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 from tests.conftest import RunningServer
 
+from lesionseg.api.memory_budget import MemoryBudget
 from lesionseg.api.routes import PredictOptions, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.evaluation.evaluate import select_pairs
@@ -123,7 +124,8 @@ def test_a_checkpoint_without_the_gate_reports_it_unavailable_never_in_domain(
     predictor = Predictor.from_checkpoint(checkpoint_before_the_trust_layer)
     assert predictor.gate is None
     options = PredictOptions("json", samples=4, threshold=0.5, seed=0)
-    content, _, headers = predict_and_render(real_image_path.read_bytes(), predictor, Settings(), options)
+    budget = MemoryBudget(512 * 1024 * 1024)
+    content, _, headers = predict_and_render(real_image_path.read_bytes(), predictor, Settings(), options, budget)
     body = json.loads(content)
     assert body["out_of_distribution"] is None and body["ood_score"] is None
     assert headers["X-Lesionseg-Out-Of-Distribution"] == "unavailable"

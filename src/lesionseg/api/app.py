@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 from lesionseg import __version__
 from lesionseg.api.errors import install_error_handlers
 from lesionseg.api.inference_queue import InferenceGate
+from lesionseg.api.memory_budget import MemoryBudget
 from lesionseg.api.middleware import (
     ApiKeyMiddleware,
     BodySizeLimitMiddleware,
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.state.metrics = metrics
     app.state.predictor = None
     app.state.inference_gate = InferenceGate(settings.max_queue, metrics)
+    app.state.memory_budget = MemoryBudget(settings.memory_budget_mb * 1024 * 1024)
     # Decoding, inference and rendering run on a few dedicated threads: one request's decoding or PNG
     # encoding overlaps another's inference (one at a time, its own threads using every core), and
     # as many requests as one trunk batch holds can wait for it together. Few threads keep few malloc

@@ -4,14 +4,13 @@ import base64
 import json
 from typing import Literal
 
-import numpy as np
-
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import DecodedImage
 from lesionseg.imaging.render import (
     HeatmapScale,
     combined_panels,
     encode_png,
+    mask_levels,
     outline_overlay,
     uncertainty_heatmap,
     uncertainty_to_uint16,
@@ -55,7 +54,7 @@ def render(
             combined_panels(prediction.mask, prediction.uncertainty_std, scale, settings.heatmap_scale_max)
         )
     if format == "mask":
-        return encode_png(np.where(prediction.mask, 255, 0).astype(np.uint8))
+        return encode_png(mask_levels(prediction.mask))
     if format == "uncertainty":
         return encode_png(uncertainty_to_uint16(prediction.uncertainty_std))
     if format == "overlay":

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from lesionseg import __version__
 from lesionseg.api.deps import get_predictor, get_settings
 from lesionseg.api.errors import RequestRejected
+from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
 from lesionseg.api.outputs import MEDIA_TYPES, OutputFormat, json_bytes, render, summary
 from lesionseg.api.schemas import BatchResult, ErrorBody, Health, ModelCard, PredictionSummary
 from lesionseg.config import Settings
@@ -171,15 +172,18 @@ def trust_headers(result: Result) -> dict[str, str]:
 
 
 def predict_and_render(
-    data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions
+    data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions, budget: MemoryBudget
 ) -> tuple[bytes, str, dict[str, str]]:
-    """Blocking work (decode, inference, render): runs in a worker thread, off the event loop."""
-    result = segment_upload(data, predictor, settings, options)
-    headers = trust_headers(result)
-    if options.format == "json":
-        return json_bytes(summary(result, settings, options.include_images)), "application/json", headers
-    content = render(options.format, result.prediction, result.decoded, settings, options.heatmap)
-    return content, MEDIA_TYPES[options.format], headers
+    """Blocking work (decode, inference, render): runs in a worker thread, off the event loop, once the
+    memory its image needs is reserved."""
+    output = "json_with_images" if options.format == "json" and options.include_images else options.format
+    with budget.reserve(estimate_bytes(data, output)):
+        result = segment_upload(data, predictor, settings, options)
+        headers = trust_headers(result)
+        if options.format == "json":
+            return json_bytes(summary(result, settings, options.include_images)), "application/json", headers
+        content = render(options.format, result.prediction, result.decoded, settings, options.heatmap)
+        return content, MEDIA_TYPES[options.format], headers
 
 
 @router.post("/predict/", response_class=Response, responses=PREDICT_RESPONSES)
@@ -211,14 +215,23 @@ async def predict(
     metrics = request.app.state.metrics
     with request.app.state.inference_gate.admit() as admission, metrics.inference.time():
         content, media_type, headers = await admission.run(
-            request.app.state.inference_executor, predict_and_render, data, predictor, settings, options
+            request.app.state.inference_executor,
+            predict_and_render,
+            data,
+            predictor,
+            settings,
+            options,
+            request.app.state.memory_budget,
         )
     metrics.samples.observe(options.samples)
     return Response(content=content, media_type=media_type, headers=headers)
 
 
-def summarise_upload(data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions) -> dict:
-    return summary(segment_upload(data, predictor, settings, options), settings, include_images=False)
+def summarise_upload(
+    data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions, budget: MemoryBudget
+) -> dict:
+    with budget.reserve(estimate_bytes(data, "json")):
+        return summary(segment_upload(data, predictor, settings, options), settings, include_images=False)
 
 
 @router.post("/predict/batch", response_model=BatchResult, responses=ERROR_RESPONSES)
@@ -251,7 +264,13 @@ async def predict_batch(
                 check_content_type(upload)
                 data = await read_limited(upload, settings.max_upload_bytes)
                 body = await admission.run(
-                    request.app.state.inference_executor, summarise_upload, data, predictor, settings, options
+                    request.app.state.inference_executor,
+                    summarise_upload,
+                    data,
+                    predictor,
+                    settings,
+                    options,
+                    request.app.state.memory_budget,
                 )
                 results.append({"filename": upload.filename, "status": 200, "result": body})
             except RequestRejected as error:

@@ -11,11 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import ImageRejected
-from lesionseg.imaging.render import encode_png, uncertainty_to_uint16
+from lesionseg.imaging.render import encode_png, mask_levels, uncertainty_to_uint16
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
 from lesionseg.segmenter import Segmenter
@@ -131,7 +129,7 @@ class ImageSegmenter:
             mask = result.mask
             names = output_files(identifier)
             files = {
-                names["mask"]: encode_png(np.where(mask, 255, 0).astype(np.uint8)),
+                names["mask"]: encode_png(mask_levels(mask)),
                 names["uncertainty"]: encode_png(uncertainty_to_uint16(result.uncertainty)),
             }
             row["encode_ms"] = elapsed_ms(encode_started)

@@ -112,6 +112,10 @@ def read_image(data: bytes, max_pixels: int, min_side: int, draft_size: int | No
             if draft_size and image.format in ("JPEG", "MPO"):
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
+            if draft_size and max(image.size) > 4 * draft_size:
+                # Outputs that do not show the photo need only what the model sees: shrink other formats
+                # as JPEG's draft mode does, before any conversion, so a huge canvas is never copied.
+                image.thumbnail((2 * draft_size, 2 * draft_size), Image.Resampling.BOX)
             image = to_rgb(ImageOps.exif_transpose(image))
     except Exception as error:  # Pillow's decoders raise many types on corrupt data
         log_decoder_error("pixels", error)

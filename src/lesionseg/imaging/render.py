@@ -22,10 +22,14 @@ UNINTERRUPTED_ENCODE_PIXELS = 4_000_000
 MAX_POSSIBLE_STD = 0.5
 
 
+def mask_levels(mask: np.ndarray) -> np.ndarray:
+    """Boolean H×W -> uint8 0/255, with no wider array in between (at 64 MP an int64 one is 512 MB)."""
+    return mask.view(np.uint8) * np.uint8(255)
+
+
 def mask_panel(mask: np.ndarray) -> np.ndarray:
     """Boolean H×W -> RGB: lesion white, skin black."""
-    gray = np.where(mask, 255, 0).astype(np.uint8)
-    return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.repeat(mask_levels(mask)[:, :, None], 3, axis=2)
 
 
 def uncertainty_heatmap(
@@ -40,14 +44,18 @@ def uncertainty_heatmap(
     means one level of uncertainty everywhere. `per_image`: the seed's min–max stretch, which
     makes any image look alarming and maps incomparable; kept only as an option.
     """
+    # In place on one float32 copy: a 64-megapixel map is 256 MB a copy.
     if scale == "per_image":
         low, high = float(uncertainty_std.min()), float(uncertainty_std.max())
-        normalised = (uncertainty_std - low) / (high - low) if high > low else np.zeros_like(uncertainty_std)
+        levels = np.subtract(uncertainty_std, low, dtype=np.float32)
+        levels *= np.float32(255.0 / (high - low)) if high > low else np.float32(0.0)
     else:
-        normalised = uncertainty_std / scale_max
-    levels = np.clip(normalised * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        levels = np.multiply(uncertainty_std, np.float32(255.0 / scale_max), dtype=np.float32)
+    levels += np.float32(0.5)
+    np.clip(levels, 0, 255, out=levels)
+    colours = cv2.applyColorMap(levels.astype(np.uint8), colormap)
     # OpenCV colormaps come out BGR; the seed showed them as RGB, swapping red and blue.
-    return cv2.cvtColor(cv2.applyColorMap(levels, colormap), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(colours, cv2.COLOR_BGR2RGB, dst=colours)
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -98,7 +106,10 @@ def combined_panels(
 
 def uncertainty_to_uint16(uncertainty_std: np.ndarray) -> np.ndarray:
     """Std as 16-bit levels on a fixed scale: value = round(std / 0.5 × 65535)."""
-    return np.clip(uncertainty_std / MAX_POSSIBLE_STD * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+    levels = np.multiply(uncertainty_std, np.float32(65535.0 / MAX_POSSIBLE_STD), dtype=np.float32)
+    levels += np.float32(0.5)
+    np.clip(levels, 0, 65535, out=levels)
+    return levels.astype(np.uint16)
 
 
 def outline_overlay(

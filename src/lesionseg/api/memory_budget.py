@@ -1,0 +1,74 @@
+"""A ceiling on the memory that requests' images take at once, whatever their number and size.
+
+A request's working memory grows with its image's pixel count and its output format: at the 64-megapixel
+limit, from about 0.4 GB (`mask`, `json`) to 1.4 GB (`png`), measured with benchmarks/memory.py. Before
+decoding, a request reads its image's size from the header and reserves its estimate here; it waits
+while the reservations of others leave no room. One request larger than the whole budget runs alone.
+After a large request, memory the allocator keeps is handed back to the system.
+"""
+
+import ctypes
+import ctypes.util
+import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from PIL import Image
+
+from lesionseg import cancellation
+from lesionseg.imaging.decode import ALLOWED_FORMATS
+
+# Peak working bytes per image pixel, by output, at 64 megapixels (benchmarks/memory.py), rounded up.
+BYTES_PER_PIXEL = {"mask": 7, "json": 8, "uncertainty": 11, "overlay": 20, "png": 24, "json_with_images": 24}
+# Below this a request's memory is small enough to leave to the allocator.
+TRIM_AFTER_BYTES = 256 * 1024 * 1024
+WAIT_STEP_SECONDS = 0.05
+
+
+def header_pixels(data: bytes) -> int:
+    """The pixel count the image's header claims; 0 where it cannot be read (decoding then says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+            return image.size[0] * image.size[1]
+    except Exception:  # noqa: BLE001 - any unreadable header is refused, with reasons, by the decoder
+        return 0
+
+
+def release_freed_memory() -> None:
+    """glibc keeps freed blocks for reuse; after a 64-megapixel request that is gigabytes held for nothing."""
+    library = ctypes.util.find_library("c")
+    if library:
+        trim = getattr(ctypes.CDLL(library), "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+
+
+class MemoryBudget:
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity = capacity_bytes
+        self.reserved = 0
+        self.condition = threading.Condition()
+
+    @contextmanager
+    def reserve(self, estimate: int) -> Iterator[None]:
+        """Blocks this worker thread until `estimate` bytes fit (at most the whole budget); stops waiting
+        if its request is cancelled."""
+        estimate = min(estimate, self.capacity)
+        with self.condition:
+            while self.reserved + estimate > self.capacity:
+                self.condition.wait(WAIT_STEP_SECONDS)
+                cancellation.check()
+            self.reserved += estimate
+        try:
+            yield
+        finally:
+            with self.condition:
+                self.reserved -= estimate
+                self.condition.notify_all()
+            if estimate >= TRIM_AFTER_BYTES:
+                release_freed_memory()
+
+
+def estimate_bytes(data: bytes, output: str) -> int:
+    return header_pixels(data) * BYTES_PER_PIXEL[output]
