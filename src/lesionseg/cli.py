@@ -621,6 +621,23 @@ def run_onnx_export(arguments: argparse.Namespace) -> None:
     print(json.dumps(record, indent=2))
 
 
+def add_import_seed_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "import-seed", help="convert the seed's Swin-T UPerNet checkpoint (.pth) into a servable .safetensors"
+    )
+    parser.add_argument("source", type=Path, help="the seed's checkpoint, e.g. best_swin_upernet_main.pth")
+    parser.add_argument("output", type=Path, help="where to write OUTPUT.safetensors and OUTPUT.json")
+
+
+def run_import_seed(arguments: argparse.Namespace) -> None:
+    from lesionseg.model.seed_import import import_seed
+
+    output = arguments.output.with_suffix(".safetensors")
+    sidecar = import_seed(arguments.source, output)
+    print(json.dumps({"weights": str(output), "sha256": sidecar["sha256"], **sidecar["provenance"]}, indent=2))
+    print(f"serve it: lesionseg serve --backend pytorch --weights {output}  (lesionseg export adds ONNX)")
+
+
 # What the lean install (ONNX Runtime only) leaves out: training, export and the PyTorch backend need them.
 TRAINING_MODULES = {"torch", "torchvision", "timm", "safetensors", "onnx", "onnxscript", "matplotlib"}
 
@@ -636,6 +653,7 @@ COMMANDS = {
     "train": (add_train_parser, run_train),
     "export-weights": (add_export_parser, run_export),
     "export": (add_onnx_parser, run_onnx_export),
+    "import-seed": (add_import_seed_parser, run_import_seed),
 }
 
 

@@ -4,6 +4,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 DropoutPlacement = Literal["fusion", "pyramid"]
+# "upernet": ours (decoder/UPerNetDecoder). "seed_upernet": the seed's own decoder, key for key
+# (model/seed_decoder.py), so its published checkpoint can be imported.
+DecoderKind = Literal["upernet", "seed_upernet"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -24,6 +27,9 @@ class ModelConfig:
     dropout_rate: float = 0.1
     dropout_placement: DropoutPlacement = "fusion"
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    decoder: DecoderKind = "upernet"
+    # Channels of each dropout layer, in order, where they are not all `decoder_channels`.
+    dropout_channels: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -31,7 +37,14 @@ class ModelConfig:
     @property
     def dropout_layer_count(self) -> int:
         """Dropout on each pyramid level and the fused map, or on the fused map only."""
+        if self.dropout_channels:
+            return len(self.dropout_channels)
         return len(self.out_indices) + 1 if self.dropout_placement == "pyramid" else 1
+
+    @property
+    def mask_channels(self) -> tuple[int, ...]:
+        """The channel count of each dropout layer's mask, in the order the tail applies them."""
+        return self.dropout_channels or (self.decoder_channels,) * self.dropout_layer_count
 
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {
@@ -63,6 +76,19 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
             decoder_channels=128,
+        ),
+        # The seed's exact model: Swin-T, its UPerNet (1×1 fusions, GroupNorm pyramid pooling, dropout after
+        # each of the three fusion convolutions), 224 px input in 0–1 without mean or std.
+        ModelConfig(
+            name="seed_swin_upernet",
+            encoder_name="swin_tiny_patch4_window7_224",
+            out_indices=(0, 1, 2, 3),
+            input_size=224,
+            mean=(0.0, 0.0, 0.0),
+            std=(1.0, 1.0, 1.0),
+            decoder_channels=96,
+            decoder="seed_upernet",
+            dropout_channels=(384, 192, 96),
         ),
     )
 }

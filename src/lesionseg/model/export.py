@@ -12,7 +12,7 @@ from torch import nn
 from lesionseg.backends.onnx_backend import DESCRIPTOR_OUTPUT, onnx_paths
 from lesionseg.model.checkpoint import load_checkpoint
 from lesionseg.model.network import LesionSegmenter
-from lesionseg.model.sidecar import file_sha256, update_sidecar
+from lesionseg.model.sidecar import config_from_sidecar, file_sha256, update_sidecar
 
 OPSET = 18
 
@@ -43,11 +43,10 @@ def export_onnx(weights_path: Path) -> dict:
     """Writes WEIGHTS.trunk.onnx and WEIGHTS.tail.onnx and records their sha256 in the sidecar."""
     model, sidecar = load_checkpoint(weights_path)
     size = sidecar["architecture"]["input_size"]
-    channels = sidecar["architecture"]["decoder_channels"]
     image = torch.zeros(1, 3, size, size)
     with torch.inference_mode():
         trunk = model.forward_trunk(image)
-    masks = [torch.ones(1, channels, 1, 1) for _ in model.decoder.dropout_layers]
+    masks = [torch.ones(1, channels, 1, 1) for channels in config_from_sidecar(sidecar).mask_channels]
     trunk_path, tail_path = onnx_paths(weights_path)
     trunk_names = [f"trunk_{index}" for index in range(len(trunk))]
     mask_names = [f"mask_{index}" for index in range(len(masks))]

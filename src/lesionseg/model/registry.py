@@ -6,6 +6,7 @@ from lesionseg.model.config import ModelConfig, get_config
 from lesionseg.model.decoder import UPerNetDecoder
 from lesionseg.model.encoder import TimmEncoder
 from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.seed_decoder import SeedUPerNetDecoder
 
 
 def create_model(config: ModelConfig | str, **overrides: Any) -> LesionSegmenter:
@@ -15,6 +16,10 @@ def create_model(config: ModelConfig | str, **overrides: Any) -> LesionSegmenter
     if overrides:
         config = ModelConfig(**{**config.to_dict(), **overrides})
     encoder = TimmEncoder(config.encoder_name, config.out_indices, **config.encoder_kwargs)
+    if config.decoder == "seed_upernet":
+        return LesionSegmenter(
+            encoder, SeedUPerNetDecoder(encoder.channels, config.input_size, dropout_rate=config.dropout_rate)
+        )
     decoder = UPerNetDecoder(
         encoder.channels,
         channels=config.decoder_channels,

@@ -46,6 +46,7 @@ def update_sidecar(weights_path: Path, key: str, value: Any) -> None:
 
 def config_from_sidecar(sidecar: dict[str, Any]) -> ModelConfig:
     architecture = dict(sidecar["architecture"])
-    for key in ("out_indices", "mean", "std"):
-        architecture[key] = tuple(architecture[key])
+    for key in ("out_indices", "mean", "std", "dropout_channels"):
+        if key in architecture:
+            architecture[key] = tuple(architecture[key])
     return ModelConfig(**architecture)

@@ -49,8 +49,8 @@ def draw_channel_masks(config: ModelConfig, count: int, seed: int) -> list[np.nd
     generator = np.random.default_rng(seed)
     keep_probability = 1.0 - config.dropout_rate
     masks = []
-    for _ in range(config.dropout_layer_count):
-        keep = generator.random((count, config.decoder_channels, 1, 1)) < keep_probability
+    for channels in config.mask_channels:
+        keep = generator.random((count, channels, 1, 1)) < keep_probability
         masks.append(keep.astype(np.float32) / np.float32(keep_probability))
     return masks
 
