@@ -23,14 +23,16 @@ def test_mask_panel_is_binary():
     assert np.array_equal(panel[:, :, 0] == 255, mask)
 
 
-def test_heatmap_is_rgb_not_bgr():
-    # JET: no uncertainty is blue, the most uncertainty is red, in RGB channel order.
-    calm = uncertainty_heatmap(np.zeros((4, 4), np.float32))
-    alarmed = uncertainty_heatmap(np.full((4, 4), 0.5, np.float32))
-    red, _, blue = calm[0, 0]
-    assert blue > 100 and red < 50
-    red, _, blue = alarmed[0, 0]
-    assert red > 100 and blue < 50
+def test_heatmap_is_inferno_in_rgb_order():
+    # INFERNO: no uncertainty is black, the most is pale yellow, half-way a red that BGR order would make blue.
+    calm = uncertainty_heatmap(np.zeros((4, 4), np.float32), scale_max=0.05)
+    half = uncertainty_heatmap(np.full((4, 4), 0.025, np.float32), scale_max=0.05)
+    alarmed = uncertainty_heatmap(np.full((4, 4), 0.05, np.float32), scale_max=0.05)
+    assert calm[0, 0].sum() < 30
+    red, _, blue = half[0, 0]
+    assert red > 150 and blue < 100
+    red, green, blue = alarmed[0, 0]
+    assert red > 240 and green > 240 and blue < 200
 
 
 def test_absolute_scale_gives_one_colour_per_level_in_every_image():

@@ -36,12 +36,14 @@ def uncertainty_heatmap(
     uncertainty_std: np.ndarray,
     scale: HeatmapScale = "absolute",
     scale_max: float = MAX_POSSIBLE_STD,
-    colormap: int = cv2.COLORMAP_JET,
+    colormap: int = cv2.COLORMAP_INFERNO,
 ) -> np.ndarray:
     """Float H×W std -> RGB heatmap.
 
-    `absolute`: std 0..scale_max maps onto the whole colormap in every image, so one colour
-    means one level of uncertainty everywhere. `per_image`: the seed's min–max stretch, which
+    INFERNO, as the seed drew it (black, no doubt, through purple and orange to pale yellow): perceptually
+    uniform, unlike JET, so equal steps of uncertainty look like equal steps of colour, and it stays
+    readable in grey. `absolute`: std 0..scale_max maps onto the whole colormap in every image, so one
+    colour means one level of uncertainty everywhere. `per_image`: the seed's min–max stretch, which
     makes any image look alarming and maps incomparable; kept only as an option.
     """
     # In place on one float32 copy: a 64-megapixel map is 256 MB a copy.
