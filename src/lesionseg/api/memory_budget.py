@@ -9,6 +9,7 @@ After a large request, memory the allocator keeps is handed back to the system.
 
 import ctypes
 import ctypes.util
+import functools
 import io
 import threading
 from collections.abc import Iterator
@@ -35,13 +36,18 @@ def header_pixels(data: bytes) -> int:
         return 0
 
 
+@functools.cache
+def malloc_trim():
+    """glibc's `malloc_trim`, looked up once; None where the C library has none (musl, macOS)."""
+    library = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(library), "malloc_trim", None) if library else None
+
+
 def release_freed_memory() -> None:
     """glibc keeps freed blocks for reuse; after a 64-megapixel request that is gigabytes held for nothing."""
-    library = ctypes.util.find_library("c")
-    if library:
-        trim = getattr(ctypes.CDLL(library), "malloc_trim", None)
-        if trim is not None:
-            trim(0)
+    trim = malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class MemoryBudget:

@@ -83,6 +83,16 @@ def read_tensors(weights_path: Path, allow_pickle: bool) -> dict[str, torch.Tens
         raise CheckpointError(f"{weights_path.name} is not a readable safetensors file: {error}") from error
 
 
+def mismatched_keys(
+    expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, wrong shape): the names by which `tensors` does not fit `expected`, sorted."""
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    mismatched = sorted(name for name in set(expected) & set(tensors) if expected[name].shape != tensors[name].shape)
+    return missing, unexpected, mismatched
+
+
 def load_checkpoint(
     weights_path: Path, verify_sha256: bool = True, allow_pickle: bool = False
 ) -> tuple[LesionSegmenter, dict[str, Any]]:
@@ -99,9 +109,7 @@ def load_checkpoint(
     config = config_from_sidecar(sidecar)
     model = create_model(config)
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    mismatched = sorted(name for name in set(expected) & set(tensors) if expected[name].shape != tensors[name].shape)
+    missing, unexpected, mismatched = mismatched_keys(expected, tensors)
     if missing or unexpected or mismatched:
         problems = []
         for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):

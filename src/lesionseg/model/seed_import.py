@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from lesionseg.model.checkpoint import save_checkpoint
+from lesionseg.model.checkpoint import mismatched_keys, save_checkpoint
 from lesionseg.model.config import get_config
 from lesionseg.model.registry import create_model
 from lesionseg.model.sidecar import CheckpointError, file_sha256
@@ -51,10 +51,7 @@ def import_seed(source: Path, output: Path) -> dict:
     mapped = {our_name(name): tensor for name, tensor in state.items() if name not in dropped}
     config = get_config(SEED_MODEL)
     model = create_model(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(mapped))
-    unexpected = sorted(set(mapped) - set(expected))
-    mismatched = sorted(name for name in set(expected) & set(mapped) if expected[name].shape != mapped[name].shape)
+    missing, unexpected, mismatched = mismatched_keys(model.state_dict(), mapped)
     if missing or unexpected or mismatched:
         problems = [
             f"{len(names)} {label}: {', '.join(names[:5])}{' …' if len(names) > 5 else ''}"
