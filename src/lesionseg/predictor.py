@@ -20,7 +20,7 @@ from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.model.config import ModelConfig
 from lesionseg.model.sidecar import CheckpointError, config_from_sidecar, file_sha256, read_sidecar
 from lesionseg.uncertainty.coverage import threshold_for_coverage
-from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
+from lesionseg.uncertainty.out_of_distribution import OutOfDistributionGate
 from lesionseg.uncertainty.sampling import Backend, UncertaintyMaps, check_samples, sample_tail, summarise
 from lesionseg.uncertainty.scores import expected_dice_error
 
@@ -119,7 +119,10 @@ def load_gate(weights_path: Path, sidecar: dict) -> OutOfDistributionGate | None
     statistics = Path(weights_path).with_name(record["statistics"])
     if not statistics.is_file() or file_sha256(statistics) != record["statistics_sha256"]:
         raise CheckpointError(f"{statistics.name} is missing or does not match the sidecar's sha256")
-    return OutOfDistributionGate(GaussianSummary.load(statistics), float(record["threshold"]))
+    classifier_threshold = record.get("classifier_threshold")
+    return OutOfDistributionGate.load(
+        statistics, float(record["threshold"]), None if classifier_threshold is None else float(classifier_threshold)
+    )
 
 
 class Predictor:

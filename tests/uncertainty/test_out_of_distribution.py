@@ -1,7 +1,9 @@
-"""The out-of-distribution gate's arithmetic: a Gaussian summary, its distances, its file."""
+"""The out-of-distribution gate's arithmetic: a Gaussian summary, its distances, the classifier beside
+it, and their file."""
 
 import numpy as np
 
+from lesionseg.evaluation.out_of_distribution import fit_gate
 from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
 
 
@@ -26,9 +28,42 @@ def test_a_far_point_scores_above_one_and_a_typical_one_below():
     assert scores[0] < 1.0 < scores[1]
 
 
-def test_the_statistics_file_round_trips(tmp_path):
-    summary = GaussianSummary.fit(np.random.default_rng(2).normal(size=(500, 8)))
-    summary.save(tmp_path / "gate.npz")
-    loaded = GaussianSummary.load(tmp_path / "gate.npz")
-    probe = np.random.default_rng(3).normal(size=(10, 8))
-    assert np.allclose(loaded.distances(probe), summary.distances(probe), rtol=1e-5)
+def separable_features(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(training, held-out, other, other unseen): "others" differ from the domain only along one direction,
+    by four of its standard deviations: among 64 dimensions, a distance sees that poorly and a linear
+    classifier well."""
+    generator = np.random.default_rng(seed)
+    domain = generator.normal(size=(4000, 64))
+    others = generator.normal(size=(1000, 64)) + np.r_[4.0, np.zeros(63)]
+    return domain[:3000], domain[3000:], others[:500], others[500:]
+
+
+def test_the_classifier_catches_what_the_distance_misses_within_the_flagged_share():
+    training, held_out, others, unseen_others = separable_features(4)
+    distance_only = fit_gate(training, held_out, 0.02)
+    both = fit_gate(training, held_out, 0.02, others)
+    assert (both.scores(held_out) >= 1.0).mean() <= 0.02 + 1e-9  # the allowance is shared, not doubled
+    caught_by_distance = (distance_only.scores(unseen_others) >= 1.0).mean()
+    caught_by_both = (both.scores(unseen_others) >= 1.0).mean()
+    assert caught_by_distance < 0.5 < 0.9 < caught_by_both
+
+
+def test_the_statistics_file_round_trips_with_and_without_a_classifier(tmp_path):
+    training, held_out, others, probe = separable_features(5)
+    for name, gate in {
+        "distance": fit_gate(training, held_out, 0.02),
+        "both": fit_gate(training, held_out, 0.02, others),
+    }.items():
+        gate.save_statistics(tmp_path / f"{name}.npz")
+        loaded = OutOfDistributionGate.load(tmp_path / f"{name}.npz", gate.threshold, gate.classifier_threshold)
+        assert (loaded.classifier is None) == (name == "distance")
+        assert np.allclose(loaded.scores(probe), gate.scores(probe), rtol=1e-4)
+
+
+def test_a_gate_file_from_before_the_classifier_loads_as_the_distance_alone(tmp_path):
+    training, held_out, _, probe = separable_features(6)
+    summary = GaussianSummary.fit(training)
+    np.savez(tmp_path / "old.npz", mean=summary.mean.astype(np.float32), whitening=summary.whitening.astype(np.float32))
+    loaded = OutOfDistributionGate.load(tmp_path / "old.npz", threshold=10.0, classifier_threshold=None)
+    assert loaded.classifier is None
+    assert np.allclose(loaded.scores(probe), summary.distances(probe) / 10.0, rtol=1e-4)

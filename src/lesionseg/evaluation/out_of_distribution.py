@@ -2,9 +2,11 @@
 rate, and the share of each set that gets flagged.
 
 In-domain images are the positives (they should pass); non-dermoscopic ones the negatives. The gate's
-Gaussian is fitted on training images; its threshold is the distance that `flagged_fraction` of
-held-out dermoscopy exceeds (`held_out_dermoscopy(..., "threshold")`, never trained on), and it is
-reported on another part that chose nothing (`held_out_dermoscopy(..., "report")`).
+Gaussian is fitted on training images, and its classifier on training images against the training set of
+non-dermoscopic pictures (`tools/build_ood_set.py --training`, no source shared with the evaluation set).
+The thresholds are set so that together they flag `flagged_fraction` of held-out dermoscopy
+(`held_out_dermoscopy(..., "threshold")`, never trained on). The gate is reported on another part that
+chose nothing (`held_out_dermoscopy(..., "report")`) and on the evaluation set.
 """
 
 import csv
@@ -18,7 +20,7 @@ from lesionseg.config import Settings
 from lesionseg.evaluation.evaluate import select_pairs
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.predictor import Predictor
-from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
+from lesionseg.uncertainty.out_of_distribution import GaussianSummary, LinearClassifier, OutOfDistributionGate
 
 # The unlabeled 128 px ISIC test images: the first ones are reported on, the rest help fit the gate.
 REPORTED_SMALL_IMAGES = 400
@@ -99,12 +101,46 @@ def held_out_dermoscopy(data_root: Path, sets: list[str], part: str) -> dict[str
     return parts
 
 
+def fit_classifier(dermoscopy: np.ndarray, others: np.ndarray) -> LinearClassifier:
+    """Logistic regression, dermoscopy (0) against other pictures (1), on standardised descriptors. The
+    classes weigh the same although dermoscopy outnumbers the rest about ten to one; the regularisation is
+    chosen by 5-fold cross-validation on these training pictures only (the folds are not shuffled, so
+    whole sources are held out together)."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.preprocessing import StandardScaler
+
+    features = np.concatenate([dermoscopy, others])
+    labels = np.concatenate([np.zeros(len(dermoscopy)), np.ones(len(others))])
+    scaler = StandardScaler().fit(features)
+    model = LogisticRegressionCV(
+        Cs=10,
+        cv=5,
+        class_weight="balanced",
+        scoring="roc_auc",
+        max_iter=5000,
+        l1_ratios=(0.0,),
+        use_legacy_attributes=False,
+    ).fit(scaler.transform(features), labels)
+    return LinearClassifier(scaler.mean_, scaler.scale_, model.coef_[0].copy(), float(model.intercept_[0]))
+
+
 def fit_gate(
-    training_features: np.ndarray, held_out_features: np.ndarray, flagged_fraction: float
+    training_features: np.ndarray,
+    held_out_features: np.ndarray,
+    flagged_fraction: float,
+    other_features: np.ndarray | None = None,
 ) -> OutOfDistributionGate:
+    """The Gaussian on `training_features` and, given `other_features` (non-dermoscopic pictures), the
+    classifier too. With both, each threshold flags half of `flagged_fraction` of the held-out
+    dermoscopy, so that together they flag at most all of it."""
     summary = GaussianSummary.fit(training_features)
-    threshold = float(np.quantile(summary.distances(held_out_features), 1.0 - flagged_fraction))
-    return OutOfDistributionGate(summary, threshold)
+    quantile = 1.0 - (flagged_fraction if other_features is None else flagged_fraction / 2)
+    threshold = float(np.quantile(summary.distances(held_out_features), quantile))
+    if other_features is None:
+        return OutOfDistributionGate(summary, threshold)
+    classifier = fit_classifier(training_features, other_features)
+    classifier_threshold = float(np.quantile(classifier.logits(held_out_features), quantile))
+    return OutOfDistributionGate(summary, threshold, classifier, classifier_threshold)
 
 
 def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:

@@ -5,9 +5,14 @@ photograph of a leaf is not a skin lesion, and it answers such photographs with 
 trunk, which runs once per image anyway, also gives a descriptor of the whole image (the per-channel
 means and standard deviations of the encoder's deepest features and of the trunk's last level; see
 `LesionSegmenter.forward_trunk_and_descriptor`). A Gaussian fitted on the training images' descriptors
-summarises the domain, and an image far from it in Mahalanobis distance is out of distribution. The
-threshold is a distance that few held-out dermoscopic images exceed; `ood_score` is the distance divided
-by it, so 1.0 is the line. NumPy only: the torch-free server runs it."""
+summarises the domain, and an image far from it in Mahalanobis distance is out of distribution.
+
+A distance alone misses pictures whose statistics happen to resemble dermoscopy's (fine textures, pages of
+text). So the gate also holds a linear dermoscopy-vs-other classifier on the same descriptor, fitted on
+training dermoscopy against a set of non-dermoscopic pictures that the evaluation set never shares a source
+with. An image is flagged when either says so. Each has a threshold that few held-out dermoscopic images
+exceed, and `ood_score` is the larger of the two ratios (the distance over its threshold, the classifier's
+probability over its threshold), so 1.0 is the line. NumPy only: the torch-free server runs it."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,22 +42,67 @@ class GaussianSummary:
     def distances(self, features: np.ndarray) -> np.ndarray:
         return np.linalg.norm((features - self.mean) @ self.whitening, axis=1)
 
-    def save(self, path: Path) -> None:
-        # float32 halves the file; the distances it gives differ from float64's in the sixth digit.
-        np.savez(path, mean=self.mean.astype(np.float32), whitening=self.whitening.astype(np.float32))
 
-    @classmethod
-    def load(cls, path: Path) -> "GaussianSummary":
-        with np.load(path, allow_pickle=False) as stored:
-            return cls(mean=stored["mean"].astype(np.float64), whitening=stored["whitening"].astype(np.float64))
+@dataclass(frozen=True)
+class LinearClassifier:
+    """Logistic regression on standardised features: P(not dermoscopy) = σ(((x − mean) / scale) · w + b)."""
+
+    feature_mean: np.ndarray
+    feature_scale: np.ndarray
+    weights: np.ndarray
+    bias: float
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        return ((features - self.feature_mean) / self.feature_scale) @ self.weights + self.bias
+
+
+def sigmoid(logits: np.ndarray | float) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
 
 
 @dataclass(frozen=True)
 class OutOfDistributionGate:
     summary: GaussianSummary
     threshold: float  # a Mahalanobis distance
+    # Absent in gates fitted before 0.3.0 (and with `calibrate-ood` without --negatives): distance only.
+    classifier: LinearClassifier | None = None
+    classifier_threshold: float | None = None  # a logit
 
     def scores(self, descriptors: np.ndarray) -> np.ndarray:
-        """One `ood_score` per image (N×D descriptors from the backend's trunk): its distance over the
-        threshold; at 1.0 or more it is flagged."""
-        return self.summary.distances(descriptors) / self.threshold
+        """One `ood_score` per image (N×D descriptors from the backend's trunk); at 1.0 or more it is flagged."""
+        return np.max(np.stack(list(self.component_scores(descriptors).values())), axis=0)
+
+    def component_scores(self, descriptors: np.ndarray) -> dict[str, np.ndarray]:
+        """Each part's score on its own (1.0 = its own line), for measuring one against the other."""
+        scores = {"distance": self.summary.distances(descriptors) / self.threshold}
+        if self.classifier is not None:
+            scores["classifier"] = sigmoid(self.classifier.logits(descriptors)) / sigmoid(self.classifier_threshold)
+        return scores
+
+    def save_statistics(self, path: Path) -> None:
+        """The Gaussian and the classifier, in one file; the thresholds go in the sidecar."""
+        arrays = {"mean": self.summary.mean, "whitening": self.summary.whitening}
+        if self.classifier is not None:
+            arrays |= {
+                "classifier_feature_mean": self.classifier.feature_mean,
+                "classifier_feature_scale": self.classifier.feature_scale,
+                "classifier_weights": self.classifier.weights,
+                "classifier_bias": np.array([self.classifier.bias]),
+            }
+        # float32 halves the file; the scores it gives differ from float64's in the sixth digit.
+        np.savez(path, **{name: array.astype(np.float32) for name, array in arrays.items()})
+
+    @classmethod
+    def load(cls, path: Path, threshold: float, classifier_threshold: float | None) -> "OutOfDistributionGate":
+        with np.load(path, allow_pickle=False) as stored:
+            arrays = {name: stored[name].astype(np.float64) for name in stored.files}
+        summary = GaussianSummary(mean=arrays["mean"], whitening=arrays["whitening"])
+        if classifier_threshold is None or "classifier_weights" not in arrays:
+            return cls(summary, threshold)
+        classifier = LinearClassifier(
+            feature_mean=arrays["classifier_feature_mean"],
+            feature_scale=arrays["classifier_feature_scale"],
+            weights=arrays["classifier_weights"],
+            bias=float(arrays["classifier_bias"][0]),
+        )
+        return cls(summary, threshold, classifier, classifier_threshold)
