@@ -263,8 +263,11 @@ def training_synthetic_images():
                 for _ in range(int(rng.integers(1, 4))):
                     colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
                     values = np.cumsum(rng.normal(0, 20, 30)) + h / 2
-                    draw.line([(40 + j * (w - 60) / 29, float(np.clip(v, 20, h - 40))) for j, v in enumerate(values)],
-                              fill=colour, width=3)
+                    draw.line(
+                        [(40 + j * (w - 60) / 29, float(np.clip(v, 20, h - 40))) for j, v in enumerate(values)],
+                        fill=colour,
+                        width=3,
+                    )
             elif kind == "window":  # panels, buttons and labels, like a screenshot of an application
                 for _ in range(int(rng.integers(4, 12))):
                     x, y = int(rng.integers(0, w - 40)), int(rng.integers(0, h - 20))
