@@ -145,7 +145,7 @@ def run_predict(arguments: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from lesionseg.imaging.decode import ImageRejected
-    from lesionseg.imaging.render import combined_panels, encode_png, uncertainty_to_uint16
+    from lesionseg.imaging.render import PANELS_PALETTE, combined_panels, encode_png, uncertainty_to_uint16
     from lesionseg.segmenter import load
 
     segmenter = load(arguments.weights, arguments.backend)
@@ -172,7 +172,7 @@ def run_predict(arguments: argparse.Namespace) -> None:
         cv2.imwrite(f"{stem}_mask.png", mask)
         cv2.imwrite(f"{stem}_uncertainty.png", uncertainty_to_uint16(result.uncertainty))
         combined = combined_panels(result.mask, result.uncertainty, settings.heatmap_scale, settings.heatmap_scale_max)
-        (arguments.out / f"{image_path.stem}_combined.png").write_bytes(encode_png(combined))
+        (arguments.out / f"{image_path.stem}_combined.png").write_bytes(encode_png(combined, PANELS_PALETTE))
     if failures:
         sys.exit(1)
 

@@ -1,26 +1,43 @@
+import io
+
 import cv2
 import numpy as np
+from PIL import Image
 
 from lesionseg.imaging.render import (
+    PANELS_PALETTE,
     combined_panels,
     encode_png,
-    mask_panel,
     uncertainty_heatmap,
     uncertainty_to_uint16,
 )
 
 
+def decoded_rgb(png: bytes) -> np.ndarray:
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
 def test_panels_keep_the_image_size_side_by_side():
     mask = np.zeros((30, 50), bool)
     picture = combined_panels(mask, np.zeros((30, 50), np.float32))
-    assert picture.shape == (30, 100, 3)
+    assert picture.shape == (30, 100)
 
 
-def test_mask_panel_is_binary():
-    mask = np.random.default_rng(0).random((20, 20)) > 0.5
-    panel = mask_panel(mask)
-    assert set(np.unique(panel)) <= {0, 255}
-    assert np.array_equal(panel[:, :, 0] == 255, mask)
+def test_the_panels_png_is_a_palette_png_with_a_binary_mask_and_the_heatmap_colours():
+    generator = np.random.default_rng(0)
+    mask = generator.random((20, 30)) > 0.5
+    std = generator.uniform(0, 0.05, (20, 30)).astype(np.float32)
+    png = encode_png(combined_panels(mask, std, scale_max=0.05), palette=PANELS_PALETTE)
+    assert Image.open(io.BytesIO(png)).mode == "P"
+    rgb = decoded_rgb(png)
+    assert rgb.shape == (20, 60, 3)
+    assert set(np.unique(rgb[:, :30])) <= {0, 255}
+    assert np.array_equal(rgb[:, :30, 0] == 255, mask)
+    # 254 palette levels against the RGB heatmap's 256: each pixel within about a level of its colour.
+    difference = np.abs(rgb[:, 30:].astype(int) - uncertainty_heatmap(std, scale_max=0.05).astype(int))
+    all_levels = uncertainty_heatmap(np.linspace(0, 0.05, 256, dtype=np.float32)[None], scale_max=0.05)
+    one_level = np.abs(np.diff(all_levels.astype(int), axis=1)).max()
+    assert difference.max() <= 2 * one_level
 
 
 def test_heatmap_is_inferno_in_rgb_order():
@@ -53,10 +70,7 @@ def test_per_image_scale_stretches_each_image():
 def test_png_round_trip_keeps_rgb_order():
     image = np.zeros((2, 2, 3), np.uint8)
     image[..., 0] = 255  # pure red
-    decoded = cv2.cvtColor(
-        cv2.imdecode(np.frombuffer(encode_png(image), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
-    )
-    assert np.array_equal(decoded, image)
+    assert np.array_equal(decoded_rgb(encode_png(image)), image)
 
 
 def test_uncertainty_levels_are_on_a_fixed_16_bit_scale():

@@ -7,6 +7,7 @@ from typing import Literal
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import DecodedImage
 from lesionseg.imaging.render import (
+    PANELS_PALETTE,
     HeatmapScale,
     combined_panels,
     encode_png,
@@ -51,7 +52,8 @@ def render(
     if format == "png":
         scale = heatmap or settings.heatmap_scale
         return encode_png(
-            combined_panels(prediction.mask, prediction.uncertainty_std, scale, settings.heatmap_scale_max)
+            combined_panels(prediction.mask, prediction.uncertainty_std, scale, settings.heatmap_scale_max),
+            palette=PANELS_PALETTE,
         )
     if format == "mask":
         return encode_png(mask_levels(prediction.mask))

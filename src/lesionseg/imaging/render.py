@@ -27,43 +27,70 @@ def mask_levels(mask: np.ndarray) -> np.ndarray:
     return mask.view(np.uint8) * np.uint8(255)
 
 
-def mask_panel(mask: np.ndarray) -> np.ndarray:
-    """Boolean H×W -> RGB: lesion white, skin black."""
-    return np.repeat(mask_levels(mask)[:, :, None], 3, axis=2)
-
-
-def uncertainty_heatmap(
-    uncertainty_std: np.ndarray,
-    scale: HeatmapScale = "absolute",
-    scale_max: float = MAX_POSSIBLE_STD,
-    colormap: int = cv2.COLORMAP_INFERNO,
+def heatmap_levels(
+    uncertainty_std: np.ndarray, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD, top: int = 255
 ) -> np.ndarray:
-    """Float H×W std -> RGB heatmap.
+    """Float H×W std -> uint8 levels 0…`top`. `absolute`: std 0…scale_max onto the whole range in every
+    image, so one colour means one level of uncertainty everywhere. `per_image`: the seed's min–max
+    stretch, which makes any image look alarming and maps incomparable; kept only as an option.
 
-    INFERNO, as the seed drew it (black, no doubt, through purple and orange to pale yellow): perceptually
-    uniform, unlike JET, so equal steps of uncertainty look like equal steps of colour, and it stays
-    readable in grey. `absolute`: std 0..scale_max maps onto the whole colormap in every image, so one
-    colour means one level of uncertainty everywhere. `per_image`: the seed's min–max stretch, which
-    makes any image look alarming and maps incomparable; kept only as an option.
-    """
-    # In place on one float32 copy: a 64-megapixel map is 256 MB a copy.
+    Computed in bands of rows, so the float temporaries stay a few megabytes even at 64 megapixels."""
     if scale == "per_image":
         low, high = float(uncertainty_std.min()), float(uncertainty_std.max())
-        levels = np.subtract(uncertainty_std, low, dtype=np.float32)
-        levels *= np.float32(255.0 / (high - low)) if high > low else np.float32(0.0)
+        factor = top / (high - low) if high > low else 0.0
     else:
-        levels = np.multiply(uncertainty_std, np.float32(255.0 / scale_max), dtype=np.float32)
-    levels += np.float32(0.5)
-    np.clip(levels, 0, 255, out=levels)
-    colours = cv2.applyColorMap(levels.astype(np.uint8), colormap)
+        low, factor = 0.0, top / scale_max
+    levels = np.empty(uncertainty_std.shape, np.uint8)
+    for start in range(0, uncertainty_std.shape[0], OVERLAY_BAND_ROWS):
+        band = np.subtract(uncertainty_std[start : start + OVERLAY_BAND_ROWS], np.float32(low), dtype=np.float32)
+        band *= np.float32(factor)
+        band += np.float32(0.5)
+        np.clip(band, 0, top, out=band)
+        levels[start : start + OVERLAY_BAND_ROWS] = band
+    return levels
+
+
+def inferno(levels: np.ndarray) -> np.ndarray:
+    """uint8 levels -> RGB, OpenCV's INFERNO as the seed drew it (black, no doubt, through purple and orange
+    to pale yellow): perceptually uniform, unlike JET, so equal steps of uncertainty look like equal steps of
+    colour, and it stays readable in grey."""
+    colours = cv2.applyColorMap(levels, cv2.COLORMAP_INFERNO)
     # OpenCV colormaps come out BGR; the seed showed them as RGB, swapping red and blue.
     return cv2.cvtColor(colours, cv2.COLOR_BGR2RGB, dst=colours)
 
 
-def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    if left.shape != right.shape:
-        raise ValueError(f"panels differ in shape: {left.shape} and {right.shape}")
-    return np.concatenate([left, right], axis=1)
+def uncertainty_heatmap(
+    uncertainty_std: np.ndarray, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
+) -> np.ndarray:
+    """Float H×W std -> RGB heatmap (see `heatmap_levels` for the scales)."""
+    return inferno(heatmap_levels(uncertainty_std, scale, scale_max))
+
+
+# The seed's picture as one 8-bit palette image, a third of RGB's bytes to build and to encode. Entries
+# 0–253 are the heatmap's levels (INFERNO sampled evenly from its 256 colours: one level in 128 fewer than
+# the RGB heatmap, not a visible step); the mask panel uses the last two, pure black and pure white.
+PANEL_HEATMAP_TOP = 253
+PANEL_SKIN, PANEL_LESION = 254, 255
+PANELS_PALETTE = np.concatenate(
+    [
+        inferno(np.round(np.arange(PANEL_HEATMAP_TOP + 1) * 255 / PANEL_HEATMAP_TOP).astype(np.uint8)[:, None])[:, 0],
+        np.array([[0, 0, 0], [255, 255, 255]], np.uint8),
+    ]
+)
+
+
+def combined_panels(
+    mask: np.ndarray, uncertainty_std: np.ndarray, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
+) -> np.ndarray:
+    """The seed's picture, binary mask on the left and uncertainty heatmap on the right, as H×2W indices
+    into `PANELS_PALETTE` (which `encode_png(..., palette=PANELS_PALETTE)` writes into the file)."""
+    height, width = mask.shape
+    if uncertainty_std.shape != (height, width):
+        raise ValueError(f"panels differ in shape: {mask.shape} and {uncertainty_std.shape}")
+    panels = np.empty((height, 2 * width), np.uint8)
+    np.add(mask.view(np.uint8), np.uint8(PANEL_SKIN), out=panels[:, :width])
+    panels[:, width:] = heatmap_levels(uncertainty_std, scale, scale_max, PANEL_HEATMAP_TOP)
+    return panels
 
 
 class CancellableSink(io.RawIOBase):
@@ -81,15 +108,20 @@ class CancellableSink(io.RawIOBase):
         return len(data)
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """RGB H×W×3 or gray H×W (8- or 16-bit) -> PNG bytes. Fast compression: these are large.
+def encode_png(image: np.ndarray, palette: np.ndarray | None = None) -> bytes:
+    """RGB H×W×3 or gray H×W (8- or 16-bit) -> PNG bytes; with a 256×3 `palette`, H×W uint8 indices into it
+    -> a palette PNG. Fast compression: these are large.
 
-    OpenCV is 1.3–1.6× faster here but encodes in one uninterruptible call; above a few megapixels
-    (half a second and more) Pillow encodes instead, handing over its output as it goes."""
+    OpenCV is 1.3–1.6× faster here but encodes in one uninterruptible call and writes no palettes; above a
+    few megapixels (half a second and more), and for palettes, Pillow encodes instead, handing over its
+    output as it goes."""
     cancellation.check()
-    if image.shape[0] * image.shape[1] > UNINTERRUPTED_ENCODE_PIXELS:
+    if palette is not None or image.shape[0] * image.shape[1] > UNINTERRUPTED_ENCODE_PIXELS:
+        picture = Image.fromarray(image)
+        if palette is not None:
+            picture.putpalette(palette.tobytes())  # an 8-bit grey picture becomes a palette one
         sink = CancellableSink()
-        Image.fromarray(image).save(sink, format="PNG", compress_level=1)
+        picture.save(sink, format="PNG", compress_level=1)
         return b"".join(sink.parts)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
@@ -97,13 +129,6 @@ def encode_png(image: np.ndarray) -> bytes:
     if not success:
         raise RuntimeError("PNG encoding failed")
     return encoded.tobytes()
-
-
-def combined_panels(
-    mask: np.ndarray, uncertainty_std: np.ndarray, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
-) -> np.ndarray:
-    """The seed's picture: binary mask on the left, uncertainty heatmap on the right."""
-    return side_by_side(mask_panel(mask), uncertainty_heatmap(uncertainty_std, scale, scale_max))
 
 
 def uncertainty_to_uint16(uncertainty_std: np.ndarray) -> np.ndarray:
