@@ -83,20 +83,12 @@ def test_calibrate_then_evaluate_uncertainty_with_plots(data_root, tmp_path):
     assert 0.5 <= calibration["temperature"] <= 4.0
     assert calibration["fitted_on"]["pairs"] == 8
     report = tmp_path / "uncertainty.json"
-    result = run(
-        "evaluate",
-        *common,
-        "--split",
-        "report",
-        "--limit",
-        "12",
-        "--uncertainty",
-        "--plots",
-        str(tmp_path / "plots"),
-        "--output",
-        str(report),
-        "--record",
-    )
+    partial = ["evaluate", *common, "--split", "report", "--limit", "12", "--uncertainty", "--output", str(report)]
+    sidecar_before = weights.with_suffix(".json").read_text()
+    refused = run(*partial, "--record", check=False)
+    assert refused.returncode == 2 and "refuses a partial run (--limit)" in refused.stderr
+    assert weights.with_suffix(".json").read_text() == sidecar_before
+    result = run(*partial, "--plots", str(tmp_path / "plots"))
     assert "AUROC std" in result.stdout
     content = json.loads(report.read_text())
     pixel = content["uncertainty"]["isic2018"]["pixel"]

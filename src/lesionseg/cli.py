@@ -284,6 +284,8 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation import evaluate
     from lesionseg.evaluation.uncertainty import PixelAccumulator
 
+    if arguments.record and arguments.limit:
+        raise ValueError("--record keeps the model's numbers in its sidecar: it refuses a partial run (--limit)")
     weights, predictor = load_predictor(arguments.weights)
     if arguments.ood:
         report = evaluate_out_of_distribution(arguments, predictor)

@@ -95,17 +95,17 @@ def test_sixty_five_thousand_exif_warnings_become_one_bounded_json_log_line(impa
     assert len(warned) == 1 and warned[0]["warnings"] == 65_000 and len(warned[0]["first"]) <= 3
 
 
-def test_error_messages_name_no_library_and_no_path(impatient_server, real_image_path):
+def test_broken_images_get_their_4xx_naming_no_library_and_no_path(impatient_server, real_image_path):
     lesion = real_image_path.read_bytes()
     broken = [
-        lesion[: len(lesion) // 3],  # truncated JPEG
-        b"\x89PNG\r\n\x1a\n" + bytes(40),  # a PNG signature with a garbled header
-        b"II*\x00" + b"\xff" * 60,  # a TIFF header pointing nowhere
-        b"BM" + b"\x00" * 60,  # a BMP header with no size
+        (lesion[: len(lesion) // 3], 400),  # truncated JPEG: a known format, damaged
+        (b"\x89PNG\r\n\x1a\n" + bytes(40), 415),  # a PNG signature with a garbled header: no format recognised
+        (b"II*\x00" + b"\xff" * 60, 415),  # a TIFF header pointing nowhere
+        (b"BM" + b"\x00" * 60, 400),  # a BMP header with no size
     ]
-    for data in broken:
+    for data, status in broken:
         response = httpx.post(f"{impatient_server.url}/predict/", files=upload(data, "x.jpg", "image/jpeg"))
-        assert 400 <= response.status_code < 500
+        assert response.status_code == status, (data[:8], response.status_code)
         detail = response.json()["detail"]
         for internal in ("PIL", "Pillow", "cv2", "Errno", "/tmp", "/usr", "Error:", "decoder"):
             assert internal not in detail, (internal, detail)

@@ -152,11 +152,32 @@ def test_odd_modes_are_served(client, real_image_path, mode):
 
 
 def test_exif_rotated_photo_is_segmented_upright(client, real_image_path):
-    image = Image.open(real_image_path).convert("RGB").resize((300, 200))
+    # The lesion in the top-left corner of a skin-coloured canvas, so a turn the wrong way moves it.
+    photo = Image.open(real_image_path).convert("RGB").resize((200, 150))
+    canvas = Image.new("RGB", (300, 200), tuple(int(v) for v in np.asarray(photo)[:10, :10].reshape(-1, 3).mean(0)))
+    canvas.paste(photo, (0, 0))
     exif = Image.Exif()
-    exif[0x0112] = 6
-    response = client.post("/predict/", files={"file": ("r.jpg", encoded(image, "JPEG", exif=exif), "image/jpeg")})
-    assert decode_png(response.content).shape == (300, 400, 3)
+    exif[0x0112] = 6  # stored turned; a viewer turns it 90° clockwise to show it upright
+    rotated = encoded(canvas, "JPEG", exif=exif)
+    stored = np.asarray(Image.open(io.BytesIO(rotated)).convert("RGB"))  # the pixels as stored, not turned
+    upright = Image.fromarray(np.ascontiguousarray(np.rot90(stored, k=-1)))
+
+    def mask_of(data: bytes) -> np.ndarray:
+        response = client.post(
+            "/predict/", files={"file": ("r", data, "image/jpeg")}, params={"format": "mask", "seed": 0}
+        )
+        return decode_png(response.content) > 0
+
+    mask = mask_of(rotated)
+    assert mask.shape == (300, 200)
+    expected, turned_the_wrong_way = mask_of(encoded(upright, "PNG")), mask_of(encoded(upright.rotate(180), "PNG"))
+    assert expected.sum() > 500
+
+    def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+        return (a & b).sum() / max((a | b).sum(), 1)
+
+    assert jaccard(mask, expected) > 0.98
+    assert jaccard(mask, turned_the_wrong_way) < 0.5
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
 def test_every_documented_operation_answers_as_documented(server_url):
     # The CLI, not the pytest plugin: the plugin does not support this pytest release.
     command = shutil.which("schemathesis") or str(Path(sys.executable).with_name("schemathesis"))
+    if not Path(command).is_file():
+        pytest.skip("schemathesis is not installed: `make test` installs it")
     result = subprocess.run(
         [
             command,

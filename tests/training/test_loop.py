@@ -36,7 +36,7 @@ def test_training_runs_logs_and_resumes(data_root, tmp_path):
     train(tiny_options(data_root, tmp_path, epochs=2))
     log = json.loads((tmp_path / "log.json").read_text())
     assert [row["epoch"] for row in log] == [1, 2]
-    assert log[1]["train_loss"] < log[0]["train_loss"] * 1.5
+    assert log[1]["train_loss"] < log[0]["train_loss"]  # it learns: the second epoch fits better than the first
 
 
 def test_ham10000_split_never_puts_one_lesion_on_both_sides(data_root):

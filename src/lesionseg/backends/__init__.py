@@ -2,5 +2,3 @@
 
 `pytorch_backend` needs torch; `onnx_backend` needs only ONNX Runtime and NumPy.
 """
-
-BACKENDS = ("pytorch", "onnx")

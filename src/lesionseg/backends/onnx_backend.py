@@ -17,8 +17,6 @@ def onnx_paths(weights_path: Path) -> tuple[Path, Path]:
 
 
 class OnnxBackend:
-    name = "onnx"
-
     def __init__(self, weights_path: Path, sidecar: dict, threads: int = 0) -> None:
         exported = sidecar.get("onnx")
         if not exported:

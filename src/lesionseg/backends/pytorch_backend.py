@@ -7,8 +7,6 @@ from lesionseg.model.network import LesionSegmenter
 
 
 class TorchBackend:
-    name = "pytorch"
-
     def __init__(self, model: LesionSegmenter, input_size: int, threads: int = 0) -> None:
         self.model = model.eval()
         self.input_size = input_size
