@@ -8,6 +8,10 @@ Measures on the embedded model, for both backends: POST /predict/ latency at sam
 throughput and p95 with 1, 4 and 16 concurrent clients; server start-up time and resident memory;
 the trunk's achieved GFLOP/s against this machine's matrix-multiply GFLOP/s. Prints tables and
 writes benchmarks/results/serving.json.
+
+Then the key ratios against their targets and against the committed baseline
+(benchmarks/baseline.json): the run exits 1 when a ratio is more than 25 % worse than its baseline.
+`--update-baseline` records this run's ratios as the new baseline.
 """
 
 import argparse
@@ -37,7 +41,13 @@ from lesionseg.uncertainty.sampling import sample_logits  # noqa: E402
 
 DATA_ROOT = REPOSITORY.parent / "shared" / "data"
 RESULTS = REPOSITORY / "benchmarks" / "results" / "serving.json"
+BASELINE = REPOSITORY / "benchmarks" / "baseline.json"
 SAMPLE_COUNTS = (1, 10, 30, 64)
+FORMATS = ("png", "mask", "json")
+# A ratio this much above its baseline fails the run: timings here vary by about 10 % from run to run.
+ALLOWED_REGRESSION = 1.25
+# The issue's targets for a 4000×3000 photo against a 1024×768 one, and for memory under load.
+TARGETS = {"png": 2.5, "mask": 1.3, "json": 1.3, "memory": 1.5}
 
 
 def source_image() -> np.ndarray:
@@ -59,7 +69,7 @@ def summarise_timings(timings: list[float]) -> dict[str, float]:
     return {"median_ms": statistics.median(timings), "p95_ms": float(np.percentile(timings, 95))}
 
 
-def time_http(url: str, data: bytes, samples: int, repeats: int, warmup: int) -> dict[str, float]:
+def time_http(url: str, data: bytes, samples: int, repeats: int, warmup: int, format: str = "png") -> dict:
     timings = []
     with httpx.Client(base_url=url, timeout=300) as client:
         for index in range(warmup + repeats):
@@ -67,7 +77,7 @@ def time_http(url: str, data: bytes, samples: int, repeats: int, warmup: int) ->
             response = client.post(
                 "/predict/",
                 files={"file": ("x.jpg", io.BytesIO(data), "image/jpeg")},
-                params={"samples": samples, "seed": 0},
+                params={"samples": samples, "seed": 0, "format": format},
             )
             elapsed = (time.perf_counter() - started) * 1000
             response.raise_for_status()
@@ -111,15 +121,33 @@ def measure_backend(backend: str, images: dict[str, bytes], repeats: int, warmup
                 }
             )
         peak_mb = resident_megabytes(server.process.pid, "VmHWM")  # over 4000×3000 images and 16 clients
+        formats = [
+            {"image": name, "format": format, **time_http(server.url, data, 10, repeats, warmup, format)}
+            for format in FORMATS
+            for name, data in images.items()
+        ]
+        large_image_peak_mb = peak_under_large_images(server, images["4000x3000"], duration)
     finally:
         server.stop()
     return {
         "startup_seconds": startup_seconds,
         "memory_mb": loaded_mb,
         "peak_memory_mb": peak_mb,
+        "large_image_peak_memory_mb": large_image_peak_mb,
         "latency": latency,
         "concurrency": concurrency,
+        "formats": formats,
     }
+
+
+def peak_under_large_images(server: RunningServer, data: bytes, duration: float) -> float:
+    """The server's peak resident memory while 16 clients send 4000×3000 photos, counted from now: writing 5
+    to clear_refs resets the kernel's high-water mark (VmHWM) to the current resident size."""
+    Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")
+    record = asyncio.run(run_clients(server.url, data, 16, duration))
+    if not any(status == 200 for status, _ in record):
+        raise RuntimeError("no 4000×3000 request succeeded under 16 clients")
+    return resident_megabytes(server.process.pid, "VmHWM")
 
 
 def measure_sampling(repeats: int) -> list[dict]:
@@ -199,6 +227,18 @@ def print_report(report: dict) -> None:
             f"{row['backend']:>8} {row['image']:>10} {row['samples']:>8} {row['median_ms']:>8.1f} {row['p95_ms']:>8.1f}"
             f" {row['median_ms'] / base['median_ms']:>12.2f} {row['median_ms'] / torch_row['median_ms']:>15.2f}"
         )
+    print("\nPOST /predict/ by format, samples=10, one client (ms)")
+    print(f"{'backend':>8} {'format':>7} {'1024x768':>9} {'4000x3000':>10} {'ratio':>6}")
+    for backend, measured in report["backends"].items():
+        for format in FORMATS:
+            small, large = (
+                next(row for row in measured["formats"] if row["format"] == format and row["image"] == image)
+                for image in ("1024x768", "4000x3000")
+            )
+            print(
+                f"{backend:>8} {format:>7} {small['median_ms']:>9.1f} {large['median_ms']:>10.1f}"
+                f" {large['median_ms'] / small['median_ms']:>6.2f}"
+            )
     print("\nMC sampling in process, PyTorch, model resolution (ms)")
     print(f"{'samples':>8} {'batched tail':>13} {'full passes':>12} {'speed-up':>9}")
     for samples in SAMPLE_COUNTS:
@@ -221,7 +261,8 @@ def print_report(report: dict) -> None:
         print(
             f"{name:>8}: start-up to ready {backend['startup_seconds']:.1f} s,"
             f" resident memory {backend['memory_mb']:.0f} MB with the model loaded,"
-            f" {backend['peak_memory_mb']:.0f} MB at peak"
+            f" {backend['peak_memory_mb']:.0f} MB at peak,"
+            f" {backend['large_image_peak_memory_mb']:.0f} MB at peak under 16 clients of 4000×3000"
         )
     compute = report["compute"]
     print(
@@ -232,12 +273,64 @@ def print_report(report: dict) -> None:
     )
 
 
-def main() -> None:
+def key_ratios(report: dict) -> dict[str, float]:
+    """The numbers the baseline keeps: each a ratio of two measurements from this run, lower is better."""
+    ratios = {}
+    for backend, measured in report["backends"].items():
+        for format in FORMATS:
+            small, large = (
+                next(row for row in measured["formats"] if row["format"] == format and row["image"] == image)
+                for image in ("1024x768", "4000x3000")
+            )
+            ratios[f"{backend}: format={format}, 4000x3000 / 1024x768"] = large["median_ms"] / small["median_ms"]
+        ratios[f"{backend}: peak memory, 16 clients of 4000x3000 / idle"] = (
+            measured["large_image_peak_memory_mb"] / measured["memory_mb"]
+        )
+    onnx, pytorch = (
+        next(
+            row for row in report["backends"][backend]["latency"] if row["image"] == "1024x768" and row["samples"] == 10
+        )
+        for backend in ("onnx", "pytorch")
+    )
+    ratios["onnx / pytorch, 1024x768, samples=10"] = onnx["median_ms"] / pytorch["median_ms"]
+    batched, full = (
+        next(row for row in report["sampling"] if row["samples"] == 10 and row["method"] == method)
+        for method in ("batched tail", "full passes (seed)")
+    )
+    ratios["batched tail / full passes, samples=10"] = batched["median_ms"] / full["median_ms"]
+    return ratios
+
+
+def target_for(name: str) -> float | None:
+    if "peak memory" in name:
+        return TARGETS["memory"]
+    return next((target for format, target in TARGETS.items() if f"format={format}," in name), None)
+
+
+def compare_with_baseline(ratios: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    """Prints each ratio beside its target and baseline; returns the names of those that regressed."""
+    print(f"\n{'key ratio (lower is better)':<52} {'now':>6} {'target':>7} {'baseline':>9} {'change':>7}")
+    regressed = []
+    for name, value in ratios.items():
+        target, base = target_for(name), baseline.get(name)
+        verdict = "" if target is None else ("  met" if value <= target else "  MISSED")
+        change = "" if base is None else f"{value / base - 1:+.0%}"
+        if base is not None and value > base * ALLOWED_REGRESSION:
+            regressed.append(name)
+            change += "  REGRESSION"
+        target_text = "" if target is None else f"≤ {target}"
+        base_text = "" if base is None else f"{base:.2f}"
+        print(f"{name:<52} {value:>6.2f} {target_text:>7} {base_text:>9} {change:>7}{verdict}")
+    return regressed
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
     parser.add_argument("--quick", action="store_true", help="5 repeats, 5 s per concurrency level")
+    parser.add_argument("--update-baseline", action="store_true", help=f"record this run's ratios in {BASELINE.name}")
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.repeats, arguments.warmup, arguments.duration = 5, 1, 5.0
@@ -257,6 +350,19 @@ def main() -> None:
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten: {RESULTS.relative_to(REPOSITORY)}")
 
+    ratios = key_ratios(report)
+    baseline = json.loads(BASELINE.read_text())["ratios"] if BASELINE.is_file() else {}
+    regressed = compare_with_baseline(ratios, baseline)
+    if arguments.update_baseline:
+        command = " ".join(["python benchmarks/serving.py", *sys.argv[1:]])
+        BASELINE.write_text(json.dumps({"command": command, "ratios": ratios}, indent=2) + "\n")
+        print(f"baseline updated: {BASELINE.relative_to(REPOSITORY)}")
+        return 0
+    if regressed:
+        print(f"\n{len(regressed)} ratio(s) more than {ALLOWED_REGRESSION - 1:.0%} worse than the baseline")
+        return 1
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -141,11 +141,16 @@ def expand_image_paths(paths: list[Path]) -> list[Path]:
 
 
 def run_predict(arguments: argparse.Namespace) -> None:
-    import cv2
     from tqdm import tqdm
 
     from lesionseg.imaging.decode import ImageRejected
-    from lesionseg.imaging.render import PANELS_PALETTE, combined_panels, encode_png, uncertainty_to_uint16
+    from lesionseg.imaging.render import (
+        PANELS_PALETTE,
+        combined_panels,
+        encode_mask_png,
+        encode_png,
+        uncertainty_to_uint16,
+    )
     from lesionseg.segmenter import load
 
     segmenter = load(arguments.weights, arguments.backend)
@@ -164,15 +169,14 @@ def run_predict(arguments: argparse.Namespace) -> None:
         if result.out_of_distribution:
             warning = f"{image_path}: does not look like dermoscopy (ood_score {result.ood_score:.2f})"
             tqdm.write(warning, file=sys.stderr)
-        stem = arguments.out / image_path.stem
-        mask = result.mask.astype("uint8") * 255
+        stem = image_path.stem
         if arguments.format == "isic":
-            cv2.imwrite(f"{stem}_segmentation.png", mask)
+            (arguments.out / f"{stem}_segmentation.png").write_bytes(encode_mask_png(result.mask))
             continue
-        cv2.imwrite(f"{stem}_mask.png", mask)
-        cv2.imwrite(f"{stem}_uncertainty.png", uncertainty_to_uint16(result.uncertainty))
+        (arguments.out / f"{stem}_mask.png").write_bytes(encode_mask_png(result.mask))
+        (arguments.out / f"{stem}_uncertainty.png").write_bytes(encode_png(uncertainty_to_uint16(result.uncertainty)))
         combined = combined_panels(result.mask, result.uncertainty, settings.heatmap_scale, settings.heatmap_scale_max)
-        (arguments.out / f"{image_path.stem}_combined.png").write_bytes(encode_png(combined, PANELS_PALETTE))
+        (arguments.out / f"{stem}_combined.png").write_bytes(encode_png(combined, PANELS_PALETTE))
     if failures:
         sys.exit(1)
 

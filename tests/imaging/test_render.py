@@ -7,6 +7,7 @@ from PIL import Image
 from lesionseg.imaging.render import (
     PANELS_PALETTE,
     combined_panels,
+    encode_mask_png,
     encode_png,
     uncertainty_heatmap,
     uncertainty_to_uint16,
@@ -77,3 +78,10 @@ def test_uncertainty_levels_are_on_a_fixed_16_bit_scale():
     levels = uncertainty_to_uint16(np.array([[0.0, 0.25, 0.5, 0.7]], np.float32))
     assert levels.dtype == np.uint16
     assert levels.tolist() == [[0, 32768, 65535, 65535]]
+
+
+def test_the_mask_png_is_8_bit_0_and_255_as_the_isic_scorer_reads_it():
+    mask = np.random.default_rng(1).random((40, 70)) > 0.5
+    decoded = np.asarray(Image.open(io.BytesIO(encode_mask_png(mask))))
+    assert decoded.dtype == np.uint8 and decoded.shape == (40, 70)
+    assert np.array_equal(decoded, mask.astype(np.uint8) * 255)

