@@ -679,6 +679,34 @@ def run_import_seed(arguments: argparse.Namespace) -> None:
 # What the lean install (ONNX Runtime only) leaves out: training, export and the PyTorch backend need them.
 TRAINING_MODULES = {"torch", "torchvision", "timm", "safetensors", "onnx", "onnxscript", "matplotlib"}
 
+
+def add_export_reviews_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export-reviews", help="accepted and corrected cases of the review worklist, as a training set"
+    )
+    parser.add_argument("output", type=Path, help="folder to write: images/, masks/, manifest.csv")
+    parser.add_argument("--database-url", help="the service's LESIONSEG_DATABASE_URL (the default)")
+    parser.add_argument("--storage-dir", type=Path, help="the service's LESIONSEG_STORAGE_DIR (the default)")
+
+
+def run_export_reviews(arguments: argparse.Namespace) -> None:
+    from lesionseg.config import Settings
+    from lesionseg.reviews.cases import CaseStore
+    from lesionseg.reviews.export import export_reviews
+
+    settings = Settings()
+    database_url = arguments.database_url or settings.database_url
+    if not database_url:
+        raise ValueError("no database: give --database-url or set LESIONSEG_DATABASE_URL")
+    store = CaseStore.open(database_url, arguments.storage_dir or settings.storage_dir, settings.retention_days)
+    try:
+        count = export_reviews(store, arguments.output, settings)
+    finally:
+        store.close()
+    print(f"{count} reviewed cases written to {arguments.output}")
+    print(f"train on them: lesionseg train --data-root {arguments.output.parent} --sets {arguments.output.name}")
+
+
 COMMANDS = {
     "serve": (add_serve_parser, run_serve),
     "predict": (add_predict_parser, run_predict),
@@ -692,6 +720,7 @@ COMMANDS = {
     "export-weights": (add_export_parser, run_export),
     "export": (add_onnx_parser, run_onnx_export),
     "import-seed": (add_import_seed_parser, run_import_seed),
+    "export-reviews": (add_export_reviews_parser, run_export_reviews),
 }
 
 

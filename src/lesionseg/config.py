@@ -8,6 +8,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIRECTORY = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = PACKAGE_DIRECTORY / "weights" / "default.safetensors"
+# What an API key may do, least first: read cases; also add and review them; also delete them.
+ROLES = ("reader", "reviewer", "admin")
 
 
 class Settings(BaseSettings):
@@ -58,9 +60,19 @@ class Settings(BaseSettings):
     max_header_count: int = Field(100, ge=10)
     header_timeout_seconds: float = Field(10.0, gt=0)
 
-    # API keys: comma-separated here and/or one per line in a file. None set = no auth.
+    # API keys: comma-separated here and/or one per line in a file. None set = no auth. `reviewer:KEY`
+    # gives a key its role (reader, reviewer or admin); a bare key is admin, as every key was before roles.
     api_keys: str = ""
     api_keys_file: Path | None = None
+
+    # The review worklist (POST /cases and the rest) is on only with a database: an SQLAlchemy URL such as
+    # sqlite:///cases.db (a file) or postgresql+psycopg://user@host/name. Unset, the service keeps nothing.
+    database_url: str | None = None
+    # Where the cases' images are kept, one file per distinct image, named by its sha256.
+    storage_dir: Path = Path("lesionseg-images")
+    # Cases, and then their images, older than this many days are deleted (at start-up and as cases are
+    # added); unset keeps them.
+    retention_days: float | None = Field(None, gt=0)
     # Origins allowed to call the API from a browser page elsewhere, comma-separated; none by default.
     cors_origins: str = ""
     # Pickle checkpoints (.pt/.pth) can run code when loaded; refused unless this is set.
@@ -68,11 +80,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     @property
-    def api_key_list(self) -> list[str]:
-        keys = [key.strip() for key in self.api_keys.split(",")]
+    def api_key_roles(self) -> dict[str, str]:
+        """Each key and its role."""
+        entries = [entry.strip() for entry in self.api_keys.split(",")]
         if self.api_keys_file is not None:
-            keys += [line.strip() for line in self.api_keys_file.read_text().splitlines()]
-        return [key for key in keys if key]
+            entries += [line.strip() for line in self.api_keys_file.read_text().splitlines()]
+        roles = {}
+        for entry in filter(None, entries):
+            role, separator, key = entry.partition(":")
+            roles.update({key: role} if separator and role in ROLES and key else {entry: "admin"})
+        return roles
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from lesionseg import __version__
+from lesionseg.api.cases import router as cases_router
 from lesionseg.api.errors import install_error_handlers
 from lesionseg.api.inference_queue import InferenceGate
 from lesionseg.api.memory_budget import MemoryBudget
@@ -44,10 +45,17 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             settings.max_batch_size,
         )
         predictor.predict(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8), samples=2, seed=0)
+        if settings.database_url:
+            # Migrated, and cleared of what a crash or the retention period left, before the port opens.
+            from lesionseg.reviews.cases import CaseStore
+
+            app.state.case_store = CaseStore.open(settings.database_url, settings.storage_dir, settings.retention_days)
         app.state.predictor = predictor
         yield
         app.state.predictor = None
         app.state.inference_executor.shutdown(wait=True)
+        if app.state.case_store is not None:
+            app.state.case_store.close()
 
     app = FastAPIOffline(
         title="lesionseg",
@@ -59,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.predictor = None
+    app.state.case_store = None
     app.state.inference_gate = InferenceGate(settings.max_queue, metrics)
     app.state.memory_budget = MemoryBudget(settings.memory_budget_mb * 1024 * 1024)
     # Decoding, inference and rendering run on a few dedicated threads: one request's decoding or PNG
@@ -71,17 +80,18 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     )
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(cases_router)
     app.mount("/static", StaticFiles(directory=str(resources.files("lesionseg.api") / "static")), name="static")
 
     # Added innermost first: the request context wraps everything, so every answer is logged and counted.
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES)
-    if settings.api_key_list:
-        app.add_middleware(ApiKeyMiddleware, api_keys=settings.api_key_list)
+    if settings.api_key_roles:
+        app.add_middleware(ApiKeyMiddleware, api_key_roles=settings.api_key_roles)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["X-API-Key", "Authorization", "X-Request-ID"],
             expose_headers=[
                 "X-Request-ID",

@@ -4,6 +4,7 @@ Pure ASGI (not BaseHTTPMiddleware), so uploads stream through and are counted as
 """
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -135,20 +136,27 @@ class RequestContextMiddleware:
             )
 
 
+def key_identifier(key: str) -> str:
+    """What the records say of a key: enough of its hash to tell keys apart, nothing to reuse."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 class ApiKeyMiddleware:
-    """401 without a valid key (X-API-Key or Authorization: Bearer) on every non-public path."""
+    """401 without a valid key (X-API-Key or Authorization: Bearer) on every non-public path. A valid
+    key's role and identifier go into the request's state (`api_role`, `api_key_id`) for the routes."""
 
-    def __init__(self, app: ASGIApp, api_keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, api_key_roles: dict[str, str]) -> None:
         self.app = app
-        self.api_keys = [key.encode() for key in api_keys]
+        self.keys = [(key.encode(), role, key_identifier(key)) for key, role in api_key_roles.items()]
 
-    def is_valid(self, presented: str | None) -> bool:
+    def identify(self, presented: str | None) -> tuple[str, str] | None:
+        """(role, key identifier) of a valid key, else None."""
         if not presented:
-            return False
+            return None
         candidate = presented.encode()
         # Compare with every key, always: the time taken says nothing about which key nearly matched.
-        matches = [hmac.compare_digest(candidate, key) for key in self.api_keys]
-        return any(matches)
+        matches = [(hmac.compare_digest(candidate, key), role, identifier) for key, role, identifier in self.keys]
+        return next(((role, identifier) for matched, role, identifier in matches if matched), None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -159,7 +167,10 @@ class ApiKeyMiddleware:
         authorization = header(scope, b"authorization") or ""
         if not presented and authorization.lower().startswith("bearer "):
             presented = authorization[7:].strip()
-        if scope["method"] == "OPTIONS" or self.is_valid(presented):
+        identity = self.identify(presented)
+        if identity is not None:
+            scope.setdefault("state", {}).update(api_role=identity[0], api_key_id=identity[1])
+        if scope["method"] == "OPTIONS" or identity is not None:
             await self.app(scope, receive, send)
             return
         await send_json(

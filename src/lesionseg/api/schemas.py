@@ -1,8 +1,8 @@
 """Typed response bodies, so the OpenAPI document says exactly what comes back."""
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Health(BaseModel):
@@ -73,3 +73,54 @@ class BatchItem(BaseModel):
 
 class BatchResult(BaseModel):
     results: list[BatchItem]
+
+
+class CaseImage(BaseModel):
+    sha256: str
+    bytes: int
+    media_type: str
+    width: int
+    height: int
+
+
+class CaseSettings(BaseModel):
+    samples: int
+    seed: int
+    threshold: float = Field(description="the threshold that made the mask (the coverage's, when one was asked)")
+    coverage: float | None
+    tta: bool
+
+
+class CaseReview(BaseModel):
+    status: Literal["pending", "accepted", "corrected", "rejected"]
+    version: int = Field(description="send it back with a change; a change naming an older version gets 409")
+    reviewer: str | None = Field(description="the identifier of the API key that last changed it")
+    updated_at: str
+    mask_rle: RunLengthMask | None = Field(None, description="the corrected mask, when status is corrected")
+
+
+class CaseBody(BaseModel):
+    id: str
+    created_at: str
+    image: CaseImage
+    model: ModelIdentity
+    settings: CaseSettings
+    uncertainty_score: float
+    review_recommended: bool
+    out_of_distribution: bool | None
+    ood_score: float | None
+    mask_rle: RunLengthMask | None = Field(None, description="the model's mask (not in worklist pages)")
+    review: CaseReview
+
+
+class Worklist(BaseModel):
+    cases: list[CaseBody]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class ReviewChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["pending", "accepted", "corrected", "rejected"]
+    mask_rle: RunLengthMask | None = Field(None, description="the corrected mask; required with status corrected")
+    version: int = Field(ge=1, description="the review's version this change was made on")

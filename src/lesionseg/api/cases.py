@@ -1,0 +1,210 @@
+"""The review worklist over HTTP: POST /cases predicts and keeps a case; GET /cases lists what waits
+for a person; PUT /cases/{id}/review records their verdict; DELETE /cases/{id} forgets it.
+
+On only when the service has a database (LESIONSEG_DATABASE_URL); otherwise every route answers 404
+saying so. Readers may look, reviewers may also add and review, admins may also delete.
+"""
+
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+
+from lesionseg.api.deps import Caller, get_case_store, get_predictor, get_settings, require_role
+from lesionseg.api.errors import RequestRejected
+from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
+from lesionseg.api.routes import (
+    CoverageQuery,
+    FlipQuery,
+    PredictOptions,
+    check_content_type,
+    check_coverage,
+    check_form_fields,
+    read_limited,
+    segment_upload,
+)
+from lesionseg.api.schemas import CaseBody, ErrorBody, ReviewChange, Worklist
+from lesionseg.config import Settings
+from lesionseg.imaging.render import encode_mask_png
+from lesionseg.predictor import Predictor
+from lesionseg.uncertainty.sampling import MAX_SAMPLES, MIN_SAMPLES
+
+router = APIRouter(tags=["cases"])
+
+CaseId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="the case's id, as POST /cases gave it")]
+MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff"}
+MEDIA_TYPES |= {"BMP": "image/bmp", "WEBP": "image/webp", "GIF": "image/gif"}
+RESPONSES = {status: {"model": ErrorBody} for status in (401, 403, 404, 422)}
+
+
+def not_found(case_id: str) -> RequestRejected:
+    return RequestRejected(404, f"there is no case {case_id}")
+
+
+def segment_and_store(
+    data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions, budget: MemoryBudget, store
+) -> dict:
+    from lesionseg.reviews.cases import RequestSettings
+
+    with budget.reserve(estimate_bytes(data, "json")):
+        result = segment_upload(data, predictor, settings, options)
+        media_type = MEDIA_TYPES.get(Image.open(io.BytesIO(data)).format, "application/octet-stream")
+        prediction = result.prediction
+        requested = RequestSettings(
+            options.samples, prediction.seed, prediction.threshold, options.coverage, options.tta
+        )
+        case = store.add(data, media_type, result, requested)
+    store.expire_old_cases()
+    return case
+
+
+@router.post(
+    "/cases",
+    status_code=201,
+    response_model=CaseBody,
+    responses={**RESPONSES, 400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
+)
+async def create_case(
+    file: Annotated[UploadFile | None, File(description="the dermoscopic image (JPEG, PNG, TIFF, ...)")] = None,
+    samples: Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")] = None,
+    threshold: Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")] = None,
+    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
+    tta: FlipQuery = False,
+    coverage: CoverageQuery = None,
+    *,
+    request: Request,
+    caller: Caller = Depends(require_role("reviewer")),
+    store=Depends(get_case_store),
+    predictor: Predictor = Depends(get_predictor),
+    settings: Settings = Depends(get_settings),
+) -> JSONResponse:
+    """Segments the image as POST /predict/ does, and keeps it as a case waiting for review."""
+    await check_form_fields(request)
+    if file is None:
+        raise RequestRejected(400, "no file: send the image as multipart/form-data field 'file'")
+    check_content_type(file)
+    data = await read_limited(file, settings.max_upload_bytes)
+    check_coverage(threshold, coverage, predictor)
+    samples = samples or settings.default_samples
+    threshold = threshold or settings.default_threshold
+    options = PredictOptions("json", samples, threshold, seed, coverage=coverage, tta=tta)
+    with request.app.state.inference_gate.admit() as admission:
+        case = await admission.run(
+            request.app.state.inference_executor,
+            segment_and_store,
+            data,
+            predictor,
+            settings,
+            options,
+            request.app.state.memory_budget,
+            store,
+        )
+    return JSONResponse(case, status_code=201)
+
+
+@router.get("/cases", response_model=Worklist, responses=RESPONSES)
+def worklist(
+    status: Annotated[
+        Literal["pending", "accepted", "corrected", "rejected"] | None, Query(description="only these; all if unset")
+    ] = None,
+    order: Annotated[
+        Literal["uncertainty", "newest"],
+        Query(description="uncertainty: recommended for review first, then the most uncertain; newest: latest first"),
+    ] = "uncertainty",
+    limit: Annotated[int, Query(ge=1, le=200, description="cases in one page")] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    caller: Caller = Depends(require_role("reader")),
+    store=Depends(get_case_store),
+) -> dict:
+    """The worklist, a page at a time."""
+    try:
+        cases, next_cursor = store.worklist(status, order, limit, cursor)
+    except ValueError as error:
+        raise RequestRejected(422, str(error)) from error
+    return {"cases": cases, "next_cursor": next_cursor}
+
+
+@router.get("/cases/{case_id}", response_model=CaseBody, responses=RESPONSES)
+def get_case(case_id: CaseId, caller: Caller = Depends(require_role("reader")), store=Depends(get_case_store)) -> dict:
+    from lesionseg.reviews.cases import CaseNotFound
+
+    try:
+        return store.get(case_id)
+    except CaseNotFound as error:
+        raise not_found(case_id) from error
+
+
+@router.get(
+    "/cases/{case_id}/image",
+    response_class=Response,
+    responses={**RESPONSES, 200: {"content": {"image/*": {}}, "description": "the image as uploaded"}},
+)
+def case_image(case_id: CaseId, caller: Caller = Depends(require_role("reader")), store=Depends(get_case_store)):
+    from lesionseg.reviews.cases import CaseNotFound
+
+    try:
+        data, media_type = store.image(case_id)
+    except CaseNotFound as error:
+        raise not_found(case_id) from error
+    return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
+
+
+@router.get(
+    "/cases/{case_id}/mask",
+    response_class=Response,
+    responses={**RESPONSES, 200: {"content": {"image/png": {}}, "description": "8-bit 0/255, at the image's size"}},
+)
+def case_mask(
+    case_id: CaseId,
+    source: Annotated[
+        Literal["current", "model"], Query(description="current: the correction if there is one; model: the model's")
+    ] = "current",
+    caller: Caller = Depends(require_role("reader")),
+    store=Depends(get_case_store),
+):
+    from lesionseg.reviews.cases import CaseNotFound
+
+    try:
+        mask = store.mask(case_id, source)
+    except CaseNotFound as error:
+        raise not_found(case_id) from error
+    return Response(encode_mask_png(mask), media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+@router.put("/cases/{case_id}/review", response_model=CaseBody, responses={**RESPONSES, 409: {"model": ErrorBody}})
+def review_case(
+    case_id: CaseId,
+    change: ReviewChange,
+    caller: Caller = Depends(require_role("reviewer")),
+    store=Depends(get_case_store),
+) -> dict:
+    """Accept the model's mask, save a corrected one, reject the case, or set it back to pending."""
+    from lesionseg.reviews.cases import CaseNotFound, InvalidMask, StaleReview
+
+    mask = change.mask_rle.model_dump() if change.mask_rle is not None else None
+    try:
+        return store.review(case_id, change.status, mask, change.version, caller.key_id)
+    except CaseNotFound as error:
+        raise not_found(case_id) from error
+    except InvalidMask as error:
+        raise RequestRejected(422, str(error)) from error
+    except StaleReview as error:
+        raise RequestRejected(
+            409,
+            f"the review changed since version {change.version} (it is at version {error.current_version}): "
+            "read the case again and decide on the latest",
+        ) from error
+
+
+@router.delete("/cases/{case_id}", status_code=204, response_class=Response, responses=RESPONSES)
+def delete_case(case_id: CaseId, caller: Caller = Depends(require_role("admin")), store=Depends(get_case_store)):
+    """Deletes the case, its review, and its image unless another case has the same image."""
+    from lesionseg.reviews.cases import CaseNotFound
+
+    try:
+        store.delete(case_id)
+    except CaseNotFound as error:
+        raise not_found(case_id) from error
+    return Response(status_code=204)

@@ -1,0 +1,319 @@
+"""What can be done with cases: add one from a prediction, list the worklist, read one, review it,
+delete it, and expire old ones. Each operation is one transaction; the routes and `lesionseg
+export-reviews` call these and nothing below them.
+"""
+
+import base64
+import binascii
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from sqlalchemy import and_, false, func, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from lesionseg.imaging.regions import rle_decode
+from lesionseg.reviews.database import Case, Review, connect
+from lesionseg.reviews.storage import ImageStore
+from lesionseg.segmenter import Result
+
+WorklistOrder = Literal["uncertainty", "newest"]
+
+
+class CaseNotFound(LookupError):
+    pass
+
+
+class StaleReview(Exception):
+    """The review changed since the version the client saw."""
+
+    def __init__(self, current_version: int) -> None:
+        super().__init__(current_version)
+        self.current_version = current_version
+
+
+class InvalidMask(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    """How the prediction was asked for, recorded with the case."""
+
+    samples: int
+    seed: int
+    threshold: float
+    coverage: float | None
+    tta: bool
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time stored here is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def describe(case: Case, include_masks: bool = True) -> dict:
+    """A case as the API returns it."""
+    review = case.review
+    body = {
+        "id": case.id,
+        "created_at": aware(case.created_at).isoformat(),
+        "image": {
+            "sha256": case.image_sha256,
+            "bytes": case.image_bytes,
+            "media_type": case.image_media_type,
+            "width": case.width,
+            "height": case.height,
+        },
+        "model": {"name": case.model_name, "version": case.model_version, "sha256": case.model_sha256},
+        "settings": {
+            "samples": case.samples,
+            "seed": case.seed,
+            "threshold": case.threshold,
+            "coverage": case.coverage,
+            "tta": case.tta,
+        },
+        "uncertainty_score": case.uncertainty_score,
+        "review_recommended": case.review_recommended,
+        "out_of_distribution": case.out_of_distribution,
+        "ood_score": case.ood_score,
+        "review": {
+            "status": review.status,
+            "version": review.version,
+            "reviewer": review.reviewer_key_id,
+            "updated_at": aware(review.updated_at).isoformat(),
+        },
+    }
+    if include_masks:
+        body["mask_rle"] = case.mask_rle
+        body["review"]["mask_rle"] = review.corrected_mask_rle
+    return body
+
+
+def check_mask(mask_rle: dict, height: int, width: int) -> None:
+    """A client's RLE must describe a mask of exactly the case's size; InvalidMask says what is wrong."""
+    size, counts = mask_rle.get("size"), mask_rle.get("counts")
+    if list(size or []) != [height, width]:
+        raise InvalidMask(f"the mask's size is {size}; this case's image is [height, width] = [{height}, {width}]")
+    if not isinstance(counts, list) or any(not isinstance(count, int) or count < 0 for count in counts):
+        raise InvalidMask("the mask's counts must be a list of non-negative integers (COCO's uncompressed RLE)")
+    if sum(counts) != height * width:
+        raise InvalidMask(f"the mask's counts add up to {sum(counts)} pixels, not {height} × {width}")
+
+
+def encode_cursor(values: list) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+
+
+def decode_cursor(cursor: str, types: tuple[type, ...]) -> list:
+    """The values `encode_cursor` packed, each of the type expected; ValueError for anything else."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError) as error:
+        raise ValueError("the cursor is not one this service gave out") from error
+    if not isinstance(values, list) or len(values) != len(types):
+        raise ValueError("the cursor is not one this service gave out")
+    if any(type(value) is not kind for value, kind in zip(values, types, strict=True)):
+        raise ValueError("the cursor is not one this service gave out")
+    return values
+
+
+class CaseStore:
+    def __init__(self, engine: Engine, images: ImageStore, retention_days: float | None = None) -> None:
+        self.engine = engine
+        self.images = images
+        self.retention_days = retention_days
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        # Within this process, adding a case and deleting the last case of the same image never
+        # interleave (the image would be deleted under the new case).
+        self.image_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, database_url: str, storage_directory: Path, retention_days: float | None = None) -> "CaseStore":
+        """Migrates the database, then removes what a crash or the retention period left behind."""
+        store = cls(connect(database_url), ImageStore(storage_directory), retention_days)
+        store.expire_old_cases()
+        with store.sessions() as session:
+            referenced = set(session.scalars(select(Case.image_sha256).distinct()))
+        store.images.remove_orphans(referenced)
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def add(self, data: bytes, media_type: str, result: Result, settings: RequestSettings) -> dict:
+        created = now()
+        case = Case(
+            id=uuid.uuid4().hex,
+            created_at=created,
+            image_sha256="",
+            image_bytes=len(data),
+            image_media_type=media_type,
+            width=result.width,
+            height=result.height,
+            model_name=result.model["name"],
+            model_version=result.model["version"],
+            model_sha256=result.model["sha256"],
+            samples=settings.samples,
+            seed=settings.seed,
+            threshold=settings.threshold,
+            coverage=settings.coverage,
+            tta=settings.tta,
+            uncertainty_score=result.score,
+            review_recommended=result.review_recommended,
+            out_of_distribution=result.out_of_distribution,
+            ood_score=result.ood_score,
+            mask_rle=result.to_json()["mask_rle"],
+        )
+        case.review = Review(status="pending", version=1, created_at=created, updated_at=created)
+        with self.image_lock:
+            case.image_sha256 = self.images.put(data)  # on disk before the case that names it
+            with self.sessions.begin() as session:
+                session.add(case)
+        return describe(case)
+
+    def worklist(
+        self, status: str | None, order: WorklistOrder, limit: int, cursor: str | None
+    ) -> tuple[list[dict], str | None]:
+        """One page of cases, and the cursor of the next page (None at the end). `uncertainty`: cases
+        recommended for review first, then the most uncertain; `newest`: the latest uploads first."""
+        query = select(Case).join(Case.review).options(selectinload(Case.review))
+        if status is not None:
+            query = query.where(Review.status == status)
+        if order == "uncertainty":
+            query = query.order_by(Case.review_recommended.desc(), Case.uncertainty_score.desc(), Case.id)
+            if cursor:
+                flagged, score, last_id = decode_cursor(cursor, (bool, float, str))
+                # Flagged cases come first: after a flagged one, every unflagged case is still to come.
+                later_group = Case.review_recommended.is_(False) if flagged else false()
+                same_group = Case.review_recommended.is_(flagged)
+                query = query.where(
+                    or_(
+                        later_group,
+                        and_(same_group, Case.uncertainty_score < score),
+                        and_(same_group, Case.uncertainty_score == score, Case.id > last_id),
+                    )
+                )
+        else:
+            query = query.order_by(Case.created_at.desc(), Case.id)
+            if cursor:
+                created, last_id = decode_cursor(cursor, (str, str))
+                try:
+                    created = datetime.fromisoformat(created)
+                except ValueError as error:
+                    raise ValueError("the cursor is not one this service gave out") from error
+                query = query.where(or_(Case.created_at < created, and_(Case.created_at == created, Case.id > last_id)))
+        with self.sessions() as session:
+            cases = list(session.scalars(query.limit(limit + 1)))
+        page, more = cases[:limit], len(cases) > limit
+        if not more:
+            return [describe(case, include_masks=False) for case in page], None
+        last = page[-1]
+        if order == "uncertainty":
+            next_cursor = encode_cursor([last.review_recommended, last.uncertainty_score, last.id])
+        else:
+            next_cursor = encode_cursor([aware(last.created_at).isoformat(), last.id])
+        return [describe(case, include_masks=False) for case in page], next_cursor
+
+    def find(self, session: Session, case_id: str) -> Case:
+        case = session.get(Case, case_id, options=[selectinload(Case.review)])
+        if case is None:
+            raise CaseNotFound(case_id)
+        return case
+
+    def get(self, case_id: str) -> dict:
+        with self.sessions() as session:
+            return describe(self.find(session, case_id))
+
+    def image(self, case_id: str) -> tuple[bytes, str]:
+        with self.sessions() as session:
+            case = self.find(session, case_id)
+            return self.images.get(case.image_sha256), case.image_media_type
+
+    def mask(self, case_id: str, source: Literal["current", "model"] = "current") -> np.ndarray:
+        """`current`: the reviewer's correction if there is one, else the model's mask."""
+        with self.sessions() as session:
+            case = self.find(session, case_id)
+            corrected = case.review.corrected_mask_rle if case.review.status == "corrected" else None
+            return rle_decode(corrected if corrected and source == "current" else case.mask_rle)
+
+    def review(
+        self, case_id: str, status: str, mask_rle: dict | None, version: int, reviewer_key_id: str | None
+    ) -> dict:
+        """Sets the verdict if `version` is still the review's version; StaleReview otherwise."""
+        if (status == "corrected") != (mask_rle is not None):
+            raise InvalidMask("a corrected mask comes with status 'corrected', and 'corrected' needs one")
+        with self.sessions.begin() as session:
+            case = self.find(session, case_id)
+            if mask_rle is not None:
+                check_mask(mask_rle, case.height, case.width)
+            changed = session.execute(
+                update(Review)
+                .where(Review.case_id == case_id, Review.version == version)
+                .values(
+                    status=status,
+                    corrected_mask_rle=mask_rle,
+                    reviewer_key_id=reviewer_key_id,
+                    updated_at=now(),
+                    version=Review.version + 1,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount != 1:
+                session.refresh(case.review)
+                raise StaleReview(case.review.version)
+        return self.get(case_id)
+
+    def delete(self, case_id: str) -> None:
+        with self.image_lock:
+            with self.sessions.begin() as session:
+                case = self.find(session, case_id)
+                sha256 = case.image_sha256
+                session.delete(case)
+            self.delete_image_if_unused(sha256)
+
+    def delete_image_if_unused(self, sha256: str) -> None:
+        with self.sessions() as session:
+            others = session.scalar(select(func.count()).select_from(Case).where(Case.image_sha256 == sha256))
+        if not others:
+            self.images.delete(sha256)
+
+    def expire_old_cases(self) -> int:
+        """Deletes cases (and then their images) older than the retention period; returns how many."""
+        if self.retention_days is None:
+            return 0
+        cutoff = now() - timedelta(days=self.retention_days)
+        with self.image_lock:
+            with self.sessions.begin() as session:
+                old = list(session.scalars(select(Case).where(Case.created_at < cutoff)))
+                images = {case.image_sha256 for case in old}
+                for case in old:
+                    session.delete(case)
+            for sha256 in images:
+                self.delete_image_if_unused(sha256)
+        return len(old)
+
+    def reviewed(self) -> Iterator[tuple[dict, bytes, np.ndarray]]:
+        """Accepted and corrected cases, oldest first: (the case, its image, the mask a person approved)."""
+        query = (
+            select(Case.id)
+            .join(Case.review)
+            .where(Review.status.in_(("accepted", "corrected")))
+            .order_by(Case.created_at, Case.id)
+        )
+        with self.sessions() as session:
+            identifiers = list(session.scalars(query))
+        for case_id in identifiers:
+            case = self.get(case_id)
+            yield case, self.image(case_id)[0], self.mask(case_id)

@@ -1,0 +1,101 @@
+"""The tables, and the engine that reaches them: SQLite (a file) by default, PostgreSQL by URL.
+
+Alembic owns the schema (`migrations/`): `connect` upgrades any database, empty or older, to the
+current revision before the service uses it.
+"""
+
+from datetime import datetime
+from importlib import resources
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+REVIEW_STATUSES = ("pending", "accepted", "corrected", "rejected")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Case(Base):
+    """One uploaded image and what the model said of it."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    image_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    image_bytes: Mapped[int] = mapped_column(Integer)
+    image_media_type: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    model_name: Mapped[str] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(32))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    samples: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    threshold: Mapped[float] = mapped_column(Float)
+    coverage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    tta: Mapped[bool] = mapped_column(Boolean)
+    uncertainty_score: Mapped[float] = mapped_column(Float, index=True)
+    review_recommended: Mapped[bool] = mapped_column(Boolean)
+    out_of_distribution: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mask_rle: Mapped[dict] = mapped_column(JSON)
+    review: Mapped["Review"] = relationship(back_populates="case", cascade="all, delete-orphan", uselist=False)
+
+
+class Review(Base):
+    """A person's verdict on one case. `version` rises with every change: a change that names an older
+    version was made without seeing the latest one, and is refused."""
+
+    __tablename__ = "reviews"
+
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    corrected_mask_rle: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    reviewer_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    version: Mapped[int] = mapped_column(Integer)
+    case: Mapped[Case] = relationship(back_populates="review")
+
+
+def connect(url: str) -> Engine:
+    """An engine on `url`, its schema migrated to the current revision."""
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", configure_sqlite)
+    migrate(engine)
+    return engine
+
+
+def configure_sqlite(connection, _record) -> None:
+    """Write-ahead logging lets readers and one writer work at once; a writer waits for another rather
+    than failing at once; SQLite enforces foreign keys only when asked."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("lesionseg.reviews") / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
