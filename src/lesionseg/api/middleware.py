@@ -20,7 +20,7 @@ logger = logging.getLogger("lesionseg.access")
 
 # Paths anyone may reach: liveness for orchestrators, and the page's static shell (it holds no data;
 # everything it shows comes from endpoints that do check the key).
-PUBLIC_PATHS = {"/health", "/ready", "/", "/favicon.ico"}
+PUBLIC_PATHS = {"/health", "/ready", "/", "/review", "/favicon.ico"}
 PUBLIC_PREFIXES = ("/static/",)
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -28,9 +28,11 @@ SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
-# The page loads only its own files; images arrive as data: URLs from our JSON.
+# The pages load only their own files; images arrive as data: URLs from our JSON, or as blob: URLs of
+# images fetched with the API key.
+PAGES = ("/", "/review")
 PAGE_POLICY = (
-    b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 
@@ -93,7 +95,7 @@ class RequestContextMiddleware:
                 headers.extend(SECURITY_HEADERS)
                 if (
                     any(k == b"content-type" and v.startswith(b"text/html") for k, v in headers)
-                    and scope["path"] == "/"
+                    and scope["path"] in PAGES
                 ):
                     headers.append((b"content-security-policy", PAGE_POLICY))
                 message = {**message, "headers": headers}

@@ -52,13 +52,19 @@ PREDICT_RESPONSES = {
 
 
 @functools.cache
-def page_html() -> str:
-    return resources.files("lesionseg.api").joinpath("static/index.html").read_text()
+def page_html(name: str) -> str:
+    return resources.files("lesionseg.api").joinpath(f"static/{name}").read_text()
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def web_page() -> HTMLResponse:
-    return HTMLResponse(page_html())
+    return HTMLResponse(page_html("index.html"))
+
+
+@router.get("/review", response_class=HTMLResponse, include_in_schema=False)
+def review_page() -> HTMLResponse:
+    """The review worklist and mask editor (the worklist itself needs LESIONSEG_DATABASE_URL)."""
+    return HTMLResponse(page_html("review.html"))
 
 
 @router.get("/health", response_model=Health)
