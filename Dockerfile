@@ -18,7 +18,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LESIONSEG_PORT=8000
 COPY requirements-onnx.txt /tmp/
 COPY --from=wheel /dist/ /tmp/dist/
-RUN pip install -r /tmp/requirements-onnx.txt /tmp/dist/lesionseg-*.whl \
+# psycopg: the review worklist on PostgreSQL (LESIONSEG_DATABASE_URL); SQLite needs nothing more. Mount a
+# volume for LESIONSEG_STORAGE_DIR and an SQLite file, or they live only as long as the container.
+RUN pip install -r /tmp/requirements-onnx.txt "psycopg[binary]==3.3.9" /tmp/dist/lesionseg-*.whl \
     && rm -rf /tmp/dist /tmp/requirements-onnx.txt \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin lesionseg
 

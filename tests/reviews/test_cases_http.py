@@ -36,13 +36,17 @@ def as_(role: str) -> dict[str, str]:
 class Service:
     """A server on one database and one image folder, which can be stopped and started again."""
 
-    def __init__(self, database_url: str, storage: Path) -> None:
-        self.database_url, self.storage = database_url, storage
+    def __init__(self, database_url: str, storage: Path, **settings: str) -> None:
+        self.database_url, self.storage, self.settings = database_url, storage, settings
         self.server: RunningServer | None = None
 
     def start(self) -> "Service":
         self.server = RunningServer(
-            database_url=self.database_url, storage_dir=str(self.storage), api_keys=API_KEYS, backend="onnx"
+            database_url=self.database_url,
+            storage_dir=str(self.storage),
+            api_keys=API_KEYS,
+            backend="onnx",
+            **self.settings,
         )
         return self
 
@@ -323,3 +327,19 @@ def test_reviewed_cases_export_as_a_training_set_that_trains(service, pictures, 
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert (tmp_path / "run" / "best.safetensors").is_file()
+
+
+def test_cases_older_than_the_retention_period_are_deleted_with_their_images(tmp_path, real_image_path):
+    seconds = 3
+    database_url = f"sqlite:///{tmp_path / 'cases.db'}"
+    service = Service(database_url, tmp_path / "images", retention_days=str(seconds / 86400)).start()
+    try:
+        rotated = io.BytesIO()
+        Image.open(real_image_path).rotate(180).save(rotated, format="PNG")
+        old = service.upload(rotated.getvalue()).json()
+        time.sleep(seconds + 1)
+        new = service.upload(real_image_path.read_bytes()).json()  # adding a case expires old ones
+        assert service.get(f"/cases/{old['id']}").status_code == 404
+        assert service.stored_images() == {new["image"]["sha256"]}
+    finally:
+        service.stop()
