@@ -43,6 +43,8 @@ def wheel_server(installed, tmp_path_factory):
     # Another folder, and no source tree on the path: only what the wheel put in site-packages.
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    # With the review worklist on (an SQLite file there), so the installed migrations run too.
+    environment["LESIONSEG_DATABASE_URL"] = f"sqlite:///{elsewhere / 'cases.db'}"
     server = RunningServer(environment=environment, command=[str(installed / "lesionseg")], cwd=elsewhere)
     yield server
     server.stop()
@@ -51,7 +53,7 @@ def wheel_server(installed, tmp_path_factory):
 def test_the_installed_server_serves_its_page_with_script_and_style(wheel_server):
     page = httpx.get(f"{wheel_server.url}/")
     assert page.status_code == 200 and "static/page.js" in page.text
-    for name, media_type in (("page.js", "javascript"), ("page.css", "text/css")):
+    for name, media_type in (("page.js", "javascript"), ("page.css", "text/css"), ("review.js", "javascript")):
         response = httpx.get(f"{wheel_server.url}/static/{name}")
         assert response.status_code == 200 and media_type in response.headers["content-type"], name
 
@@ -91,3 +93,12 @@ def test_training_without_torch_says_which_extra_it_needs(installed, tmp_path):
     )
     assert completed.returncode == 2
     assert "pip install 'lesionseg[train]'" in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_the_installed_server_keeps_cases_in_its_database(wheel_server, real_image_path):
+    files = {"file": ("lesion.jpg", real_image_path.read_bytes(), "image/jpeg")}
+    created = httpx.post(f"{wheel_server.url}/cases", files=files, params={"seed": 0}, timeout=60)
+    assert created.status_code == 201, created.text
+    listed = httpx.get(f"{wheel_server.url}/cases", params={"status": "pending"}).json()["cases"]
+    assert [case["id"] for case in listed] == [created.json()["id"]]
+    assert httpx.get(f"{wheel_server.url}/review").status_code == 200
