@@ -76,3 +76,20 @@ def test_the_onnx_server_runs_without_torch_and_gives_the_same_mask(client, real
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_graphs_exported_from_other_weights_are_refused(tmp_path):
+    """Retrained weights with the old graphs beside them: the sidecar's own sha256 is right, but the graphs'
+    record names the weights they came from, and those are not these."""
+    from lesionseg.backends.onnx_backend import OnnxBackend
+    from lesionseg.model.sidecar import CheckpointError, read_sidecar
+
+    sidecar = read_sidecar(DEFAULT_WEIGHTS)
+    retrained = {**sidecar, "sha256": "0" * 64}
+    with pytest.raises(CheckpointError, match="exported from other weights"):
+        OnnxBackend(DEFAULT_WEIGHTS, retrained)
+    unlinked = {key: value for key, value in sidecar["onnx"].items() if key != "weights_sha256"}
+    older_export = {**sidecar, "onnx": unlinked}
+    with pytest.raises(CheckpointError, match="run `lesionseg export` again"):
+        OnnxBackend(DEFAULT_WEIGHTS, older_export)
+    assert OnnxBackend(DEFAULT_WEIGHTS, sidecar).has_descriptor

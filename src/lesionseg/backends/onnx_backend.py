@@ -21,6 +21,11 @@ class OnnxBackend:
         exported = sidecar.get("onnx")
         if not exported:
             raise CheckpointError(f"{Path(weights_path).name} has no ONNX export: run `lesionseg export` first")
+        if exported.get("weights_sha256") != sidecar["sha256"]:
+            raise CheckpointError(
+                f"{Path(weights_path).name}: its ONNX graphs were exported from other weights (or before 0.3.0, "
+                "which did not record them); run `lesionseg export` again"
+            )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

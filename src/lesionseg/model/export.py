@@ -76,6 +76,8 @@ def export_onnx(weights_path: Path) -> dict:
     record = {
         "opset": OPSET,
         "torch_version": torch.__version__,
+        # The graphs belong to these weights: a sidecar copied onto other weights cannot serve them.
+        "weights_sha256": sidecar["sha256"],
         "trunk": {"file": trunk_path.name, "sha256": file_sha256(trunk_path)},
         "tail": {"file": tail_path.name, "sha256": file_sha256(tail_path)},
     }
