@@ -60,7 +60,7 @@ def run_train(arguments: argparse.Namespace) -> None:
         print(f"best checkpoint: {best}")
 
 
-BACKENDS = ["auto", "pytorch", "onnx"]
+BACKENDS = ["auto", "pytorch", "onnx", "openvino", "openvino-f32"]
 BACKEND_HELP = "auto (the default): PyTorch where it is installed, else ONNX Runtime"
 
 

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
 
     # pytorch (eager), onnx (ONNX Runtime on the graphs `lesionseg export` wrote beside the weights), or
     # auto: PyTorch where it is installed, else ONNX Runtime (the lean install, `pip install lesionseg`).
-    backend: Literal["auto", "pytorch", "onnx"] = "auto"
+    # openvino: OpenVINO on the same graphs (`pip install 'lesionseg[openvino]'`), in its CPU's fastest
+    # precision (bfloat16 where the CPU has it); openvino-f32: OpenVINO in float32.
+    backend: Literal["auto", "pytorch", "onnx", "openvino", "openvino-f32"] = "auto"
     # Threads for one inference; 0 keeps the backend's default (one per core). With several
     # workers, give each cores / workers so they do not fight over the same cores.
     inference_threads: int = Field(0, ge=0)

@@ -90,8 +90,14 @@ def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: 
 
         sidecar = read_sidecar(weights_path)
         return OnnxBackend(weights_path, sidecar, threads), sidecar
+    if backend in ("openvino", "openvino-f32"):
+        from lesionseg.backends.openvino_backend import OpenVinoBackend
+
+        sidecar = read_sidecar(weights_path)
+        precision = "f32" if backend == "openvino-f32" else "auto"
+        return OpenVinoBackend(weights_path, sidecar, threads, precision), sidecar
     if backend != "pytorch":
-        raise ValueError(f"unknown backend {backend!r}; use auto, pytorch or onnx")
+        raise ValueError(f"unknown backend {backend!r}; use auto, pytorch, onnx, openvino or openvino-f32")
     from lesionseg.backends.pytorch_backend import TorchBackend
     from lesionseg.model.checkpoint import load_checkpoint
 

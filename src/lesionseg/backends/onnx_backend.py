@@ -16,26 +16,34 @@ def onnx_paths(weights_path: Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".trunk.onnx"), stem.with_name(stem.name + ".tail.onnx")
 
 
+def checked_onnx_paths(weights_path: Path, sidecar: dict) -> tuple[Path, Path]:
+    """The two graphs, once they are known to be the ones the sidecar recorded, from these weights."""
+    exported = sidecar.get("onnx")
+    if not exported:
+        raise CheckpointError(f"{Path(weights_path).name} has no ONNX export: run `lesionseg export` first")
+    if exported.get("weights_sha256") != sidecar["sha256"]:
+        raise CheckpointError(
+            f"{Path(weights_path).name}: its ONNX graphs were exported from other weights (or before 0.3.0, "
+            "which did not record them); run `lesionseg export` again"
+        )
+    paths = onnx_paths(weights_path)
+    for path, part in zip(paths, ("trunk", "tail"), strict=True):
+        if not path.is_file():
+            raise CheckpointError(f"ONNX graph {path.name} is missing: run `lesionseg export`")
+        if file_sha256(path) != exported[part]["sha256"]:
+            raise CheckpointError(f"{path.name}: sha256 does not match the sidecar; export again")
+    return paths
+
+
 class OnnxBackend:
     def __init__(self, weights_path: Path, sidecar: dict, threads: int = 0) -> None:
-        exported = sidecar.get("onnx")
-        if not exported:
-            raise CheckpointError(f"{Path(weights_path).name} has no ONNX export: run `lesionseg export` first")
-        if exported.get("weights_sha256") != sidecar["sha256"]:
-            raise CheckpointError(
-                f"{Path(weights_path).name}: its ONNX graphs were exported from other weights (or before 0.3.0, "
-                "which did not record them); run `lesionseg export` again"
-            )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.sessions = []
-        for path, part in zip(onnx_paths(weights_path), ("trunk", "tail"), strict=True):
-            if not path.is_file():
-                raise CheckpointError(f"ONNX graph {path.name} is missing: run `lesionseg export`")
-            if file_sha256(path) != exported[part]["sha256"]:
-                raise CheckpointError(f"{path.name}: sha256 does not match the sidecar; export again")
-            self.sessions.append(onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        self.sessions = [
+            onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            for path in checked_onnx_paths(weights_path, sidecar)
+        ]
         self.trunk_session, self.tail_session = self.sessions
         self.tail_inputs = [item.name for item in self.tail_session.get_inputs()]
         # Graphs exported before the out-of-distribution gate have no descriptor output.
