@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from lesionseg import __version__
+from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
 
 
 def add_train_parser(subparsers) -> None:
@@ -118,8 +119,8 @@ def add_predict_parser(subparsers) -> None:
         help="all: ID_mask.png, ID_uncertainty.png (16-bit) and ID_combined.png; isic: ID_segmentation.png only",
     )
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
-    parser.add_argument("--samples", type=int, default=10)
-    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument(
         "--coverage", type=float, help="instead of --threshold: keep this expected fraction of lesion pixels (0.5–0.99)"
     )
@@ -201,9 +202,9 @@ def add_batch_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=0, help="threads per worker; 0: all cores (local), 1 (ray)")
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument(
         "--coverage", type=float, help="instead of --threshold: keep this expected fraction of lesion pixels (0.5–0.99)"
     )
@@ -257,7 +258,7 @@ def add_evaluate_parser(subparsers) -> None:
     )
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
     parser.add_argument("--split-seed", type=int, default=defaults.split_seed)
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="score only the first N pairs of each set")
     parser.add_argument("--uncertainty", action="store_true", help="also measure calibration and error detection")
@@ -465,7 +466,7 @@ def add_calibrate_parser(subparsers) -> None:
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--data-root", type=Path, default=defaults.data_root)
     parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--referred-fraction", type=float, default=0.1, help="share of images to flag for review")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs of each set")
@@ -582,7 +583,7 @@ def add_calibrate_coverage_parser(subparsers) -> None:
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--data-root", type=Path, default=defaults.data_root)
     parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
-    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
 
 

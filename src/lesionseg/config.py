@@ -8,6 +8,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIRECTORY = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = PACKAGE_DIRECTORY / "weights" / "default.safetensors"
+# The one place the defaults of a prediction are written: Settings, the CLI, the Python API, the batch job
+# and the evaluation commands all take them from here.
+DEFAULT_SAMPLES = 10
+DEFAULT_THRESHOLD = 0.5
 # What an API key may do, least first: read cases; also add and review them; also delete them.
 ROLES = ("reader", "reviewer", "admin")
 
@@ -24,8 +28,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(64_000_000, gt=0)
     min_side: int = Field(16, ge=1)
 
-    default_samples: int = Field(10, ge=1, le=64)
-    default_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    default_samples: int = Field(DEFAULT_SAMPLES, ge=1, le=64)
+    default_threshold: float = Field(DEFAULT_THRESHOLD, gt=0.0, lt=1.0)
     # The heatmap's colour scale: this standard deviation (and above) is the hottest colour. On the
     # validation split 99.9 % of pixels have std below 0.038 (10 samples), so 0.05 uses the whole scale.
     heatmap_scale_max: float = Field(0.05, gt=0.0, le=0.5)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from lesionseg.backends.batching import TrunkBatcher
-from lesionseg.config import Settings
+from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, Settings
 from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.model.config import ModelConfig
 from lesionseg.model.sidecar import CheckpointError, config_from_sidecar, file_sha256, read_sidecar
@@ -194,9 +194,9 @@ class Predictor:
     def predict(
         self,
         rgb: np.ndarray,
-        samples: int = 10,
+        samples: int = DEFAULT_SAMPLES,
         seed: int | None = None,
-        threshold: float = 0.5,
+        threshold: float = DEFAULT_THRESHOLD,
         output_size: tuple[int, int] | None = None,
         coverage: float | None = None,
         tta: bool = False,

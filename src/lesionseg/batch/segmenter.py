@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lesionseg.config import Settings
+from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, Settings
 from lesionseg.imaging.decode import ImageRejected
 from lesionseg.imaging.render import encode_mask_png, encode_png, uncertainty_to_uint16
 from lesionseg.model.sidecar import read_sidecar
@@ -48,9 +48,9 @@ class JobSettings:
 
     weights: str
     backend: str = "pytorch"
-    samples: int = 10
+    samples: int = DEFAULT_SAMPLES
     seed: int = 0
-    threshold: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
     threads: int = 0  # per worker; 0 = the backend's choice
     coverage: float | None = None  # replaces threshold by the checkpoint's conformal threshold
     tta: bool = False  # also sample the flipped views

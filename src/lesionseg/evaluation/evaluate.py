@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lesionseg.config import DEFAULT_THRESHOLD
 from lesionseg.evaluation.metrics import METRIC_NAMES, mean_scores, score_masks, truth_from_mask_image
 from lesionseg.evaluation.uncertainty import (
     PixelAccumulator,
@@ -38,7 +39,7 @@ def evaluate_pairs(
     records: list[PairRecord],
     samples: int,
     seed: int,
-    threshold: float = 0.5,
+    threshold: float = DEFAULT_THRESHOLD,
     pixel_accumulators: dict[str, PixelAccumulator] | None = None,
     tta: bool = False,
 ) -> tuple[dict[str, float], list[dict]]:

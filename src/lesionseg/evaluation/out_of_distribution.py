@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.config import Settings
+from lesionseg.config import DEFAULT_SAMPLES, Settings
 from lesionseg.evaluation.evaluate import select_pairs
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.predictor import Predictor
@@ -45,7 +45,7 @@ def image_scores(
     predictor: Predictor,
     paths: list[Path],
     description: str,
-    samples: int = 10,
+    samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     reduce_with: np.random.Generator | None = None,
     tta: bool = False,
