@@ -175,8 +175,9 @@ def run_predict(arguments: argparse.Namespace) -> None:
             (arguments.out / f"{stem}_segmentation.png").write_bytes(encode_mask_png(result.mask))
             continue
         (arguments.out / f"{stem}_mask.png").write_bytes(encode_mask_png(result.mask))
-        (arguments.out / f"{stem}_uncertainty.png").write_bytes(encode_png(uncertainty_to_uint16(result.uncertainty)))
-        combined = combined_panels(result.mask, result.uncertainty, settings.heatmap_scale, settings.heatmap_scale_max)
+        uncertainty = result.prediction.bands("uncertainty_std")
+        (arguments.out / f"{stem}_uncertainty.png").write_bytes(encode_png(uncertainty_to_uint16(uncertainty)))
+        combined = combined_panels(result.mask, uncertainty, settings.heatmap_scale, settings.heatmap_scale_max)
         (arguments.out / f"{stem}_combined.png").write_bytes(encode_png(combined, PANELS_PALETTE))
     if failures:
         sys.exit(1)

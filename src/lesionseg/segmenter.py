@@ -92,8 +92,8 @@ class Result:
             "lesion_area_fraction": area / mask.size,
             "bounding_box": bounding_box(mask),
             "outline": outline_polygons(mask),
-            "mean_probability_in_lesion": float(self.probability[mask].mean()) if area else None,
-            "mean_uncertainty_std_in_lesion": float(self.uncertainty[mask].mean()) if area else None,
+            "mean_probability_in_lesion": mean_in_mask(prediction.bands("mean_probability"), mask, area),
+            "mean_uncertainty_std_in_lesion": mean_in_mask(prediction.bands("uncertainty_std"), mask, area),
             "uncertainty_score": self.score,
             "review_recommended": self.review_recommended,
             "review_threshold": self.review_threshold,
@@ -110,6 +110,13 @@ class Result:
     def to_json(self) -> dict:
         """The summary POST /predict/?format=json returns (without images), as a dict."""
         return dict(self._json)
+
+
+def mean_in_mask(bands, mask: np.ndarray, area: int) -> float | None:
+    """The mean of a full-size map over the mask, summed band by band (the map is never whole)."""
+    if not area:
+        return None
+    return float(sum(band[mask[rows]].sum(dtype=np.float64) for rows, band in bands) / area)
 
 
 def decode_image(image: ImageInput, settings: Settings, draft_size: int | None) -> DecodedImage:

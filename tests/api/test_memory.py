@@ -9,6 +9,8 @@ import pytest
 from tests.conftest import RunningServer
 from tests.hostile_files import canvas_gif
 
+from lesionseg.api.memory_budget import BYTES_PER_PIXEL
+
 BUDGET_MB = 512
 
 
@@ -32,7 +34,7 @@ def budgeted_server():
 
 
 def test_four_canvas_gifs_at_once_stay_within_the_budget_and_memory_comes_back(budgeted_server):
-    """Each 35-byte GIF claims an 8000×8000 screen: about 0.4 GB of work for format=mask, 1.6 GB for
+    """Each 35-byte GIF claims an 8000×8000 screen: about 0.15 GB of work for format=mask, 0.6 GB for
     four at once without the budget."""
     data = canvas_gif(8000)
     pid = budgeted_server.process.pid
@@ -53,3 +55,25 @@ def test_four_canvas_gifs_at_once_stay_within_the_budget_and_memory_comes_back(b
     assert peak - idle <= BUDGET_MB + SLACK_MB, f"idle {idle:.0f} MB, peak {peak:.0f} MB"
     time.sleep(0.5)
     assert resident_megabytes(pid) - idle <= 150, "the huge requests' memory was handed back"
+
+
+@pytest.mark.parametrize("output", ["mask", "json", "png"])
+def test_one_64_megapixel_request_uses_no_more_than_the_budget_reserves_for_it(budgeted_server, output):
+    """The budget is only as good as its estimates: measured from the moment the request starts (writing 5
+    to clear_refs resets the kernel's peak to the current size), the peak stays under the estimate."""
+    pid = budgeted_server.process.pid
+    time.sleep(0.5)
+    with open(f"/proc/{pid}/clear_refs", "w") as stream:
+        stream.write("5")
+    idle = resident_megabytes(pid)
+    data = canvas_gif(8000)
+    response = httpx.post(
+        f"{budgeted_server.url}/predict/",
+        files={"file": ("canvas.gif", data, "image/gif")},
+        params={"format": output},
+        timeout=120,
+    )
+    assert response.status_code == 200
+    extra = resident_megabytes(pid, "VmHWM") - idle
+    estimate = 8000 * 8000 * BYTES_PER_PIXEL[output] / 2**20
+    assert extra <= estimate, f"{output}: {extra:.0f} MB used, {estimate:.0f} MB reserved"

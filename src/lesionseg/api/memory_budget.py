@@ -1,7 +1,9 @@
 """A ceiling on the memory that requests' images take at once, whatever their number and size.
 
 A request's working memory grows with its image's pixel count and its output format: at the 64-megapixel
-limit, from about 0.4 GB (`mask`, `json`) to 1.4 GB (`png`), measured with benchmarks/memory.py. Before
+limit, from about 0.2 GB (`mask`) and 0.3 GB (`png`) to 0.7 GB (`overlay`, which holds the photo itself),
+measured with benchmarks/memory.py. Full-size probability and uncertainty maps are never held whole (see
+`predictor.MapBands`); what remains is the mask, the picture being encoded and, for `overlay`, the photo. Before
 decoding, a request reads its image's size from the header and reserves its estimate here; it waits
 while the reservations of others leave no room. One request larger than the whole budget runs alone.
 After a large request, memory the allocator keeps is handed back to the system.
@@ -21,7 +23,7 @@ from lesionseg import cancellation
 from lesionseg.imaging.decode import ALLOWED_FORMATS
 
 # Peak working bytes per image pixel, by output, at 64 megapixels (benchmarks/memory.py), rounded up.
-BYTES_PER_PIXEL = {"mask": 7, "json": 8, "uncertainty": 11, "overlay": 20, "png": 24, "json_with_images": 24}
+BYTES_PER_PIXEL = {"mask": 4, "json": 5, "uncertainty": 4, "overlay": 12, "png": 6, "json_with_images": 13}
 # Below this a request's memory is small enough to leave to the allocator.
 TRIM_AFTER_BYTES = 256 * 1024 * 1024
 WAIT_STEP_SECONDS = 0.05

@@ -35,7 +35,9 @@ def summary(result: Result, settings: Settings, include_images: bool) -> dict:
             "overlay": data_url(render("overlay", prediction, decoded, settings)),
             "mask": data_url(render("mask", prediction, decoded, settings)),
             "heatmap": data_url(
-                encode_png(uncertainty_heatmap(prediction.uncertainty_std, "absolute", settings.heatmap_scale_max))
+                encode_png(
+                    uncertainty_heatmap(prediction.bands("uncertainty_std"), "absolute", settings.heatmap_scale_max)
+                )
             ),
         }
     return body
@@ -48,21 +50,21 @@ def render(
     settings: Settings,
     heatmap: HeatmapScale | None = None,
 ) -> bytes:
-    """Image formats; `heatmap` overrides the settings' colour scale for the two-panel PNG."""
+    """Image formats; `heatmap` overrides the settings' colour scale for the two-panel PNG. The uncertainty
+    map is drawn a band at a time (`Prediction.bands`), never held whole at the image's size."""
+    uncertainty = prediction.bands("uncertainty_std")
     if format == "png":
         scale = heatmap or settings.heatmap_scale
         return encode_png(
-            combined_panels(prediction.mask, prediction.uncertainty_std, scale, settings.heatmap_scale_max),
+            combined_panels(prediction.mask, uncertainty, scale, settings.heatmap_scale_max),
             palette=PANELS_PALETTE,
         )
     if format == "mask":
         return encode_mask_png(prediction.mask)
     if format == "uncertainty":
-        return encode_png(uncertainty_to_uint16(prediction.uncertainty_std))
+        return encode_png(uncertainty_to_uint16(uncertainty))
     if format == "overlay":
-        return encode_png(
-            outline_overlay(decoded.rgb, prediction.mask, prediction.uncertainty_std, settings.heatmap_scale_max)
-        )
+        return encode_png(outline_overlay(decoded.rgb, prediction.mask, uncertainty, settings.heatmap_scale_max))
     raise ValueError(f"unknown format {format!r}")
 
 

@@ -130,7 +130,7 @@ class ImageSegmenter:
             names = output_files(identifier)
             files = {
                 names["mask"]: encode_mask_png(mask),
-                names["uncertainty"]: encode_png(uncertainty_to_uint16(result.uncertainty)),
+                names["uncertainty"]: encode_png(uncertainty_to_uint16(result.prediction.bands("uncertainty_std"))),
             }
             row["encode_ms"] = elapsed_ms(encode_started)
         except Exception as error:  # noqa: BLE001 - one bad image must never stop an archive's job

@@ -5,6 +5,7 @@ so a request that stopped waiting stops its rendering within milliseconds, even 
 """
 
 import io
+from collections.abc import Iterator
 from typing import Literal
 
 import cv2
@@ -14,12 +15,22 @@ from PIL import Image
 from lesionseg import cancellation
 
 HeatmapScale = Literal["absolute", "per_image"]
-# Rows of the overlay computed at once: a few MB of temporaries even at 8000 px wide.
-OVERLAY_BAND_ROWS = 256
+# Rows computed at once where a map is an array: a few MB of temporaries even at 8000 px wide.
+BAND_ROWS = 256
 # Larger pictures are PNG-encoded in steps that can be cancelled (see encode_png).
 UNINTERRUPTED_ENCODE_PIXELS = 4_000_000
 # The standard deviation of a probability can never exceed 0.5.
 MAX_POSSIBLE_STD = 0.5
+
+
+def bands_of(values) -> Iterator[tuple[slice, np.ndarray]]:
+    """A full-size map one band of rows at a time: slices of an array, or the bands of a map that is
+    never whole (anything that iterates as (rows, band) pairs, as `predictor.MapBands` does)."""
+    if not isinstance(values, np.ndarray):
+        yield from values
+        return
+    for start in range(0, values.shape[0], BAND_ROWS):
+        yield slice(start, start + BAND_ROWS), values[start : start + BAND_ROWS]
 
 
 def mask_levels(mask: np.ndarray) -> np.ndarray:
@@ -28,25 +39,27 @@ def mask_levels(mask: np.ndarray) -> np.ndarray:
 
 
 def heatmap_levels(
-    uncertainty_std: np.ndarray, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD, top: int = 255
+    uncertainty_std, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD, top: int = 255
 ) -> np.ndarray:
-    """Float H×W std -> uint8 levels 0…`top`. `absolute`: std 0…scale_max onto the whole range in every
-    image, so one colour means one level of uncertainty everywhere. `per_image`: the seed's min–max
-    stretch, which makes any image look alarming and maps incomparable; kept only as an option.
+    """Float H×W std (an array or bands, see `bands_of`) -> uint8 levels 0…`top`. `absolute`: std
+    0…scale_max onto the whole range in every image, so one colour means one level of uncertainty
+    everywhere. `per_image`: the seed's min–max stretch, which makes any image look alarming and maps
+    incomparable; kept only as an option.
 
     Computed in bands of rows, so the float temporaries stay a few megabytes even at 64 megapixels."""
     if scale == "per_image":
-        low, high = float(uncertainty_std.min()), float(uncertainty_std.max())
+        extremes = [(float(band.min()), float(band.max())) for _, band in bands_of(uncertainty_std)]
+        low, high = min(low for low, _ in extremes), max(high for _, high in extremes)
         factor = top / (high - low) if high > low else 0.0
     else:
         low, factor = 0.0, top / scale_max
     levels = np.empty(uncertainty_std.shape, np.uint8)
-    for start in range(0, uncertainty_std.shape[0], OVERLAY_BAND_ROWS):
-        band = np.subtract(uncertainty_std[start : start + OVERLAY_BAND_ROWS], np.float32(low), dtype=np.float32)
+    for rows, values in bands_of(uncertainty_std):
+        band = np.subtract(values, np.float32(low), dtype=np.float32)
         band *= np.float32(factor)
         band += np.float32(0.5)
         np.clip(band, 0, top, out=band)
-        levels[start : start + OVERLAY_BAND_ROWS] = band
+        levels[rows] = band
     return levels
 
 
@@ -60,7 +73,7 @@ def inferno(levels: np.ndarray) -> np.ndarray:
 
 
 def uncertainty_heatmap(
-    uncertainty_std: np.ndarray, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
+    uncertainty_std, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
 ) -> np.ndarray:
     """Float H×W std -> RGB heatmap (see `heatmap_levels` for the scales)."""
     return inferno(heatmap_levels(uncertainty_std, scale, scale_max))
@@ -93,7 +106,7 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
 
 
 def combined_panels(
-    mask: np.ndarray, uncertainty_std: np.ndarray, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
+    mask: np.ndarray, uncertainty_std, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
 ) -> np.ndarray:
     """The seed's picture, binary mask on the left and uncertainty heatmap on the right, as H×2W indices
     into `PANELS_PALETTE` (which `encode_png(..., palette=PANELS_PALETTE)` writes into the file)."""
@@ -144,18 +157,21 @@ def encode_png(image: np.ndarray, palette: np.ndarray | None = None) -> bytes:
     return encoded.tobytes()
 
 
-def uncertainty_to_uint16(uncertainty_std: np.ndarray) -> np.ndarray:
-    """Std as 16-bit levels on a fixed scale: value = round(std / 0.5 × 65535)."""
-    levels = np.multiply(uncertainty_std, np.float32(65535.0 / MAX_POSSIBLE_STD), dtype=np.float32)
-    levels += np.float32(0.5)
-    np.clip(levels, 0, 65535, out=levels)
-    return levels.astype(np.uint16)
+def uncertainty_to_uint16(uncertainty_std) -> np.ndarray:
+    """Std (an array or bands) as 16-bit levels on a fixed scale: value = round(std / 0.5 × 65535)."""
+    levels = np.empty(uncertainty_std.shape, np.uint16)
+    for rows, values in bands_of(uncertainty_std):
+        band = np.multiply(values, np.float32(65535.0 / MAX_POSSIBLE_STD), dtype=np.float32)
+        band += np.float32(0.5)
+        np.clip(band, 0, 65535, out=band)
+        levels[rows] = band
+    return levels
 
 
 def outline_overlay(
     rgb: np.ndarray,
     mask: np.ndarray,
-    uncertainty_std: np.ndarray,
+    uncertainty_std,
     scale_max: float = MAX_POSSIBLE_STD,
     outline_rgb: tuple[int, int, int] = (0, 255, 0),
 ) -> np.ndarray:
@@ -164,17 +180,15 @@ def outline_overlay(
     if rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     blended = np.empty((height, width, 3), np.uint8)
-    for top in range(0, height, OVERLAY_BAND_ROWS):
+    for rows, uncertainty in bands_of(uncertainty_std):
         cancellation.check()
-        rows = slice(top, top + OVERLAY_BAND_ROWS)
-        uncertainty = uncertainty_std[rows]
         heatmap = uncertainty_heatmap(uncertainty, "absolute", scale_max)
         # Opacity follows the uncertainty, so certain areas show the photo untouched.
         opacity = np.clip(uncertainty / scale_max, 0.0, 1.0)[:, :, None] * 0.7
         photo = rgb[rows].astype(np.float32)
         blended[rows] = (photo * (1.0 - opacity) + heatmap.astype(np.float32) * opacity).astype(np.uint8)
     cancellation.check()
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     thickness = max(2, round(min(height, width) / 250))
     cv2.drawContours(blended, contours, -1, outline_rgb, thickness, lineType=cv2.LINE_AA)
     return blended
