@@ -15,16 +15,7 @@ from PIL import Image
 from lesionseg.api.deps import Caller, get_case_store, get_predictor, get_settings, require_role
 from lesionseg.api.errors import RequestRejected
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
-from lesionseg.api.routes import (
-    CoverageQuery,
-    FlipQuery,
-    PredictOptions,
-    check_content_type,
-    check_coverage,
-    check_form_fields,
-    read_limited,
-    segment_upload,
-)
+from lesionseg.api.routes import CoverageQuery, FlipQuery, PredictOptions, read_single_upload, segment_upload
 from lesionseg.api.schemas import CaseBody, ErrorBody, ReviewChange, Worklist
 from lesionseg.config import Settings
 from lesionseg.imaging.render import encode_mask_png
@@ -81,12 +72,7 @@ async def create_case(
     settings: Settings = Depends(get_settings),
 ) -> JSONResponse:
     """Segments the image as POST /predict/ does, and keeps it as a case waiting for review."""
-    await check_form_fields(request)
-    if file is None:
-        raise RequestRejected(400, "no file: send the image as multipart/form-data field 'file'")
-    check_content_type(file)
-    data = await read_limited(file, settings.max_upload_bytes)
-    check_coverage(threshold, coverage, predictor)
+    data = await read_single_upload(request, file, settings, predictor, threshold, coverage)
     samples = samples or settings.default_samples
     threshold = threshold or settings.default_threshold
     options = PredictOptions("json", samples, threshold, seed, coverage=coverage, tta=tta)

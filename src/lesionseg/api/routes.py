@@ -138,6 +138,25 @@ def check_content_type(upload: UploadFile) -> None:
         raise RequestRejected(415, f"content type {content_type!r} is not an image; send image/jpeg, image/png, ...")
 
 
+async def read_single_upload(
+    request: Request,
+    file: UploadFile | None,
+    settings: Settings,
+    predictor: Predictor,
+    threshold: float | None,
+    coverage: float | None,
+) -> bytes:
+    """The checks of every one-image route before any work: one file, in field `file`, of an image type,
+    within the size limit, and a threshold and coverage that go together. Returns the file's bytes."""
+    await check_form_fields(request)
+    if file is None:
+        raise RequestRejected(400, "no file: send the image as multipart/form-data field 'file'")
+    check_content_type(file)
+    data = await read_limited(file, settings.max_upload_bytes)
+    check_coverage(threshold, coverage, predictor)
+    return data
+
+
 @dataclass(frozen=True)
 class PredictOptions:
     format: OutputFormat
@@ -209,12 +228,7 @@ async def predict(
     settings: Settings = Depends(get_settings),
 ) -> Response:
     """Segments the lesion at the uploaded image's own size, with MC-dropout uncertainty."""
-    await check_form_fields(request)
-    if file is None:
-        raise RequestRejected(400, "no file: send the image as multipart/form-data field 'file'")
-    check_content_type(file)
-    data = await read_limited(file, settings.max_upload_bytes)
-    check_coverage(threshold, coverage, predictor)
+    data = await read_single_upload(request, file, settings, predictor, threshold, coverage)
     samples = samples or settings.default_samples
     threshold = threshold or settings.default_threshold
     options = PredictOptions(format, samples, threshold, seed, heatmap, include_images, coverage, tta)
