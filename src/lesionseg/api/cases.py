@@ -15,12 +15,20 @@ from PIL import Image
 from lesionseg.api.deps import Caller, get_case_store, get_predictor, get_settings, require_role
 from lesionseg.api.errors import RequestRejected
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
-from lesionseg.api.routes import CoverageQuery, FlipQuery, PredictOptions, read_single_upload, segment_upload
+from lesionseg.api.routes import (
+    CoverageQuery,
+    FlipQuery,
+    PredictOptions,
+    SamplesQuery,
+    SeedQuery,
+    ThresholdQuery,
+    read_single_upload,
+    segment_upload,
+)
 from lesionseg.api.schemas import CaseBody, ErrorBody, ReviewChange, Worklist
 from lesionseg.config import Settings
 from lesionseg.imaging.render import encode_mask_png
 from lesionseg.predictor import Predictor
-from lesionseg.uncertainty.sampling import MAX_SAMPLES, MIN_SAMPLES
 
 router = APIRouter(tags=["cases"])
 
@@ -59,9 +67,9 @@ def segment_and_store(
 )
 async def create_case(
     file: Annotated[UploadFile | None, File(description="the dermoscopic image (JPEG, PNG, TIFF, ...)")] = None,
-    samples: Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")] = None,
-    threshold: Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")] = None,
-    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
+    samples: SamplesQuery = None,
+    threshold: ThresholdQuery = None,
+    seed: SeedQuery = None,
     tta: FlipQuery = False,
     coverage: CoverageQuery = None,
     *,

@@ -24,6 +24,9 @@ from lesionseg.uncertainty.sampling import MAX_SAMPLES, MIN_SAMPLES
 
 router = APIRouter()
 
+SamplesQuery = Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")]
+ThresholdQuery = Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")]
+SeedQuery = Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")]
 CoverageQuery = Annotated[
     float | None,
     Query(
@@ -215,9 +218,9 @@ def predict_and_render(
 async def predict(
     file: Annotated[UploadFile | None, File(description="the dermoscopic image (JPEG, PNG, TIFF, ...)")] = None,
     format: Annotated[OutputFormat, Query(description="what to return")] = "png",
-    samples: Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")] = None,
-    threshold: Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")] = None,
-    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
+    samples: SamplesQuery = None,
+    threshold: ThresholdQuery = None,
+    seed: SeedQuery = None,
     heatmap: Annotated[Literal["absolute", "per_image"] | None, Query(description="heatmap colour scale")] = None,
     include_images: Annotated[bool, Query(description="json only: add overlay, mask, heatmap PNGs")] = False,
     tta: FlipQuery = False,
@@ -257,9 +260,9 @@ def summarise_upload(
 @router.post("/predict/batch", response_model=BatchResult, responses=ERROR_RESPONSES)
 async def predict_batch(
     files: Annotated[list[UploadFile] | None, File(description="several images, one part each")] = None,
-    samples: Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")] = None,
-    threshold: Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")] = None,
-    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1, description="fixes the dropout masks")] = None,
+    samples: SamplesQuery = None,
+    threshold: ThresholdQuery = None,
+    seed: SeedQuery = None,
     coverage: CoverageQuery = None,
     tta: FlipQuery = False,
     *,
