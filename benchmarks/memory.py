@@ -27,7 +27,7 @@ def status(field):
             return int(line.split()[1]) / 1024
 
 from lesionseg.api.memory_budget import MemoryBudget
-from lesionseg.api.routes import PredictOptions, predict_and_render
+from lesionseg.api.routes.predict import PredictOptions, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.predictor import Predictor
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from tests.conftest import decode_png
 
-from lesionseg.api.routes import PredictOptions, segment_upload
+from lesionseg.api.routes.predict import PredictOptions, segment_upload
 from lesionseg.config import Settings
 
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from tests.conftest import RunningServer
 
 from lesionseg.api.memory_budget import MemoryBudget
-from lesionseg.api.routes import PredictOptions, predict_and_render
+from lesionseg.api.routes.predict import PredictOptions, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.evaluation.evaluate import select_pairs
 from lesionseg.evaluation.metrics import score_masks, truth_from_mask_image

@@ -10,7 +10,6 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from lesionseg import __version__
-from lesionseg.api.cases import router as cases_router
 from lesionseg.api.errors import install_error_handlers
 from lesionseg.api.inference_queue import InferenceGate
 from lesionseg.api.memory_budget import MemoryBudget
@@ -80,7 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     )
     install_error_handlers(app)
     app.include_router(router)
-    app.include_router(cases_router)
     app.mount("/static", StaticFiles(directory=str(resources.files("lesionseg.api") / "static")), name="static")
 
     # Added innermost first: the request context wraps everything, so every answer is logged and counted.

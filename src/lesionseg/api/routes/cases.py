@@ -15,7 +15,7 @@ from PIL import Image
 from lesionseg.api.deps import Caller, get_case_store, get_predictor, get_settings, require_role
 from lesionseg.api.errors import RequestRejected
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
-from lesionseg.api.routes import (
+from lesionseg.api.routes.predict import (
     CoverageQuery,
     FlipQuery,
     PredictOptions,

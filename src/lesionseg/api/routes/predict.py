@@ -1,20 +1,16 @@
-"""The service's routes: POST /predict/ and /predict/batch, the probes, /info, /metrics, the page at /."""
+"""POST /predict/ and /predict/batch: an upload's checks, the work in a worker thread, the response."""
 
-import functools
 from dataclasses import dataclass
-from importlib import resources
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import Response
 
-from lesionseg import __version__
 from lesionseg.api.deps import get_predictor, get_settings
 from lesionseg.api.errors import RequestRejected
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
 from lesionseg.api.outputs import MEDIA_TYPES, OutputFormat, json_bytes, render, summary
-from lesionseg.api.schemas import BatchResult, ErrorBody, Health, ModelCard, PredictionSummary
+from lesionseg.api.schemas import BatchResult, ErrorBody, PredictionSummary
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import ImageRejected
 from lesionseg.predictor import Predictor
@@ -22,7 +18,7 @@ from lesionseg.segmenter import Result, Segmenter
 from lesionseg.uncertainty.coverage import MAX_COVERAGE, MIN_COVERAGE
 from lesionseg.uncertainty.sampling import MAX_SAMPLES, MIN_SAMPLES
 
-router = APIRouter()
+router = APIRouter(tags=["predict"])
 
 SamplesQuery = Annotated[int | None, Query(ge=MIN_SAMPLES, le=MAX_SAMPLES, description="MC-dropout passes")]
 ThresholdQuery = Annotated[float | None, Query(gt=0.0, lt=1.0, description="mask = mean probability ≥ threshold")]
@@ -52,48 +48,6 @@ PREDICT_RESPONSES = {
     },
     **ERROR_RESPONSES,
 }
-
-
-@functools.cache
-def page_html(name: str) -> str:
-    return resources.files("lesionseg.api").joinpath(f"static/{name}").read_text()
-
-
-@router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def web_page() -> HTMLResponse:
-    return HTMLResponse(page_html("index.html"))
-
-
-@router.get("/review", response_class=HTMLResponse, include_in_schema=False)
-def review_page() -> HTMLResponse:
-    """The review worklist and mask editor (the worklist itself needs LESIONSEG_DATABASE_URL)."""
-    return HTMLResponse(page_html("review.html"))
-
-
-@router.get("/health", response_model=Health)
-def health(request: Request) -> Health:
-    """200 while the process is alive, whether or not the model is loaded (that is /ready)."""
-    predictor = request.app.state.predictor
-    return Health(status="ok", model=predictor.config.name if predictor else None, version=__version__)
-
-
-@router.get("/ready", response_model=Health, responses={503: {"model": ErrorBody}})
-def ready(predictor: Predictor = Depends(get_predictor)) -> Health:
-    """200 once the model is loaded, its checksum verified and one warm-up pass done."""
-    return Health(status="ready", model=predictor.config.name, version=__version__)
-
-
-@router.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
-def metrics(request: Request) -> PlainTextResponse:
-    registry = request.app.state.metrics.registry
-    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.get("/info", response_model=ModelCard)
-def info(predictor: Predictor = Depends(get_predictor)) -> ModelCard:
-    """The model card: what the model is, how it was trained and measured, and its limits."""
-    identity = predictor.identity
-    return ModelCard(**identity, card=predictor.model_card)
 
 
 async def read_limited(upload: UploadFile, limit: int) -> bytes:
