@@ -8,6 +8,7 @@ from pathlib import Path
 
 from lesionseg import __version__
 from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
+from lesionseg.model.sidecar import training_split
 
 
 def add_train_parser(subparsers) -> None:
@@ -374,7 +375,8 @@ def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> di
     if predictor.gate is None:
         raise ValueError("this model has no out-of-distribution gate: run `lesionseg calibrate-ood` first")
     limit = arguments.limit or None
-    in_domain_paths = held_out_dermoscopy(arguments.data_root, arguments.sets, "report")
+    split = training_split(predictor.sidecar)
+    in_domain_paths = held_out_dermoscopy(arguments.data_root, arguments.sets, "report", split)
     scores = {
         kind: {
             name: image_scores(predictor, paths[:limit], name, arguments.samples, arguments.seed, tta=arguments.tta)
@@ -424,7 +426,7 @@ def evaluate_coverage(arguments: argparse.Namespace, predictor) -> dict:
 
     reports = {}
     for set_name in arguments.sets:
-        records = select_pairs(arguments.data_root, set_name, "validation", 0.1, 0)
+        records = select_pairs(arguments.data_root, set_name, "validation", *training_split(predictor.sidecar))
         records = records[: arguments.limit] if arguments.limit else records
         missed, precision = pair_curves(predictor, records, arguments.samples, arguments.seed, set_name)
         reports[set_name] = repeated_splits(missed, precision)
@@ -481,7 +483,7 @@ def run_calibrate(arguments: argparse.Namespace) -> None:
     weights, predictor = load_predictor(arguments.weights)
     records = []
     for set_name in arguments.sets:
-        pairs = select_pairs(arguments.data_root, set_name, "calibration", 0.1, 0)
+        pairs = select_pairs(arguments.data_root, set_name, "calibration", *training_split(predictor.sidecar))
         records += pairs[: arguments.limit] if arguments.limit else pairs
     calibration = calibrate(predictor, records, arguments.samples, arguments.seed, arguments.referred_fraction)
     calibration["command"] = " ".join(["lesionseg", *sys.argv[1:]])
@@ -525,7 +527,8 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
     from lesionseg.model.sidecar import file_sha256, update_sidecar
 
     weights, predictor = load_predictor(arguments.weights)
-    images, images_to_reduce = fitting_images(arguments.data_root, arguments.sets, arguments.training_images)
+    split = training_split(predictor.sidecar)
+    images, images_to_reduce = fitting_images(arguments.data_root, arguments.sets, arguments.training_images, split)
     fitting = np.concatenate(
         [
             image_scores(predictor, images, "training images", samples=0)["features"],
@@ -537,7 +540,7 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
     held_out = np.concatenate(
         [
             image_scores(predictor, paths, name, samples=0)["features"]
-            for name, paths in held_out_dermoscopy(arguments.data_root, arguments.sets, "threshold").items()
+            for name, paths in held_out_dermoscopy(arguments.data_root, arguments.sets, "threshold", split).items()
         ]
     )
     others = None
@@ -597,7 +600,7 @@ def run_calibrate_coverage(arguments: argparse.Namespace) -> None:
     weights, predictor = load_predictor(arguments.weights)
     curves = []
     for set_name in arguments.sets:
-        records = select_pairs(arguments.data_root, set_name, "calibration", 0.1, 0)
+        records = select_pairs(arguments.data_root, set_name, "calibration", *training_split(predictor.sidecar))
         curves.append(pair_curves(predictor, records, arguments.samples, arguments.seed, set_name)[0])
     record = {
         "method": "conformal risk control of the fraction of lesion pixels missed (Angelopoulos et al., 2022), "
