@@ -371,6 +371,7 @@ def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> di
         image_scores,
         read_ood_manifest,
     )
+    from lesionseg.model_card import detection_summaries, detection_table
 
     if predictor.gate is None:
         raise ValueError("this model has no out-of-distribution gate: run `lesionseg calibrate-ood` first")
@@ -394,24 +395,17 @@ def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> di
     }
     methods = {"ood_gate": detection_report(gate["in"], gate["out"], 1.0)}
     if predictor.gate.classifier is not None:  # each part alone, at its own threshold: what the other adds
+        components = {
+            kind: {name: predictor.gate.component_scores(result["features"]) for name, result in results.items()}
+            for kind, results in scores.items()
+        }
         for part in ("distance", "classifier"):
-            part_scores = {
-                kind: {
-                    name: predictor.gate.component_scores(result["features"])[part] for name, result in results.items()
-                }
-                for kind, results in scores.items()
-            }
-            methods[f"ood_gate_{part}_alone"] = detection_report(part_scores["in"], part_scores["out"], 1.0)
+            alone = {kind: {name: parts[part] for name, parts in sets.items()} for kind, sets in components.items()}
+            methods[f"ood_gate_{part}_alone"] = detection_report(alone["in"], alone["out"], 1.0)
     methods["mc_dropout_review_flag"] = detection_report(
         dropout["in"], dropout["out"], predictor.review_threshold(None)
     )
-    print("| set | images | " + " | ".join(f"flagged: {method}" for method in methods) + " |")
-    print("|---|---:|" + "---:|" * len(methods))
-    for name, rates in methods["ood_gate"]["flag_rates"].items():
-        flagged = " | ".join(f"{report['flag_rates'][name]['flagged']:.1%}" for report in methods.values())
-        print(f"| {name} | {rates['images']} | {flagged} |")
-    for method, report in methods.items():
-        print(f"{method}: AUROC {report['auroc']:.4f}, TNR at 95 % TPR {report['tnr_at_95_tpr']:.4f}")
+    print("\n".join([*detection_table(methods), *detection_summaries(methods)]))
     return {"samples": arguments.samples, "seed": arguments.seed, "methods": methods}
 
 

@@ -57,8 +57,8 @@ class Settings(BaseSettings):
     # Images in one POST /predict/batch; the whole body still counts against max_upload_bytes.
     max_batch_files: int = Field(16, ge=1)
     request_timeout_seconds: float = Field(120.0, gt=0)
-    # Working memory for requests' images at once (see api/memory_budget.py): a 64-megapixel `png`
-    # request takes about 1.4 GB, so this admits one such with room for small ones beside it.
+    # Working memory for requests' images at once (see api/memory_budget.py): a 64-megapixel `overlay`
+    # request takes about 0.7 GB, so this admits two such with room for small ones beside them.
     memory_budget_mb: int = Field(2048, ge=256)
     # Before a request exists: its headers' total size, their number, and the time they may take to
     # arrive from the first byte (see api/http_protocol.py). The body has request_timeout_seconds.

@@ -164,18 +164,29 @@ def out_of_distribution_section(sidecar: dict) -> list[str]:
     evaluation = sidecar.get("evaluation_out_of_distribution")
     if evaluation:
         methods = evaluation["methods"]
-        lines += [
-            "| set | images | " + " | ".join(f"flagged: {method}" for method in methods) + " |",
-            "|---|---:|" + "---:|" * len(methods),
-        ]
-        for name, rates in methods["ood_gate"]["flag_rates"].items():
-            flagged = " | ".join(f"{report['flag_rates'][name]['flagged']:.1%}" for report in methods.values())
-            lines.append(f"| {name} | {rates['images']} | {flagged} |")
-        lines += [""]
-        for method, report in methods.items():
-            lines.append(f"- {method}: AUROC {report['auroc']:.4f}, TNR at 95 % TPR {report['tnr_at_95_tpr']:.4f}")
+        lines += detection_table(methods)
+        lines += [""] + [f"- {line}" for line in detection_summaries(methods)]
         lines += ["", "```", evaluation["command"], "```", ""]
     return lines
+
+
+def detection_table(methods: dict) -> list[str]:
+    """Markdown rows: each set's share flagged by each detector of `lesionseg evaluate --ood`."""
+    lines = [
+        "| set | images | " + " | ".join(f"flagged: {method}" for method in methods) + " |",
+        "|---|---:|" + "---:|" * len(methods),
+    ]
+    for name, rates in methods["ood_gate"]["flag_rates"].items():
+        flagged = " | ".join(f"{report['flag_rates'][name]['flagged']:.1%}" for report in methods.values())
+        lines.append(f"| {name} | {rates['images']} | {flagged} |")
+    return lines
+
+
+def detection_summaries(methods: dict) -> list[str]:
+    return [
+        f"{method}: AUROC {report['auroc']:.4f}, TNR at 95 % TPR {report['tnr_at_95_tpr']:.4f}"
+        for method, report in methods.items()
+    ]
 
 
 def coverage_section(sidecar: dict) -> list[str]:

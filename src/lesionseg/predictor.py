@@ -18,6 +18,7 @@ import numpy as np
 from lesionseg.backends.batching import TrunkBatcher
 from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, Settings
 from lesionseg.imaging.preprocess import normalise, resize_to_square
+from lesionseg.imaging.render import BAND_ROWS, bands_of
 from lesionseg.model.config import ModelConfig
 from lesionseg.model.sidecar import CheckpointError, config_from_sidecar, file_sha256, read_sidecar
 from lesionseg.uncertainty.coverage import threshold_for_coverage
@@ -28,8 +29,6 @@ from lesionseg.uncertainty.scores import expected_dice_error
 DEFAULT_REVIEW_THRESHOLD = 0.2
 
 
-# Rows of a full-size map made at once: a few megabytes of float32 even 8000 pixels wide.
-BAND_ROWS = 256
 # Up to this many pixels a map is resized whole by OpenCV (16 MB of float32; 3× as fast as by bands).
 WHOLE_MAP_PIXELS = 4_000_000
 
@@ -65,8 +64,7 @@ class MapBands:
         """(rows, band) pairs, top to bottom. The bands share two buffers (fresh 4 MB arrays each time cost
         more in page faults than the arithmetic), so each band is valid only until the next is asked for."""
         if self.resized is not None:
-            for start in range(0, self.shape[0], BAND_ROWS):
-                yield slice(start, start + BAND_ROWS), self.resized[start : start + BAND_ROWS]
+            yield from bands_of(self.resized)
             return
         width = self.shape[1]
         lower, upper = np.empty((BAND_ROWS, width), np.float32), np.empty((BAND_ROWS, width), np.float32)

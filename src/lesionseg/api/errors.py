@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from lesionseg.imaging.decode import ImageRejected
+from lesionseg.reviews.errors import CaseError
 
 logger = logging.getLogger("lesionseg.api")
 
@@ -23,6 +24,10 @@ class RequestRejected(HTTPException):
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImageRejected)
     async def image_rejected(request: Request, error: ImageRejected) -> JSONResponse:
+        return JSONResponse(status_code=error.status_code, content={"detail": error.message})
+
+    @app.exception_handler(CaseError)
+    async def case_error(request: Request, error: CaseError) -> JSONResponse:
         return JSONResponse(status_code=error.status_code, content={"detail": error.message})
 
     @app.exception_handler(RequestValidationError)

@@ -35,6 +35,17 @@ def checked_onnx_paths(weights_path: Path, sidecar: dict) -> tuple[Path, Path]:
     return paths
 
 
+def has_descriptor(last_output: str, weights_path: Path, sidecar: dict) -> bool:
+    """Whether the trunk graph gives the image descriptor; graphs exported before the out-of-distribution
+    gate do not, and a sidecar that has a gate refuses them."""
+    found = last_output == DESCRIPTOR_OUTPUT
+    if sidecar.get("out_of_distribution") and not found:
+        raise CheckpointError(
+            f"{Path(weights_path).name}: the ONNX trunk predates the out-of-distribution gate; export again"
+        )
+    return found
+
+
 class OnnxBackend:
     def __init__(self, weights_path: Path, sidecar: dict, threads: int = 0) -> None:
         options = onnxruntime.SessionOptions()
@@ -46,12 +57,7 @@ class OnnxBackend:
         ]
         self.trunk_session, self.tail_session = self.sessions
         self.tail_inputs = [item.name for item in self.tail_session.get_inputs()]
-        # Graphs exported before the out-of-distribution gate have no descriptor output.
-        self.has_descriptor = self.trunk_session.get_outputs()[-1].name == DESCRIPTOR_OUTPUT
-        if sidecar.get("out_of_distribution") and not self.has_descriptor:
-            raise CheckpointError(
-                f"{Path(weights_path).name}: the ONNX trunk predates the out-of-distribution gate; export again"
-            )
+        self.has_descriptor = has_descriptor(self.trunk_session.get_outputs()[-1].name, weights_path, sidecar)
 
     def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
         outputs = self.trunk_session.run(None, {"image": images})

@@ -12,8 +12,7 @@ from typing import Literal
 import numpy as np
 import openvino
 
-from lesionseg.backends.onnx_backend import DESCRIPTOR_OUTPUT, checked_onnx_paths
-from lesionseg.model.sidecar import CheckpointError
+from lesionseg.backends.onnx_backend import checked_onnx_paths, has_descriptor
 
 Precision = Literal["auto", "f32"]
 
@@ -30,11 +29,7 @@ class OpenVinoBackend:
         self.trunk_model = core.compile_model(core.read_model(trunk_path), "CPU", config)
         self.tail_model = core.compile_model(core.read_model(tail_path), "CPU", config)
         self.precision = self.trunk_model.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        self.has_descriptor = self.trunk_model.outputs[-1].get_any_name() == DESCRIPTOR_OUTPUT
-        if sidecar.get("out_of_distribution") and not self.has_descriptor:
-            raise CheckpointError(
-                f"{Path(weights_path).name}: the ONNX trunk predates the out-of-distribution gate; export again"
-            )
+        self.has_descriptor = has_descriptor(self.trunk_model.outputs[-1].get_any_name(), weights_path, sidecar)
 
     def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
         # A compiled model is not safe to run from two threads at once; each call gets its own request.

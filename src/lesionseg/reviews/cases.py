@@ -19,28 +19,13 @@ from sqlalchemy import and_, false, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from lesionseg.imaging.regions import rle_decode
+from lesionseg.imaging.regions import rle_decode, rle_encode
 from lesionseg.reviews.database import Case, Review, connect
+from lesionseg.reviews.errors import CaseNotFound, InvalidCursor, InvalidMask, StaleReview
 from lesionseg.reviews.storage import ImageStore
 from lesionseg.segmenter import Result
 
 WorklistOrder = Literal["uncertainty", "newest"]
-
-
-class CaseNotFound(LookupError):
-    pass
-
-
-class StaleReview(Exception):
-    """The review changed since the version the client saw."""
-
-    def __init__(self, current_version: int) -> None:
-        super().__init__(current_version)
-        self.current_version = current_version
-
-
-class InvalidMask(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -101,6 +86,12 @@ def describe(case: Case, include_masks: bool = True) -> dict:
     return body
 
 
+def current_mask(case: Case, source: Literal["current", "model"] = "current") -> np.ndarray:
+    """`current`: the reviewer's correction if there is one, else the model's mask."""
+    corrected = case.review.corrected_mask_rle if case.review.status == "corrected" else None
+    return rle_decode(corrected if corrected and source == "current" else case.mask_rle)
+
+
 def check_mask(mask_rle: dict, height: int, width: int) -> None:
     """A client's RLE must describe a mask of exactly the case's size; InvalidMask says what is wrong."""
     size, counts = mask_rle.get("size"), mask_rle.get("counts")
@@ -117,15 +108,15 @@ def encode_cursor(values: list) -> str:
 
 
 def decode_cursor(cursor: str, types: tuple[type, ...]) -> list:
-    """The values `encode_cursor` packed, each of the type expected; ValueError for anything else."""
+    """The values `encode_cursor` packed, each of the type expected; InvalidCursor for anything else."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as error:
-        raise ValueError("the cursor is not one this service gave out") from error
+        raise InvalidCursor() from error
     if not isinstance(values, list) or len(values) != len(types):
-        raise ValueError("the cursor is not one this service gave out")
+        raise InvalidCursor()
     if any(type(value) is not kind for value, kind in zip(values, types, strict=True)):
-        raise ValueError("the cursor is not one this service gave out")
+        raise InvalidCursor()
     return values
 
 
@@ -141,13 +132,17 @@ class CaseStore:
 
     @classmethod
     def open(cls, database_url: str, storage_directory: Path, retention_days: float | None = None) -> "CaseStore":
-        """Migrates the database, then removes what a crash or the retention period left behind."""
-        store = cls(connect(database_url), ImageStore(storage_directory), retention_days)
-        store.expire_old_cases()
-        with store.sessions() as session:
+        """The store on a database migrated to the current schema."""
+        return cls(connect(database_url), ImageStore(storage_directory), retention_days)
+
+    def clean_up(self) -> None:
+        """Removes what the retention period or a crash left behind: old cases, and images no case names.
+        The service's start-up only: a command run beside a live service must not, or it would delete an
+        image written a moment before the case that names it is committed."""
+        self.expire_old_cases()
+        with self.sessions() as session:
             referenced = set(session.scalars(select(Case.image_sha256).distinct()))
-        store.images.remove_orphans(referenced)
-        return store
+        self.images.remove_orphans(referenced)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -174,7 +169,7 @@ class CaseStore:
             review_recommended=result.review_recommended,
             out_of_distribution=result.out_of_distribution,
             ood_score=result.ood_score,
-            mask_rle=result.to_json()["mask_rle"],
+            mask_rle=rle_encode(result.mask),
         )
         case.review = Review(status="pending", version=1, created_at=created, updated_at=created)
         with self.image_lock:
@@ -212,19 +207,17 @@ class CaseStore:
                 try:
                     created = datetime.fromisoformat(created)
                 except ValueError as error:
-                    raise ValueError("the cursor is not one this service gave out") from error
+                    raise InvalidCursor() from error
                 query = query.where(or_(Case.created_at < created, and_(Case.created_at == created, Case.id > last_id)))
         with self.sessions() as session:
             cases = list(session.scalars(query.limit(limit + 1)))
-        page, more = cases[:limit], len(cases) > limit
-        if not more:
-            return [describe(case, include_masks=False) for case in page], None
-        last = page[-1]
+        page = [describe(case, include_masks=False) for case in cases[:limit]]
+        if len(cases) <= limit:
+            return page, None
+        last = cases[limit - 1]
         if order == "uncertainty":
-            next_cursor = encode_cursor([last.review_recommended, last.uncertainty_score, last.id])
-        else:
-            next_cursor = encode_cursor([aware(last.created_at).isoformat(), last.id])
-        return [describe(case, include_masks=False) for case in page], next_cursor
+            return page, encode_cursor([last.review_recommended, last.uncertainty_score, last.id])
+        return page, encode_cursor([aware(last.created_at).isoformat(), last.id])
 
     def find(self, session: Session, case_id: str) -> Case:
         case = session.get(Case, case_id, options=[selectinload(Case.review)])
@@ -242,11 +235,8 @@ class CaseStore:
             return self.images.get(case.image_sha256), case.image_media_type
 
     def mask(self, case_id: str, source: Literal["current", "model"] = "current") -> np.ndarray:
-        """`current`: the reviewer's correction if there is one, else the model's mask."""
         with self.sessions() as session:
-            case = self.find(session, case_id)
-            corrected = case.review.corrected_mask_rle if case.review.status == "corrected" else None
-            return rle_decode(corrected if corrected and source == "current" else case.mask_rle)
+            return current_mask(self.find(session, case_id), source)
 
     def review(
         self, case_id: str, status: str, mask_rle: dict | None, version: int, reviewer_key_id: str | None
@@ -272,7 +262,7 @@ class CaseStore:
             )
             if changed.rowcount != 1:
                 session.refresh(case.review)
-                raise StaleReview(case.review.version)
+                raise StaleReview(version, case.review.version)
         return self.get(case_id)
 
     def delete(self, case_id: str) -> None:
@@ -315,5 +305,7 @@ class CaseStore:
         with self.sessions() as session:
             identifiers = list(session.scalars(query))
         for case_id in identifiers:
-            case = self.get(case_id)
-            yield case, self.image(case_id)[0], self.mask(case_id)
+            with self.sessions() as session:
+                case = self.find(session, case_id)
+                described, image_sha256, mask = describe(case), case.image_sha256, current_mask(case)
+            yield described, self.images.get(image_sha256), mask

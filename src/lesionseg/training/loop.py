@@ -67,6 +67,12 @@ def load_records(options: TrainingOptions) -> tuple[list[PairRecord], list[PairR
         if options.limit_pairs:
             records = records[: options.limit_pairs]
         set_training, set_validation = split_pairs(records, options.validation_fraction, options.split_seed)
+        if not set_validation:  # the best checkpoint is chosen on every set's validation pairs
+            raise ValueError(
+                f"{set_name}: none of its {len(records)} pairs falls in the validation split (fraction "
+                f"{options.validation_fraction}, seed {options.split_seed}); raise --validation-fraction or change "
+                "--split-seed"
+            )
         training += set_training
         validation += set_validation
     return training, validation

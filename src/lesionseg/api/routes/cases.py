@@ -2,7 +2,8 @@
 for a person; PUT /cases/{id}/review records their verdict; DELETE /cases/{id} forgets it.
 
 On only when the service has a database (LESIONSEG_DATABASE_URL); otherwise every route answers 404
-saying so. Readers may look, reviewers may also add and review, admins may also delete.
+saying so. Readers may look, reviewers may also add and review, admins may also delete. An unknown case,
+a stale review or a bad mask raise `reviews.errors.CaseError`, which the service's error handlers answer.
 """
 
 import io
@@ -13,7 +14,6 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
 from lesionseg.api.deps import Caller, get_case_store, get_predictor, get_settings, require_role
-from lesionseg.api.errors import RequestRejected
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
 from lesionseg.api.routes.predict import (
     CoverageQuery,
@@ -36,10 +36,6 @@ CaseId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="the case's i
 MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff"}
 MEDIA_TYPES |= {"BMP": "image/bmp", "WEBP": "image/webp", "GIF": "image/gif"}
 RESPONSES = {status: {"model": ErrorBody} for status in (401, 403, 404, 422)}
-
-
-def not_found(case_id: str) -> RequestRejected:
-    return RequestRejected(404, f"there is no case {case_id}")
 
 
 def segment_and_store(
@@ -81,9 +77,7 @@ async def create_case(
 ) -> JSONResponse:
     """Segments the image as POST /predict/ does, and keeps it as a case waiting for review."""
     data = await read_single_upload(request, file, settings, predictor, threshold, coverage)
-    samples = samples or settings.default_samples
-    threshold = threshold or settings.default_threshold
-    options = PredictOptions("json", samples, threshold, seed, coverage=coverage, tta=tta)
+    options = PredictOptions.with_defaults(settings, "json", samples, threshold, seed, coverage=coverage, tta=tta)
     with request.app.state.inference_gate.admit() as admission:
         case = await admission.run(
             request.app.state.inference_executor,
@@ -113,21 +107,13 @@ def worklist(
     store=Depends(get_case_store),
 ) -> dict:
     """The worklist, a page at a time."""
-    try:
-        cases, next_cursor = store.worklist(status, order, limit, cursor)
-    except ValueError as error:
-        raise RequestRejected(422, str(error)) from error
+    cases, next_cursor = store.worklist(status, order, limit, cursor)
     return {"cases": cases, "next_cursor": next_cursor}
 
 
 @router.get("/cases/{case_id}", response_model=CaseBody, responses=RESPONSES)
 def get_case(case_id: CaseId, caller: Caller = Depends(require_role("reader")), store=Depends(get_case_store)) -> dict:
-    from lesionseg.reviews.cases import CaseNotFound
-
-    try:
-        return store.get(case_id)
-    except CaseNotFound as error:
-        raise not_found(case_id) from error
+    return store.get(case_id)
 
 
 @router.get(
@@ -136,12 +122,7 @@ def get_case(case_id: CaseId, caller: Caller = Depends(require_role("reader")), 
     responses={**RESPONSES, 200: {"content": {"image/*": {}}, "description": "the image as uploaded"}},
 )
 def case_image(case_id: CaseId, caller: Caller = Depends(require_role("reader")), store=Depends(get_case_store)):
-    from lesionseg.reviews.cases import CaseNotFound
-
-    try:
-        data, media_type = store.image(case_id)
-    except CaseNotFound as error:
-        raise not_found(case_id) from error
+    data, media_type = store.image(case_id)
     return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
 
 
@@ -158,13 +139,9 @@ def case_mask(
     caller: Caller = Depends(require_role("reader")),
     store=Depends(get_case_store),
 ):
-    from lesionseg.reviews.cases import CaseNotFound
-
-    try:
-        mask = store.mask(case_id, source)
-    except CaseNotFound as error:
-        raise not_found(case_id) from error
-    return Response(encode_mask_png(mask), media_type="image/png", headers={"Cache-Control": "no-store"})
+    return Response(
+        encode_mask_png(store.mask(case_id, source)), media_type="image/png", headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.put("/cases/{case_id}/review", response_model=CaseBody, responses={**RESPONSES, 409: {"model": ErrorBody}})
@@ -175,30 +152,12 @@ def review_case(
     store=Depends(get_case_store),
 ) -> dict:
     """Accept the model's mask, save a corrected one, reject the case, or set it back to pending."""
-    from lesionseg.reviews.cases import CaseNotFound, InvalidMask, StaleReview
-
     mask = change.mask_rle.model_dump() if change.mask_rle is not None else None
-    try:
-        return store.review(case_id, change.status, mask, change.version, caller.key_id)
-    except CaseNotFound as error:
-        raise not_found(case_id) from error
-    except InvalidMask as error:
-        raise RequestRejected(422, str(error)) from error
-    except StaleReview as error:
-        raise RequestRejected(
-            409,
-            f"the review changed since version {change.version} (it is at version {error.current_version}): "
-            "read the case again and decide on the latest",
-        ) from error
+    return store.review(case_id, change.status, mask, change.version, caller.key_id)
 
 
 @router.delete("/cases/{case_id}", status_code=204, response_class=Response, responses=RESPONSES)
 def delete_case(case_id: CaseId, caller: Caller = Depends(require_role("admin")), store=Depends(get_case_store)):
     """Deletes the case, its review, and its image unless another case has the same image."""
-    from lesionseg.reviews.cases import CaseNotFound
-
-    try:
-        store.delete(case_id)
-    except CaseNotFound as error:
-        raise not_found(case_id) from error
+    store.delete(case_id)
     return Response(status_code=204)

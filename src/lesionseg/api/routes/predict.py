@@ -125,6 +125,19 @@ class PredictOptions:
     coverage: float | None = None
     tta: bool = False
 
+    @classmethod
+    def with_defaults(
+        cls,
+        settings: Settings,
+        format: OutputFormat,
+        samples: int | None,
+        threshold: float | None,
+        seed: int | None,
+        **rest,
+    ) -> "PredictOptions":
+        """A request's options, with the settings' defaults where the client gave none."""
+        return cls(format, samples or settings.default_samples, threshold or settings.default_threshold, seed, **rest)
+
 
 def segment_upload(data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions) -> Result:
     # Large JPEGs decode at reduced scale unless an output shows the photo itself.
@@ -186,9 +199,17 @@ async def predict(
 ) -> Response:
     """Segments the lesion at the uploaded image's own size, with MC-dropout uncertainty."""
     data = await read_single_upload(request, file, settings, predictor, threshold, coverage)
-    samples = samples or settings.default_samples
-    threshold = threshold or settings.default_threshold
-    options = PredictOptions(format, samples, threshold, seed, heatmap, include_images, coverage, tta)
+    options = PredictOptions.with_defaults(
+        settings,
+        format,
+        samples,
+        threshold,
+        seed,
+        heatmap=heatmap,
+        include_images=include_images,
+        coverage=coverage,
+        tta=tta,
+    )
     metrics = request.app.state.metrics
     with request.app.state.inference_gate.admit() as admission, metrics.inference.time():
         content, media_type, headers = await admission.run(
@@ -231,9 +252,7 @@ async def predict_batch(
     if len(files) > settings.max_batch_files:
         raise RequestRejected(413, f"{len(files)} files; a batch holds at most {settings.max_batch_files}")
     check_coverage(threshold, coverage, predictor)
-    samples = samples or settings.default_samples
-    threshold = threshold or settings.default_threshold
-    options = PredictOptions("json", samples, threshold, seed, coverage=coverage, tta=tta)
+    options = PredictOptions.with_defaults(settings, "json", samples, threshold, seed, coverage=coverage, tta=tta)
     results = []
     with request.app.state.inference_gate.admit() as admission:
         for upload in files:

@@ -1,0 +1,37 @@
+"""What can go wrong with a case, each with the HTTP status it answers and the reason the client sees
+(as `imaging.decode.ImageRejected` does for images). No database imports: the service's error handlers
+load this whether or not the worklist is on."""
+
+
+class CaseError(Exception):
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+class CaseNotFound(CaseError):
+    def __init__(self, case_id: str) -> None:
+        super().__init__(404, f"there is no case {case_id}")
+
+
+class StaleReview(CaseError):
+    """The review changed since the version the client saw."""
+
+    def __init__(self, given_version: int, current_version: int) -> None:
+        super().__init__(
+            409,
+            f"the review changed since version {given_version} (it is at version {current_version}): "
+            "read the case again and decide on the latest",
+        )
+        self.current_version = current_version
+
+
+class InvalidMask(CaseError):
+    def __init__(self, message: str) -> None:
+        super().__init__(422, message)
+
+
+class InvalidCursor(CaseError):
+    def __init__(self) -> None:
+        super().__init__(422, "the cursor is not one this service gave out")
