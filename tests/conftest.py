@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from lesionseg.config import DEFAULT_WEIGHTS
+from lesionseg.data.pairs import PairRecord, discover_pairs
+from lesionseg.data.splits import Split
+from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import PairRecord, discover_pairs, split_pairs
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DATA_ROOT = Path(os.environ.get("LESIONSEG_DATA_ROOT", REPOSITORY.parent / "shared" / "data"))
@@ -36,9 +38,8 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def isic_validation_pairs(data_root: Path) -> list[PairRecord]:
-    """The ISIC pairs the shipped model never trained on (the training split's defaults)."""
-    _, validation = split_pairs(discover_pairs(data_root / "isic2018"), validation_fraction=0.1, split_seed=0)
-    return validation
+    """The ISIC pairs the shipped model never trained on (its validation and test splits)."""
+    return Split.of_model(read_sidecar(DEFAULT_WEIGHTS)).select(discover_pairs(data_root / "isic2018"), "held-out")
 
 
 @pytest.fixture(scope="session")

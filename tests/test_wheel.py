@@ -102,3 +102,24 @@ def test_the_installed_server_keeps_cases_in_its_database(wheel_server, real_ima
     listed = httpx.get(f"{wheel_server.url}/cases", params={"status": "pending"}).json()["cases"]
     assert [case["id"] for case in listed] == [created.json()["id"]]
     assert httpx.get(f"{wheel_server.url}/review").status_code == 200
+
+
+def test_the_installed_split_is_the_checkouts_with_its_near_duplicate_list(installed, data_root, tmp_path):
+    from lesionseg.data.pairs import discover_pairs
+    from lesionseg.data.splits import Split
+
+    script = (
+        "import sys; from lesionseg.data.pairs import discover_pairs; from lesionseg.data.splits import Split; "
+        "print(' '.join(r.identifier for r in Split.for_training(0.1, 0).select(discover_pairs(sys.argv[1]), 'test')))"
+    )
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    completed = subprocess.run(
+        [str(installed / "python"), "-c", script, str(data_root / "isic2018")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    expected = Split.for_training(0.1, 0).select(discover_pairs(data_root / "isic2018"), "test")
+    assert completed.stdout.split() == [record.identifier for record in expected]

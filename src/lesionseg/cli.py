@@ -8,7 +8,13 @@ from pathlib import Path
 
 from lesionseg import __version__
 from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
-from lesionseg.model.sidecar import training_split
+
+
+def model_split(predictor):
+    """The training/validation/test split the model was trained with, from its sidecar."""
+    from lesionseg.data.splits import Split
+
+    return Split.of_model(predictor.sidecar)
 
 
 def add_train_parser(subparsers) -> None:
@@ -25,12 +31,23 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
+    parser.add_argument(
+        "--held-out-fraction",
+        type=float,
+        default=defaults.held_out_fraction,
+        help="of each set's groups, kept from training: half for validation, half for test",
+    )
     parser.add_argument("--split-seed", type=int, default=defaults.split_seed)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--encoder-weights", choices=["imagenet", "none"], default=defaults.encoder_weights)
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads; 0 = torch's choice")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="steps")
+    parser.add_argument(
+        "--loader-workers",
+        type=int,
+        default=defaults.loader_workers,
+        help="processes augmenting the next batches; 0 augments in the training process",
+    )
     parser.add_argument("--limit-pairs", type=int, default=0, help="use only the first N pairs of each set")
 
 
@@ -48,12 +65,13 @@ def run_train(arguments: argparse.Namespace) -> None:
         batch_size=arguments.batch_size,
         learning_rate=arguments.learning_rate,
         weight_decay=arguments.weight_decay,
-        validation_fraction=arguments.validation_fraction,
+        held_out_fraction=arguments.held_out_fraction,
         split_seed=arguments.split_seed,
         seed=arguments.seed,
         encoder_weights=arguments.encoder_weights,
         threads=arguments.threads,
         checkpoint_every=arguments.checkpoint_every,
+        loader_workers=arguments.loader_workers,
         limit_pairs=arguments.limit_pairs,
         command=["lesionseg", *sys.argv[1:]],
     )
@@ -248,7 +266,8 @@ def run_batch(arguments: argparse.Namespace) -> None:
 
 
 def add_evaluate_parser(subparsers) -> None:
-    from lesionseg.training.options import SPLITS, TrainingOptions
+    from lesionseg.data.splits import SUBSETS
+    from lesionseg.training.options import TrainingOptions
 
     defaults = TrainingOptions()
     parser = subparsers.add_parser("evaluate", help="ISIC 2018 Task 1 metrics at each image's own size")
@@ -256,10 +275,11 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument("--data-root", type=Path, default=defaults.data_root)
     parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
     parser.add_argument(
-        "--split", choices=SPLITS, default="validation", help="calibration and report are the validation split's halves"
+        "--split",
+        choices=SUBSETS,
+        default="test",
+        help="of the split the model was trained with (its sidecar says which): test chose nothing",
     )
-    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
-    parser.add_argument("--split-seed", type=int, default=defaults.split_seed)
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0, help="score only the first N pairs of each set")
@@ -303,9 +323,7 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
     results, counts, per_image, uncertainty = {}, {}, {}, {}
     review_threshold = predictor.review_threshold(settings=None)
     for set_name in arguments.sets:
-        records = evaluate.select_pairs(
-            arguments.data_root, set_name, arguments.split, arguments.validation_fraction, arguments.split_seed
-        )
+        records = evaluate.select_pairs(arguments.data_root, set_name, arguments.split, model_split(predictor))
         records = records[: arguments.limit] if arguments.limit else records
         accumulators = (
             {"std": PixelAccumulator(uncertainty_max=0.5), "entropy": PixelAccumulator(uncertainty_max=1.0)}
@@ -376,8 +394,7 @@ def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> di
     if predictor.gate is None:
         raise ValueError("this model has no out-of-distribution gate: run `lesionseg calibrate-ood` first")
     limit = arguments.limit or None
-    split = training_split(predictor.sidecar)
-    in_domain_paths = held_out_dermoscopy(arguments.data_root, arguments.sets, "report", split)
+    in_domain_paths = held_out_dermoscopy(arguments.data_root, arguments.sets, "report", model_split(predictor))
     scores = {
         kind: {
             name: image_scores(predictor, paths[:limit], name, arguments.samples, arguments.seed, tta=arguments.tta)
@@ -411,23 +428,23 @@ def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> di
 
 def evaluate_coverage(arguments: argparse.Namespace, predictor) -> dict:
     """Realised miss rate and precision of coverage masks over repeated random calibration/test splits
-    of each set's validation split."""
+    of each set's held-out pairs (validation and test), and of the shipped thresholds on the test split."""
     import numpy as np
 
     from lesionseg.evaluation.coverage import pair_curves, repeated_splits, shipped_thresholds_report
     from lesionseg.evaluation.evaluate import select_pairs
-    from lesionseg.training.data import calibration_halves
 
     reports = {}
+    split = model_split(predictor)
     for set_name in arguments.sets:
-        records = select_pairs(arguments.data_root, set_name, "validation", *training_split(predictor.sidecar))
+        records = select_pairs(arguments.data_root, set_name, "held-out", split)
         records = records[: arguments.limit] if arguments.limit else records
         missed, precision = pair_curves(predictor, records, arguments.samples, arguments.seed, set_name)
         reports[set_name] = repeated_splits(missed, precision)
         if predictor.coverage_thresholds:
-            reporting = {record.identifier for record in calibration_halves(records)[1]}
-            rows = np.array([record.identifier in reporting for record in records])
-            reports[set_name]["shipped_on_report_half"] = {
+            testing = {record.identifier for record in split.select(records, "test")}
+            rows = np.array([record.identifier in testing for record in records])
+            reports[set_name]["shipped_on_test_split"] = {
                 "pairs": int(rows.sum()),
                 **shipped_thresholds_report(missed[rows], precision[rows], predictor.coverage_thresholds),
             }
@@ -477,7 +494,7 @@ def run_calibrate(arguments: argparse.Namespace) -> None:
     weights, predictor = load_predictor(arguments.weights)
     records = []
     for set_name in arguments.sets:
-        pairs = select_pairs(arguments.data_root, set_name, "calibration", *training_split(predictor.sidecar))
+        pairs = select_pairs(arguments.data_root, set_name, "validation", model_split(predictor))
         records += pairs[: arguments.limit] if arguments.limit else pairs
     calibration = calibrate(predictor, records, arguments.samples, arguments.seed, arguments.referred_fraction)
     calibration["command"] = " ".join(["lesionseg", *sys.argv[1:]])
@@ -521,7 +538,7 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
     from lesionseg.model.sidecar import file_sha256, update_sidecar
 
     weights, predictor = load_predictor(arguments.weights)
-    split = training_split(predictor.sidecar)
+    split = model_split(predictor)
     images, images_to_reduce = fitting_images(arguments.data_root, arguments.sets, arguments.training_images, split)
     fitting = np.concatenate(
         [
@@ -594,7 +611,7 @@ def run_calibrate_coverage(arguments: argparse.Namespace) -> None:
     weights, predictor = load_predictor(arguments.weights)
     curves = []
     for set_name in arguments.sets:
-        records = select_pairs(arguments.data_root, set_name, "calibration", *training_split(predictor.sidecar))
+        records = select_pairs(arguments.data_root, set_name, "validation", model_split(predictor))
         curves.append(pair_curves(predictor, records, arguments.samples, arguments.seed, set_name)[0])
     record = {
         "method": "conformal risk control of the fraction of lesion pixels missed (Angelopoulos et al., 2022), "

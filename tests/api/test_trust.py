@@ -16,12 +16,12 @@ from tests.conftest import RunningServer
 from lesionseg.api.memory_budget import MemoryBudget
 from lesionseg.api.routes.predict import PredictOptions, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
+from lesionseg.data.pairs import read_image, read_truth
 from lesionseg.evaluation.evaluate import select_pairs
-from lesionseg.evaluation.metrics import score_masks, truth_from_mask_image
+from lesionseg.evaluation.metrics import score_masks
 from lesionseg.imaging.regions import rle_decode
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import read_mask, read_rgb
 
 
 def encoded(image: Image.Image, format: str = "PNG") -> bytes:
@@ -135,7 +135,7 @@ def test_a_checkpoint_without_the_gate_reports_it_unavailable_never_in_domain(
 
 def test_the_gate_gives_the_same_score_on_both_backends(predictor, real_image_path):
     onnx = Predictor.from_checkpoint(DEFAULT_WEIGHTS, "onnx")
-    rgb = read_rgb(real_image_path)
+    rgb = read_image(real_image_path)
     scores = [backend.predict(rgb, samples=2, seed=0).ood_score for backend in (predictor, onnx)]
     assert np.isclose(scores[0], scores[1], rtol=1e-3), scores
 
@@ -144,7 +144,7 @@ def test_flip_tta_pools_three_views_and_is_as_accurate_as_plain_sampling(server_
     records = select_pairs(data_root, "isic2018", "report", 0.1, 0)[:8]
     jaccards = {False: [], True: []}
     for record in records:
-        truth = truth_from_mask_image(read_mask(record.mask_path))
+        truth = read_truth(record.mask_path)
         for tta in (False, True):
             params = {"format": "json", "seed": 0, "tta": str(tta).lower()}
             body = post(server_url, record.image_path.read_bytes(), **params).json()

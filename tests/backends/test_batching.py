@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lesionseg.config import DEFAULT_WEIGHTS
+from lesionseg.data.pairs import read_image
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import read_rgb
 
 CONCURRENT = 6
 
@@ -36,7 +36,7 @@ def run_at_once(function: Callable, arguments: list) -> list:
 
 @pytest.mark.parametrize("backend", ["pytorch", "onnx"])
 def test_batched_requests_get_what_each_would_get_alone(backend, isic_validation_pairs):
-    images = [read_rgb(record.image_path) for record in isic_validation_pairs[:CONCURRENT]]
+    images = [read_image(record.image_path) for record in isic_validation_pairs[:CONCURRENT]]
     batched = Predictor.from_checkpoint(DEFAULT_WEIGHTS, backend, max_batch_size=4)
     alone = Predictor.from_checkpoint(DEFAULT_WEIGHTS, backend, max_batch_size=1)
 
@@ -54,7 +54,7 @@ def test_batched_requests_get_what_each_would_get_alone(backend, isic_validation
 
 
 def test_a_lone_request_runs_at_once_and_unbatched(predictor, real_image_path):
-    rgb = read_rgb(real_image_path)
+    rgb = read_image(real_image_path)
     runs_before = predictor.batcher.runs_by_batch_size.copy()
     first = predictor.predict(rgb, samples=10, seed=5)
     second = predictor.predict(rgb, samples=10, seed=5)

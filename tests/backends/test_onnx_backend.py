@@ -10,8 +10,8 @@ import pytest
 from tests.conftest import free_port
 
 from lesionseg.config import DEFAULT_WEIGHTS
+from lesionseg.data.pairs import read_image
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import read_rgb
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def onnx_predictor() -> Predictor:
 
 def test_onnx_matches_pytorch_within_1e_3_on_real_images(predictor, onnx_predictor, isic_validation_pairs):
     for record in isic_validation_pairs[:5]:
-        rgb = read_rgb(record.image_path)
+        rgb = read_image(record.image_path)
         expected = predictor.predict(rgb, samples=10, seed=21)
         actual = onnx_predictor.predict(rgb, samples=10, seed=21)
         assert np.abs(expected.mean_probability - actual.mean_probability).max() < 1e-3
@@ -30,7 +30,7 @@ def test_onnx_matches_pytorch_within_1e_3_on_real_images(predictor, onnx_predict
 
 
 def test_onnx_tail_takes_any_number_of_samples(onnx_predictor, real_image_path):
-    rgb = read_rgb(real_image_path)
+    rgb = read_image(real_image_path)
     for samples in (1, 7, 64):
         prediction = onnx_predictor.predict(rgb, samples=samples, seed=0)
         assert prediction.mean_probability.shape == rgb.shape[:2]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from lesionseg.config import DEFAULT_WEIGHTS
+from lesionseg.data.pairs import read_image
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import read_rgb
 
 pytest.importorskip("openvino", reason="openvino is not installed: make test installs it")
 
@@ -18,7 +18,7 @@ def predictors() -> dict[str, Predictor]:
 
 def test_openvino_in_float32_equals_onnx_runtime(predictors, isic_validation_pairs):
     for record in isic_validation_pairs[:3]:
-        rgb = read_rgb(record.image_path)
+        rgb = read_image(record.image_path)
         expected = predictors["onnx"].predict(rgb, samples=6, seed=0)
         found = predictors["openvino-f32"].predict(rgb, samples=6, seed=0)
         assert np.abs(found.model_maps.mean_probability - expected.model_maps.mean_probability).max() < 1e-4
@@ -27,7 +27,7 @@ def test_openvino_in_float32_equals_onnx_runtime(predictors, isic_validation_pai
 
 def test_openvino_in_its_fastest_precision_gives_the_same_masks_but_for_a_few_pixels(predictors, isic_validation_pairs):
     for record in isic_validation_pairs[:3]:
-        rgb = read_rgb(record.image_path)
+        rgb = read_image(record.image_path)
         expected = predictors["onnx"].predict(rgb, samples=6, seed=0)
         found = predictors["openvino"].predict(rgb, samples=6, seed=0)
         assert (found.mask != expected.mask).mean() < 0.01

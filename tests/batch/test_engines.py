@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lesionseg.training.data import PairRecord
+from lesionseg.data.pairs import PairRecord
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 LESIONSEG = Path(sys.executable).parent / "lesionseg"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lesionseg.evaluation.metrics import mean_scores, score_masks, truth_from_mask_image
+from lesionseg.evaluation.metrics import mean_scores, score_masks
 
 
 def test_hand_computed_case():
@@ -41,13 +41,3 @@ def test_macro_average_counts_each_image_once():
     perfect = score_masks(truth, truth)
     wrong = score_masks(~truth, truth)
     assert mean_scores([perfect, wrong])["jaccard"] == pytest.approx(0.5)
-
-
-def test_isic_masks_above_128_are_lesion():
-    mask = np.array([[0, 128, 129, 255]], np.uint8)
-    assert truth_from_mask_image(mask).tolist() == [[False, False, True, True]]
-
-
-def test_shapes_must_agree():
-    with pytest.raises(ValueError, match="shapes differ"):
-        score_masks(np.zeros((2, 2), bool), np.zeros((3, 3), bool))

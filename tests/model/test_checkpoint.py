@@ -115,13 +115,3 @@ def test_embedded_default_model_is_shipped_small_and_intact():
     assert sidecar["weights_dtype"] == "float16"
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
     assert "command" in sidecar["training"]
-
-
-def test_calibration_and_evaluation_hold_out_the_split_the_model_was_trained_with():
-    from lesionseg.config import DEFAULT_WEIGHTS
-    from lesionseg.model.sidecar import read_sidecar, training_split
-
-    assert training_split(read_sidecar(DEFAULT_WEIGHTS)) == (0.1, 0)
-    other = {"training": {"options": {"validation_fraction": 0.2, "split_seed": 7}}}
-    assert training_split(other) == (0.2, 7)
-    assert training_split({}) == (0.1, 0), "a sidecar that does not say gets the defaults training uses"

@@ -21,9 +21,10 @@ from tests.conftest import RunningServer, decode_png
 from tests.reviews.conftest import DATABASES, new_database_url
 
 from lesionseg.api.middleware import key_identifier
+from lesionseg.data.pairs import discover_pairs
+from lesionseg.data.splits import Split
 from lesionseg.imaging.regions import rle_decode, rle_encode
 from lesionseg.reviews.database import connect
-from lesionseg.training.data import discover_pairs, split_pairs
 
 KEYS = {"reader": "reader-key-1", "reviewer": "reviewer-key-1", "second reviewer": "reviewer-key-2", "admin": "admin"}
 API_KEYS = "reader:reader-key-1,reviewer:reviewer-key-1,reviewer:reviewer-key-2,admin"
@@ -318,12 +319,17 @@ def test_reviewed_cases_export_as_a_training_set_that_trains(service, pictures, 
         assert np.array_equal(mask, served), row["status"]
         assert row["reviewer"] in {key_identifier(key) for key in KEYS.values()}
     assert len(discover_pairs(output)) == len(rows)
-    # Case ids are random, so is which of these few falls in the validation half: a seed that splits them.
-    split_seed = next(seed for seed in range(100) if all(split_pairs(discover_pairs(output), 0.5, seed)))
+    # Case ids are random, so is which of these few falls in the validation split: a seed that splits them.
+    records = discover_pairs(output)
+    split_seed = next(
+        seed
+        for seed in range(1000)
+        if all(Split.for_training(0.6, seed).select(records, subset) for subset in ("training", "validation"))
+    )
     trained = subprocess.run(
         [*lesionseg, "train", "--data-root", str(tmp_path), "--sets", "reviewed", "--output-directory",
          str(tmp_path / "run"), "--epochs", "1", "--samples-per-epoch", "8", "--batch-size", "4",
-         "--validation-fraction", "0.5", "--split-seed", str(split_seed)],
+         "--held-out-fraction", "0.6", "--split-seed", str(split_seed)],
         capture_output=True,
         text=True,
     )  # fmt: skip

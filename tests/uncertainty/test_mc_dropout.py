@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from lesionseg.data.pairs import read_image
 from lesionseg.imaging.preprocess import normalise, resize_to_square
-from lesionseg.training.data import read_rgb
 from lesionseg.uncertainty.mc_dropout import full_pass_logits
 from lesionseg.uncertainty.sampling import sample_logits, summarise
 
@@ -10,7 +10,7 @@ from lesionseg.uncertainty.sampling import sample_logits, summarise
 @pytest.fixture(scope="module")
 def real_batch(predictor, isic_validation_pairs):
     size = predictor.input_size
-    squares = [resize_to_square(read_rgb(record.image_path), size) for record in isic_validation_pairs[:2]]
+    squares = [resize_to_square(read_image(record.image_path), size) for record in isic_validation_pairs[:2]]
     return normalise(np.stack(squares), predictor.config.mean, predictor.config.std)
 
 

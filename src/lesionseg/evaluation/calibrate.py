@@ -1,4 +1,4 @@
-"""Fits what the served uncertainty depends on, on the calibration half of the validation split:
+"""Fits what the served uncertainty depends on, on the validation split:
 the logits' temperature, then the uncertainty score above which a person should look."""
 
 import cv2
@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lesionseg.data.pairs import PairRecord, read_image, read_mask, truth_from_mask
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import PairRecord, read_mask, read_rgb
 from lesionseg.uncertainty.calibration import choose_review_threshold, fit_temperature, mean_probability
 from lesionseg.uncertainty.sampling import sample_logits
 from lesionseg.uncertainty.scores import expected_dice_error
@@ -19,10 +19,10 @@ def calibrate(
     size = predictor.input_size
     logits, truths = [], []
     for record in tqdm(records, desc="sampling calibration pairs", unit="image"):
-        batch = predictor.model_input(read_rgb(record.image_path))
+        batch = predictor.model_input(read_image(record.image_path))
         logits.append(torch.from_numpy(sample_logits(predictor.backend, predictor.config, batch, samples, seed)[0]))
         mask = cv2.resize(read_mask(record.mask_path), (size, size), interpolation=cv2.INTER_LINEAR)
-        truths.append(torch.from_numpy(mask > 128).float())
+        truths.append(torch.from_numpy(truth_from_mask(mask)).float())
     stacked = torch.stack(logits)
     temperature, losses = fit_temperature(stacked, torch.stack(truths))
     # The served score, from the samples already drawn: the MC mean at the fitted temperature.

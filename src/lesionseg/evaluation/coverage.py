@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from lesionseg.data.pairs import PairRecord, read_image, read_truth
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import PairRecord, read_mask, read_rgb
 from lesionseg.uncertainty.coverage import (
     THRESHOLD_GRID,
     conformal_threshold,
@@ -26,10 +26,10 @@ def pair_curves(
     temperature, resized to the image's own size as a response is."""
     missed, precision = [], []
     for record in tqdm(records, desc=description, unit="image"):
-        rgb = read_rgb(record.image_path)
+        rgb = read_image(record.image_path)
         logits = sample_logits(predictor.backend, predictor.config, predictor.model_input(rgb), samples, seed)
         model_probability = summarise(logits, predictor.temperature).mean_probability[0]
-        truth = read_mask(record.mask_path) > 128
+        truth = read_truth(record.mask_path)
         probability = cv2.resize(model_probability, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_LINEAR)
         missed.append(missed_fraction_curve(probability, truth))
         precision.append(mask_precision_curve(probability, truth))

@@ -7,7 +7,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionseg.config import DEFAULT_THRESHOLD
-from lesionseg.evaluation.metrics import METRIC_NAMES, mean_scores, score_masks, truth_from_mask_image
+from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord, discover_pairs, read_image, read_truth
+from lesionseg.data.splits import Split
+from lesionseg.evaluation.metrics import METRIC_NAMES, mean_scores, score_masks
 from lesionseg.evaluation.uncertainty import (
     PixelAccumulator,
     failures_removed_by_referring,
@@ -15,23 +17,11 @@ from lesionseg.evaluation.uncertainty import (
     spearman,
 )
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import PairRecord, calibration_halves, discover_pairs, read_mask, read_rgb, split_pairs
 
 
-def select_pairs(
-    data_root: Path, set_name: str, split: str, validation_fraction: float, split_seed: int
-) -> list[PairRecord]:
-    """`calibration` and `report` are the two halves of `validation` (see `calibration_halves`)."""
-    records = discover_pairs(Path(data_root) / set_name)
-    if split == "all":
-        return records
-    training, validation = split_pairs(records, validation_fraction, split_seed)
-    if split == "training":
-        return training
-    if split == "validation":
-        return validation
-    fitting, reporting = calibration_halves(validation, split_seed)
-    return fitting if split == "calibration" else reporting
+def select_pairs(data_root: Path, set_name: str, subset: str, split: Split) -> list[PairRecord]:
+    """One subset (see `lesionseg.data.splits.SUBSETS`) of one set's pairs, as the model's split made it."""
+    return split.select(discover_pairs(Path(data_root) / set_name), subset)
 
 
 def evaluate_pairs(
@@ -49,9 +39,9 @@ def evaluate_pairs(
     """
     rows, scores = [], []
     for record in tqdm(records, desc=f"evaluating {records[0].source if records else ''}", unit="image"):
-        rgb = read_rgb(record.image_path)
+        rgb = read_image(record.image_path)
         prediction = predictor.predict(rgb, samples=samples, seed=seed, threshold=threshold, tta=tta)
-        truth = truth_from_mask_image(read_mask(record.mask_path))
+        truth = read_truth(record.mask_path)
         score = score_masks(prediction.mask, truth)
         scores.append(score)
         signals = {"std": prediction.uncertainty_std, "entropy": prediction.predictive_entropy}
@@ -67,7 +57,7 @@ def uncertainty_report(accumulators: dict[str, PixelAccumulator], rows: list[dic
     dices = np.array([row["dice"] for row in rows])
     first = next(iter(accumulators.values()))
     flagged = scores >= review_threshold
-    failures = jaccards < 0.65
+    failures = jaccards < FAILURE_JACCARD
     return {
         "pixel": {
             "ece": first.expected_calibration_error(),

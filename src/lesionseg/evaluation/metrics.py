@@ -4,8 +4,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# ISIC 2018 Task 1 scores an image's Jaccard as 0 when it falls below this.
-THRESHOLDED_JACCARD_CUTOFF = 0.65
+from lesionseg.data.pairs import FAILURE_JACCARD
+
 METRIC_NAMES = ("jaccard", "thresholded_jaccard", "dice", "sensitivity", "specificity", "accuracy")
 
 
@@ -40,7 +40,7 @@ def score_masks(predicted: np.ndarray, truth: np.ndarray) -> SegmentationScores:
     jaccard = _ratio(true_positive, true_positive + false_positive + false_negative)
     return SegmentationScores(
         jaccard=jaccard,
-        thresholded_jaccard=jaccard if jaccard >= THRESHOLDED_JACCARD_CUTOFF else 0.0,
+        thresholded_jaccard=jaccard if jaccard >= FAILURE_JACCARD else 0.0,
         dice=_ratio(2 * true_positive, 2 * true_positive + false_positive + false_negative),
         sensitivity=_ratio(true_positive, true_positive + false_negative),
         specificity=_ratio(true_negative, true_negative + false_positive),
@@ -53,8 +53,3 @@ def mean_scores(scores: list[SegmentationScores]) -> dict[str, float]:
     if not scores:
         raise ValueError("no scores to average")
     return {name: float(np.mean([getattr(score, name) for score in scores])) for name in METRIC_NAMES}
-
-
-def truth_from_mask_image(mask: np.ndarray) -> np.ndarray:
-    """ISIC masks are 8-bit; values above 128 are lesion."""
-    return mask > 128

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionseg.config import DEFAULT_SAMPLES, Settings
+from lesionseg.data.splits import Split
 from lesionseg.evaluation.evaluate import select_pairs
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.predictor import Predictor
@@ -70,29 +71,24 @@ def unlabeled(data_root: Path, folder: str) -> list[Path]:
     return sorted((Path(data_root) / "unlabeled" / folder).glob("*.jpg"))
 
 
-def fitting_images(
-    data_root: Path, sets: list[str], count: int, split: tuple[float, int]
-) -> tuple[list[Path], list[Path]]:
+def fitting_images(data_root: Path, sets: list[str], count: int, split: Split) -> tuple[list[Path], list[Path]]:
     """(images, images to reduce): a fixed sample of `count` training-split images, the first 40 % of
     them again at reduced resolution, and the unlabeled 128 px ISIC test images after the first 400
     (which are kept for the report). The reduced and small images teach the Gaussian that a lower
     resolution is still dermoscopy."""
-    training = [r.image_path for name in sets for r in select_pairs(data_root, name, "training", *split)]
+    training = [r.image_path for name in sets for r in select_pairs(data_root, name, "training", split)]
     chosen = np.random.default_rng(0).permutation(len(training))[:count]
     sample = [training[index] for index in sorted(chosen)]
     small = unlabeled(data_root, "isic2018-test-128px")[REPORTED_SMALL_IMAGES:]
     return sample + small, sample[: int(0.4 * len(sample))]
 
 
-def held_out_dermoscopy(data_root: Path, sets: list[str], part: str, split: tuple[float, int]) -> dict[str, list[Path]]:
-    """Dermoscopy never trained on, in two disjoint parts: `threshold` (the validation split's
-    calibration half, and the even-numbered unlabeled ISIC 2017 and full-size images) chooses the
-    threshold; `report` (the report half, the odd-numbered ones, and the first 400 128 px test images)
-    chooses nothing."""
-    half = "calibration" if part == "threshold" else "report"
-    parts = {
-        f"{name} {half} half": [r.image_path for r in select_pairs(data_root, name, half, *split)] for name in sets
-    }
+def held_out_dermoscopy(data_root: Path, sets: list[str], part: str, split: Split) -> dict[str, list[Path]]:
+    """Dermoscopy never trained on, in two disjoint parts: `threshold` (the validation split, and the
+    even-numbered unlabeled ISIC 2017 and full-size images) chooses the threshold; `report` (the test
+    split, the odd-numbered ones, and the first 400 128 px test images) chooses nothing."""
+    subset = "validation" if part == "threshold" else "test"
+    parts = {f"{name} {subset}": [r.image_path for r in select_pairs(data_root, name, subset, split)] for name in sets}
     for folder in ("isic2017-256px", "isic-original-size"):
         images = unlabeled(data_root, folder)
         parts[f"unlabeled {folder} ({'even' if part == 'threshold' else 'odd'})"] = images[part != "threshold" :: 2]

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lesionseg.data.pairs import FAILURE_JACCARD
+
 CALIBRATION_BINS = 15
 UNCERTAINTY_BINS = 2000
 # Image-level failure, as ISIC's thresholded Jaccard counts it.
-FAILURE_JACCARD = 0.65
 
 
 @dataclass

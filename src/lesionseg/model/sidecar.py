@@ -50,10 +50,3 @@ def config_from_sidecar(sidecar: dict[str, Any]) -> ModelConfig:
         if key in architecture:
             architecture[key] = tuple(architecture[key])
     return ModelConfig(**architecture)
-
-
-def training_split(sidecar: dict) -> tuple[float, int]:
-    """(validation fraction, split seed) the model was trained with, (0.1, 0) where the sidecar does not say:
-    calibration and evaluation must hold out exactly the images its training held out."""
-    options = sidecar.get("training", {}).get("options", {})
-    return float(options.get("validation_fraction", 0.1)), int(options.get("split_seed", 0))

@@ -1,12 +1,14 @@
-"""The training loop: seeded, logged, resumable, keeping the checkpoint with the best ISIC Jaccard;
-one process, or one of several under `torchrun` sharing each batch through DistributedDataParallel."""
+"""The training loop, shaped like torchvision's reference scripts: `train_one_epoch`, `evaluate`, a resume
+state that loads and saves itself, and a DataLoader whose workers augment. Seeded, logged, resumable,
+keeping the checkpoint with the best validation Jaccard on ISIC; one process, or one of several under
+`torchrun` sharing each batch through DistributedDataParallel. The test split is never loaded."""
 
 import csv
 import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -15,21 +17,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from lesionseg.evaluation.metrics import SegmentationScores, mean_scores, score_masks, truth_from_mask_image
+from lesionseg.data.pairs import PairRecord, discover_pairs, read_truth
+from lesionseg.data.splits import Split
+from lesionseg.evaluation.metrics import SegmentationScores, mean_scores, score_masks
 from lesionseg.imaging.preprocess import normalise
 from lesionseg.model.checkpoint import save_checkpoint
 from lesionseg.model.config import ModelConfig, get_config
 from lesionseg.model.network import LesionSegmenter
 from lesionseg.model.pretrained import load_imagenet_weights
 from lesionseg.model.registry import create_model
-from lesionseg.training.data import (
-    AugmentedPairs,
-    PairRecord,
-    discover_pairs,
-    load_square_arrays,
-    read_mask,
-    split_pairs,
-)
+from lesionseg.training.data import AugmentedPairs, load_square_arrays
 from lesionseg.training.distributed import (
     Launch,
     copy_buffers_from_first_rank,
@@ -60,22 +57,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_records(options: TrainingOptions) -> tuple[list[PairRecord], list[PairRecord]]:
+def load_records(options: TrainingOptions) -> tuple[Split, list[PairRecord], list[PairRecord]]:
+    """(the split, training pairs, validation pairs); the test pairs are left on disk."""
+    split = Split.for_training(options.held_out_fraction, options.split_seed)
     training, validation = [], []
     for set_name in options.sets:
         records = discover_pairs(options.data_root / set_name)
         if options.limit_pairs:
             records = records[: options.limit_pairs]
-        set_training, set_validation = split_pairs(records, options.validation_fraction, options.split_seed)
+        set_validation = split.select(records, "validation")
         if not set_validation:  # the best checkpoint is chosen on every set's validation pairs
             raise ValueError(
-                f"{set_name}: none of its {len(records)} pairs falls in the validation split (fraction "
-                f"{options.validation_fraction}, seed {options.split_seed}); raise --validation-fraction or change "
+                f"{set_name}: none of its {len(records)} pairs falls in the validation split (held-out fraction "
+                f"{options.held_out_fraction}, seed {options.split_seed}); raise --held-out-fraction or change "
                 "--split-seed"
             )
-        training += set_training
+        training += split.select(records, "training")
         validation += set_validation
-    return training, validation
+    return split, training, validation
 
 
 def load_validation_sets(
@@ -85,7 +84,7 @@ def load_validation_sets(
     for source in sets:
         source_records = [r for r in records if r.source == source]
         images, _ = load_square_arrays(source_records, size, f"decoding {source} validation pairs", show_progress)
-        truths = [truth_from_mask_image(read_mask(r.mask_path)) for r in source_records]
+        truths = [read_truth(r.mask_path) for r in source_records]
         validation_sets.append(ValidationSet(source, images, truths))
     return validation_sets
 
@@ -162,6 +161,138 @@ def write_logs(output_directory: Path, history: list[dict]) -> None:
         writer.writerows(history)
 
 
+@dataclass
+class TrainingState:
+    """Where a run stands, saved to `state.pt` every `checkpoint_every` steps and at each epoch's end, with
+    the model, optimiser, schedule and every rank's random stream, so a killed run resumes where it was."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_jaccard: float = -1.0
+    history: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path, model, optimizer, scheduler, launch: Launch) -> "TrainingState":
+        """Restores everything from `path`; a fresh state where there is no file yet."""
+        if not path.is_file():
+            return cls()
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(saved["model"], strict=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        # A state.pt written before training could be distributed holds one stream, rank 0's.
+        rng_states = saved.get("torch_rng_by_rank") or [saved["torch_rng"]]
+        # A rank the saved run did not have keeps the stream it was seeded with.
+        if launch.rank < len(rng_states):
+            torch.set_rng_state(rng_states[launch.rank])
+        state = cls(saved["epoch"], saved["step_in_epoch"], saved["best_jaccard"], json.loads(saved["history"]))
+        if launch.is_main:
+            print(f"resuming {path} at epoch {state.epoch + 1}, step {state.step_in_epoch}", flush=True)
+        return state
+
+    def save(self, path: Path, model, optimizer, scheduler, launch: Launch) -> None:
+        # Every rank takes part: each one's augmentation stream is saved, so a resume continues all of them.
+        rng_states = gather_objects(torch.get_rng_state(), launch)
+        if launch.is_main:
+            saved = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng_by_rank": rng_states,
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "best_jaccard": self.best_jaccard,
+                "history": json.dumps(self.history),
+            }
+            torch.save(saved, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)  # atomic: a kill mid-write keeps the old state
+        # No rank goes on (or returns from training) before the state on disk is the current one.
+        wait_for_every_rank(launch)
+
+
+def epoch_loader(
+    dataset: AugmentedPairs, indices: list[int], options: TrainingOptions, start_step: int, launch: Launch
+) -> torch.utils.data.DataLoader:
+    """This rank's share of each remaining batch of the epoch, augmented by `options.loader_workers`
+    workers. The batches come from (seed, epoch) alone, so a resumed epoch skips exactly what is done; the
+    workers' augmentation streams come from this rank's stream, saved in state.pt."""
+    batches = [
+        list(own_share(indices[step * options.batch_size : (step + 1) * options.batch_size], launch))
+        for step in range(start_step, len(indices) // options.batch_size)
+    ]
+    generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=options.loader_workers,
+        generator=generator,
+        persistent_workers=False,
+    )
+
+
+def train_one_epoch(
+    trained: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    scaler: torch.amp.GradScaler,
+    loader: torch.utils.data.DataLoader,
+    state: TrainingState,
+    save_state,
+    options: TrainingOptions,
+    launch: Launch,
+) -> tuple[float, int]:
+    """One pass over the loader's batches; (sum of step losses, steps) on this rank."""
+    trained.train()
+    device = launch.device
+    dtype = autocast_dtype(device)
+    loss_total, loss_count = 0.0, 0
+    progress = tqdm(loader, desc=f"epoch {state.epoch + 1}/{options.epochs}", unit="step", disable=not launch.is_main)
+    for images, targets in progress:
+        images = images.to(device, memory_format=memory_format(device))
+        targets = targets.to(device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = trained(images)
+        loss = bce_dice_loss(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_total += loss.item()
+        loss_count += 1
+        progress.set_postfix(loss=f"{loss_total / loss_count:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        state.step_in_epoch += 1
+        if state.step_in_epoch % options.checkpoint_every == 0:
+            save_state()
+    return loss_total, loss_count
+
+
+def evaluate(
+    model: LesionSegmenter,
+    config: ModelConfig,
+    validation_sets: list[ValidationSet],
+    batch_size: int,
+    launch: Launch,
+) -> dict[str, float]:
+    """Each set's mean validation scores, as `{set}_{metric}`. Each rank scores its share of the images;
+    every rank then averages all of them in their original order, so the row (and the checkpoint it
+    selects) is what one process gets."""
+    copy_buffers_from_first_rank(model, launch)
+    row = {}
+    for validation_set in validation_sets:
+        share_scores = validation_scores(
+            model,
+            config,
+            own_share(validation_set.square_images, launch),
+            own_share(validation_set.truths, launch),
+            batch_size,
+            launch.device,
+        )
+        for name, value in mean_scores(gather_in_order(share_scores, launch)).items():
+            row[f"{validation_set.source}_{name}"] = round(value, 5)
+    return row
+
+
 def train(options: TrainingOptions) -> Path:
     """Trains, resuming from `output_directory/state.pt` if present; returns the best checkpoint's path.
     Under `torchrun` every rank runs this; rank 0 alone writes files and shows progress."""
@@ -186,11 +317,11 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
     state_path = output_directory / "state.pt"
     best_path = output_directory / "best.safetensors"
 
-    training_records, validation_records = load_records(options)
+    split, training_records, validation_records = load_records(options)
     training_images, training_masks = load_square_arrays(
         training_records, config.input_size, "decoding training pairs", show_progress=launch.is_main
     )
-    dataset = AugmentedPairs(training_images, training_masks, augment=True)
+    dataset = AugmentedPairs(training_images, training_masks, config.mean, config.std, augment=True)
     validation_sets = load_validation_sets(validation_records, options.sets, config.input_size, launch.is_main)
 
     model = create_model(config)
@@ -200,29 +331,14 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
     device = launch.device
     model.to(device, memory_format=memory_format(device))
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
-    dtype = autocast_dtype(device)
     # Only float16 can underflow gradients; with bfloat16 or float32 the scaler passes everything through.
     # Its scale re-finds itself within a few steps, so state.pt does not keep it.
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
     steps_per_epoch = options.samples_per_epoch // options.batch_size
     scheduler = make_scheduler(optimizer, steps_per_epoch * options.epochs, options.warmup_fraction)
     weights = balanced_weights(training_records)
 
-    epoch, step_in_epoch, best_jaccard, history = 0, 0, -1.0, []
-    if state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"], strict=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        # A state.pt written before training could be distributed holds one stream, rank 0's.
-        rng_states = state.get("torch_rng_by_rank") or [state["torch_rng"]]
-        # A rank the saved run did not have keeps the stream it was seeded with.
-        if launch.rank < len(rng_states):
-            torch.set_rng_state(rng_states[launch.rank])
-        epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
-        best_jaccard, history = state["best_jaccard"], json.loads(state["history"])
-        if launch.is_main:
-            print(f"resuming {state_path} at epoch {epoch + 1}, step {step_in_epoch}", flush=True)
+    state = TrainingState.load(state_path, model, optimizer, scheduler, launch)
     # DDP averages the gradients of the ranks' shares, which is the gradient of the mean loss over the
     # global batch; built after resuming, its start-up broadcast of rank 0's weights changes nothing.
     trained = (
@@ -232,85 +348,30 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
     )
 
     def save_state() -> None:
-        # Every rank takes part: each one's augmentation stream is saved, so a resume continues all of them.
-        rng_states = gather_objects(torch.get_rng_state(), launch)
-        if launch.is_main:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng_by_rank": rng_states,
-                "epoch": epoch,
-                "step_in_epoch": step_in_epoch,
-                "best_jaccard": best_jaccard,
-                "history": json.dumps(history),
-            }
-            torch.save(state, state_path.with_suffix(".tmp"))
-            state_path.with_suffix(".tmp").replace(state_path)  # atomic: a kill mid-write keeps the old state
-        # No rank goes on (or returns from training) before the state on disk is the current one.
-        wait_for_every_rank(launch)
+        state.save(state_path, model, optimizer, scheduler, launch)
 
-    while epoch < options.epochs:
-        trained.train()
-        indices = epoch_indices(weights, steps_per_epoch * options.batch_size, options.seed, epoch)
+    while state.epoch < options.epochs:
+        indices = epoch_indices(weights, steps_per_epoch * options.batch_size, options.seed, state.epoch)
+        loader = epoch_loader(dataset, indices, options, state.step_in_epoch, launch)
         started = time.time()
-        loss_total, loss_count = 0.0, 0
-        progress = tqdm(
-            range(step_in_epoch, steps_per_epoch),
-            desc=f"epoch {epoch + 1}/{options.epochs}",
-            unit="step",
-            disable=not launch.is_main,
+        loss_total, loss_count = train_one_epoch(
+            trained, optimizer, scheduler, scaler, loader, state, save_state, options, launch
         )
-        for step in progress:
-            batch_indices = indices[step * options.batch_size : (step + 1) * options.batch_size]
-            pairs = [dataset[index] for index in own_share(batch_indices, launch)]
-            images = torch.from_numpy(
-                normalise(np.stack([image.numpy() for image, _ in pairs]), config.mean, config.std)
-            ).to(device, memory_format=memory_format(device))
-            targets = torch.stack([mask for _, mask in pairs])[:, None].to(device)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = trained(images)
-            loss = bce_dice_loss(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_total += loss.item()
-            loss_count += 1
-            progress.set_postfix(loss=f"{loss_total / loss_count:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-            step_in_epoch = step + 1
-            if step_in_epoch % options.checkpoint_every == 0:
-                save_state()
-
         # The mean over every rank's steps, each step's loss already a mean over that rank's equal share.
         loss_total, loss_count = sum_over_ranks([loss_total, loss_count], launch)
         row = {
-            "epoch": epoch + 1,
+            "epoch": state.epoch + 1,
             "train_loss": round(loss_total / max(1, loss_count), 5),
             "learning_rate": scheduler.get_last_lr()[0],
             "train_seconds": round(time.time() - started, 1),
+            **evaluate(model, config, validation_sets, options.batch_size, launch),
         }
-        copy_buffers_from_first_rank(model, launch)
-        for validation_set in validation_sets:
-            # Each rank scores its share of the images; every rank then averages all of them in their
-            # original order, so the row (and the best checkpoint it selects) is what one process gets.
-            share_scores = validation_scores(
-                model,
-                config,
-                own_share(validation_set.square_images, launch),
-                own_share(validation_set.truths, launch),
-                options.batch_size,
-                device,
-            )
-            for name, value in mean_scores(gather_in_order(share_scores, launch)).items():
-                row[f"{validation_set.source}_{name}"] = round(value, 5)
-        history.append(row)
+        state.history.append(row)
         if launch.is_main:
             print(json.dumps(row), flush=True)
         selection = row.get(f"{SELECTION_SET}_jaccard", row[f"{options.sets[0]}_jaccard"])
-        if selection > best_jaccard:
-            best_jaccard = selection
+        if selection > state.best_jaccard:
+            state.best_jaccard = selection
             if launch.is_main:
                 save_checkpoint(
                     model,
@@ -321,21 +382,23 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
                             "command": " ".join(options.command),
                             "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
                             "encoder_weights": encoder_weights,
+                            "split": split.record(),
                             "data": {
                                 "sets": list(options.sets),
                                 "training_pairs": len(training_records),
                                 "validation_pairs": len(validation_records),
-                                "split": "sha256 of (split_seed, source, lesion_id or image id)"
-                                f" < {options.validation_fraction}",
+                                "split": "sha256 of (split_seed, source, group) < held_out_fraction is held out; "
+                                "half of that (by a second hash) is validation, half test. A group is a lesion "
+                                "joined with its listed near-duplicates",
                             },
-                            "epoch": epoch + 1,
+                            "epoch": state.epoch + 1,
                             "processes": launch.world_size,
                         },
                         "validation_during_training": row,
                     },
                 )
-        epoch, step_in_epoch = epoch + 1, 0
+        state.epoch, state.step_in_epoch = state.epoch + 1, 0
         if launch.is_main:
-            write_logs(output_directory, history)
+            write_logs(output_directory, state.history)
         save_state()
     return best_path

@@ -4,9 +4,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The pairs a command can work on: `calibration` and `report` are the validation split's halves.
-SPLITS = ("validation", "calibration", "report", "training", "all")
-
 
 @dataclass
 class TrainingOptions:
@@ -20,11 +17,13 @@ class TrainingOptions:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.03
-    validation_fraction: float = 0.1
+    held_out_fraction: float = 0.1
     split_seed: int = 0
     seed: int = 0
     encoder_weights: str = "imagenet"
     threads: int = 0
     checkpoint_every: int = 50
+    # Processes that augment the next batches while this one trains; 0 augments in this process.
+    loader_workers: int = 2
     limit_pairs: int = 0
     command: list[str] = field(default_factory=lambda: list(sys.argv))

@@ -1,0 +1,2 @@
+"""The dermoscopy datasets: discovering ISIC-layout pairs, the leak-free split into training, validation
+and test, and reading images and masks. Training, calibration and evaluation all take their pairs from here."""
