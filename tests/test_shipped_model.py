@@ -1,22 +1,26 @@
 """The embedded default model, judged on real ISIC pairs it never trained on, at their own size."""
 
+import pytest
+
+from lesionseg.data.pairs import discover_pairs
+from lesionseg.data.splits import Split
 from lesionseg.evaluation.evaluate import evaluate_pairs
 
-# The first 60 pairs of the ISIC validation split (hash split, seed 0), 10 MC samples, seed 0: the
-# shipped model scores a mean Jaccard of 0.855 there; the bar leaves room for floating-point drift
-# across CPUs, not for a worse model. The whole split's numbers are in the README and the sidecar.
-FIXED_PAIRS = 60
-MINIMUM_MEAN_JACCARD = 0.82
 
-
-def test_shipped_model_reaches_the_stated_jaccard(predictor, isic_validation_pairs):
-    means, rows = evaluate_pairs(predictor, isic_validation_pairs[:FIXED_PAIRS], samples=10, seed=0)
-    assert len(rows) == FIXED_PAIRS
-    assert means["jaccard"] >= MINIMUM_MEAN_JACCARD, means
+def test_the_recorded_isic_test_numbers_are_measured_again(predictor, data_root):
+    """The sidecar's headline numbers are re-measured, pair for pair, on the test split it names: a
+    sidecar edited by hand, or recorded from another model or split, fails here."""
+    recorded = predictor.sidecar["evaluation"]
+    assert recorded["split"] == "test"
+    records = Split.of_model(predictor.sidecar).select(discover_pairs(data_root / "isic2018"), "test")
+    assert len(records) == recorded["pairs"]["isic2018"]
+    means, _ = evaluate_pairs(predictor, records, samples=recorded["samples"], seed=recorded["seed"])
+    for name, value in recorded["metrics"]["isic2018"].items():
+        assert means[name] == pytest.approx(value, abs=1e-6), name
 
 
 def test_sidecar_states_how_the_model_was_made_and_measured(predictor):
     sidecar = predictor.sidecar
     assert sidecar["training"]["command"].startswith("lesionseg train")
     assert sidecar["evaluation"]["metrics"]["isic2018"]["jaccard"] >= 0.80
-    assert sidecar["evaluation"]["metrics"]["isic2018"]["thresholded_jaccard"] >= 0.75
+    assert sidecar["evaluation"]["metrics"]["isic2018"]["thresholded_jaccard"] >= 0.72
