@@ -1,5 +1,6 @@
 """Which CPU backend: ONNX Runtime (the lean install's default), OpenVINO in its CPU's fastest precision
-(bfloat16 where the processor has it) and OpenVINO in float32, on the same exported graphs.
+(bfloat16 where the processor has it) and OpenVINO in float32, on the same exported graphs; and both
+engines on the static int8 trunk that `lesionseg quantise` wrote beside them (calibrated on training images).
 
     python benchmarks/cpu_backends.py [--pairs N]
 
@@ -29,7 +30,7 @@ from lesionseg.uncertainty.sampling import sample_tail
 REPOSITORY = Path(__file__).resolve().parents[1]
 RESULTS = REPOSITORY / "benchmarks" / "results" / "cpu_backends.json"
 DATA_ROOT = REPOSITORY.parent / "shared" / "data"
-BACKENDS = ("onnx", "openvino", "openvino-f32")
+BACKENDS = ("onnx", "onnx-int8", "openvino", "openvino-f32", "openvino-int8")
 SETS = (("isic2018", "validation"), ("ham10000", "report"))
 
 
@@ -76,6 +77,8 @@ def main() -> None:
     milliseconds = milliseconds_alone()
     predictors = {name: Predictor.from_checkpoint(DEFAULT_WEIGHTS, name) for name in BACKENDS}
     precision = {name: getattr(p.backend, "precision", "f32") for name, p in predictors.items()}
+    # The int8 rows run a QDQ trunk: its convolutions in int8, everything else in the engine's precision.
+    precision = {name: f"int8 + {value}" if name.endswith("-int8") else value for name, value in precision.items()}
     rows = {name: {"precision": precision[name], "inference_ms": round(milliseconds[name], 1)} for name in BACKENDS}
     for set_name, split in SETS:
         records = select_pairs(DATA_ROOT, set_name, split, 0.1, 0)

@@ -1,4 +1,5 @@
-"""The `lesionseg` command: serve, predict, batch, evaluate, calibrate, info, train, export, export-weights."""
+"""The `lesionseg` command: serve, predict, batch, evaluate, calibrate, info, train, export, quantise,
+export-weights."""
 
 import argparse
 import json
@@ -80,7 +81,7 @@ def run_train(arguments: argparse.Namespace) -> None:
         print(f"best checkpoint: {best}")
 
 
-BACKENDS = ["auto", "pytorch", "onnx", "openvino", "openvino-f32"]
+BACKENDS = ["auto", "pytorch", "onnx", "onnx-int8", "openvino", "openvino-f32", "openvino-int8"]
 BACKEND_HELP = "auto (the default): PyTorch where it is installed, else ONNX Runtime"
 
 
@@ -675,6 +676,29 @@ def run_onnx_export(arguments: argparse.Namespace) -> None:
     print(json.dumps(record, indent=2))
 
 
+def add_quantise_parser(subparsers) -> None:
+    from lesionseg.training.options import TrainingOptions
+
+    defaults = TrainingOptions()
+    parser = subparsers.add_parser(
+        "quantise", help="write a static int8 ONNX trunk, calibrated on training images, for --backend onnx-int8"
+    )
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
+    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    parser.add_argument("--images-per-set", type=int, default=80, help="training images drawn from each set")
+    parser.add_argument("--seed", type=int, default=0, help="which training images are drawn")
+
+
+def run_quantise(arguments: argparse.Namespace) -> None:
+    from lesionseg.config import Settings
+    from lesionseg.model.quantise import quantise_trunk
+
+    weights = arguments.weights or Settings().weights
+    record = quantise_trunk(weights, arguments.data_root, arguments.sets, arguments.images_per_set, arguments.seed)
+    print(json.dumps(record, indent=2))
+
+
 def add_import_seed_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "import-seed", help="convert the seed's Swin-T UPerNet checkpoint (.pth) into a servable .safetensors"
@@ -735,6 +759,7 @@ COMMANDS = {
     "train": (add_train_parser, run_train),
     "export-weights": (add_export_parser, run_export),
     "export": (add_onnx_parser, run_onnx_export),
+    "quantise": (add_quantise_parser, run_quantise),
     "import-seed": (add_import_seed_parser, run_import_seed),
     "export-reviews": (add_export_reviews_parser, run_export_reviews),
 }

@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     # pytorch (eager), onnx (ONNX Runtime on the graphs `lesionseg export` wrote beside the weights), or
     # auto: PyTorch where it is installed, else ONNX Runtime (the lean install, `pip install lesionseg`).
     # openvino: OpenVINO on the same graphs (`pip install 'lesionseg[openvino]'`), in its CPU's fastest
-    # precision (bfloat16 where the CPU has it); openvino-f32: OpenVINO in float32.
-    backend: Literal["auto", "pytorch", "onnx", "openvino", "openvino-f32"] = "auto"
+    # precision (bfloat16 where the CPU has it); openvino-f32: OpenVINO in float32. onnx-int8 and
+    # openvino-int8: the static int8 trunk `lesionseg quantise` wrote beside the graphs, the tail in float.
+    backend: Literal["auto", "pytorch", "onnx", "onnx-int8", "openvino", "openvino-f32", "openvino-int8"] = "auto"
     # Threads for one inference; 0 keeps the backend's default (one per core). With several
     # workers, give each cores / workers so they do not fight over the same cores.
     inference_threads: int = Field(0, ge=0)

@@ -149,19 +149,22 @@ def resolve_backend(backend: str) -> str:
 def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: int) -> tuple[Backend, dict]:
     """The torch import stays inside the PyTorch branch, so an ONNX-only install never needs it."""
     backend = resolve_backend(backend)
-    if backend == "onnx":
+    if backend in ("onnx", "onnx-int8"):
         from lesionseg.backends.onnx_backend import OnnxBackend
 
         sidecar = read_sidecar(weights_path)
-        return OnnxBackend(weights_path, sidecar, threads), sidecar
-    if backend in ("openvino", "openvino-f32"):
+        return OnnxBackend(weights_path, sidecar, threads, int8_trunk=backend == "onnx-int8"), sidecar
+    if backend in ("openvino", "openvino-f32", "openvino-int8"):
         from lesionseg.backends.openvino_backend import OpenVinoBackend
 
         sidecar = read_sidecar(weights_path)
         precision = "f32" if backend == "openvino-f32" else "auto"
-        return OpenVinoBackend(weights_path, sidecar, threads, precision), sidecar
+        int8_trunk = backend == "openvino-int8"
+        return OpenVinoBackend(weights_path, sidecar, threads, precision, int8_trunk), sidecar
     if backend != "pytorch":
-        raise ValueError(f"unknown backend {backend!r}; use auto, pytorch, onnx, openvino or openvino-f32")
+        raise ValueError(
+            f"unknown backend {backend!r}; use auto, pytorch, onnx, onnx-int8, openvino, openvino-f32 or openvino-int8"
+        )
     from lesionseg.backends.pytorch_backend import TorchBackend
     from lesionseg.model.checkpoint import load_checkpoint
 

@@ -1,5 +1,5 @@
 """OpenVINO on the exported graphs against ONNX Runtime, on real images: equal in float32, the same masks
-but for a few boundary pixels in its CPU's fastest precision."""
+but for a few boundary pixels in its CPU's fastest precision and on the static int8 trunk."""
 
 import numpy as np
 import pytest
@@ -13,7 +13,10 @@ pytest.importorskip("openvino", reason="openvino is not installed: make test ins
 
 @pytest.fixture(scope="module")
 def predictors() -> dict[str, Predictor]:
-    return {name: Predictor.from_checkpoint(DEFAULT_WEIGHTS, name) for name in ("onnx", "openvino", "openvino-f32")}
+    return {
+        name: Predictor.from_checkpoint(DEFAULT_WEIGHTS, name)
+        for name in ("onnx", "openvino", "openvino-f32", "openvino-int8")
+    }
 
 
 def test_openvino_in_float32_equals_onnx_runtime(predictors, isic_validation_pairs):
@@ -30,5 +33,14 @@ def test_openvino_in_its_fastest_precision_gives_the_same_masks_but_for_a_few_pi
         rgb = read_image(record.image_path)
         expected = predictors["onnx"].predict(rgb, samples=6, seed=0)
         found = predictors["openvino"].predict(rgb, samples=6, seed=0)
+        assert (found.mask != expected.mask).mean() < 0.01
+        assert found.out_of_distribution == expected.out_of_distribution
+
+
+def test_openvino_on_the_int8_trunk_gives_the_same_masks_but_for_a_few_pixels(predictors, isic_validation_pairs):
+    for record in isic_validation_pairs[:3]:
+        rgb = read_rgb(record.image_path)
+        expected = predictors["onnx"].predict(rgb, samples=6, seed=0)
+        found = predictors["openvino-int8"].predict(rgb, samples=6, seed=0)
         assert (found.mask != expected.mask).mean() < 0.01
         assert found.out_of_distribution == expected.out_of_distribution

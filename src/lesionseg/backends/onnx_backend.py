@@ -35,6 +35,37 @@ def checked_onnx_paths(weights_path: Path, sidecar: dict) -> tuple[Path, Path]:
     return paths
 
 
+def int8_trunk_path(weights_path: Path) -> Path:
+    """Where `lesionseg quantise` puts the static int8 trunk: beside the float graphs."""
+    stem = Path(weights_path).with_suffix("")
+    return stem.with_name(stem.name + ".trunk.int8.onnx")
+
+
+def checked_int8_trunk_path(weights_path: Path, sidecar: dict) -> Path:
+    """The int8 trunk, once it is known to be the one the sidecar recorded, quantised from the current float trunk."""
+    quantised = sidecar.get("onnx_int8")
+    if not quantised:
+        raise CheckpointError(f"{Path(weights_path).name} has no int8 trunk: run `lesionseg quantise` first")
+    if quantised.get("float_trunk_sha256") != sidecar["onnx"]["trunk"]["sha256"]:
+        raise CheckpointError(
+            f"{Path(weights_path).name}: its int8 trunk was quantised from another export; run `lesionseg quantise`"
+        )
+    path = int8_trunk_path(weights_path)
+    if not path.is_file():
+        raise CheckpointError(f"int8 graph {path.name} is missing: run `lesionseg quantise`")
+    if file_sha256(path) != quantised["trunk"]["sha256"]:
+        raise CheckpointError(f"{path.name}: sha256 does not match the sidecar; quantise again")
+    return path
+
+
+def graph_paths(weights_path: Path, sidecar: dict, int8_trunk: bool) -> tuple[Path, Path]:
+    """(trunk, tail) to run: the float graphs, or the int8 trunk with the float tail."""
+    trunk_path, tail_path = checked_onnx_paths(weights_path, sidecar)
+    if int8_trunk:
+        trunk_path = checked_int8_trunk_path(weights_path, sidecar)
+    return trunk_path, tail_path
+
+
 def has_descriptor(last_output: str, weights_path: Path, sidecar: dict) -> bool:
     """Whether the trunk graph gives the image descriptor; graphs exported before the out-of-distribution
     gate do not, and a sidecar that has a gate refuses them."""
@@ -47,13 +78,15 @@ def has_descriptor(last_output: str, weights_path: Path, sidecar: dict) -> bool:
 
 
 class OnnxBackend:
-    def __init__(self, weights_path: Path, sidecar: dict, threads: int = 0) -> None:
+    """`int8_trunk` runs the static int8 trunk of `lesionseg quantise` (`--backend onnx-int8`)."""
+
+    def __init__(self, weights_path: Path, sidecar: dict, threads: int = 0, int8_trunk: bool = False) -> None:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.sessions = [
             onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            for path in checked_onnx_paths(weights_path, sidecar)
+            for path in graph_paths(weights_path, sidecar, int8_trunk)
         ]
         self.trunk_session, self.tail_session = self.sessions
         self.tail_inputs = [item.name for item in self.tail_session.get_inputs()]

@@ -12,20 +12,28 @@ from typing import Literal
 import numpy as np
 import openvino
 
-from lesionseg.backends.onnx_backend import checked_onnx_paths, has_descriptor
+from lesionseg.backends.onnx_backend import graph_paths, has_descriptor
 
 Precision = Literal["auto", "f32"]
 
 
 class OpenVinoBackend:
-    def __init__(self, weights_path: Path, sidecar: dict, threads: int = 0, precision: Precision = "auto") -> None:
+    def __init__(
+        self,
+        weights_path: Path,
+        sidecar: dict,
+        threads: int = 0,
+        precision: Precision = "auto",
+        int8_trunk: bool = False,
+    ) -> None:
         core = openvino.Core()
         config = {"PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         if precision == "f32":
             config["INFERENCE_PRECISION_HINT"] = "f32"
-        trunk_path, tail_path = checked_onnx_paths(weights_path, sidecar)
+        # OpenVINO runs the int8 trunk's quantised convolutions in int8, the rest in `precision`.
+        trunk_path, tail_path = graph_paths(weights_path, sidecar, int8_trunk)
         self.trunk_model = core.compile_model(core.read_model(trunk_path), "CPU", config)
         self.tail_model = core.compile_model(core.read_model(tail_path), "CPU", config)
         self.precision = self.trunk_model.get_property("INFERENCE_PRECISION_HINT").get_type_name()

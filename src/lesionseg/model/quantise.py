@@ -1,0 +1,99 @@
+"""Static int8 quantisation of the exported ONNX trunk, calibrated on training images (`lesionseg quantise`).
+
+ONNX Runtime's `quantize_static` writes a QDQ graph: int8 weights per output channel, and uint8 activations
+whose ranges were measured on real images preprocessed exactly as the predictor does. Only training
+images calibrate it, so the validation and report pairs that score it stay unseen. The tail stays float32:
+one 1×1 convolution and a resize, too little work to gain from int8.
+"""
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from lesionseg.backends.onnx_backend import checked_onnx_paths, int8_trunk_path
+from lesionseg.evaluation.evaluate import select_pairs
+from lesionseg.imaging.preprocess import normalise, resize_to_square
+from lesionseg.model.sidecar import config_from_sidecar, file_sha256, read_sidecar, training_split, update_sidecar
+from lesionseg.training.data import read_rgb
+
+DEFAULT_IMAGES_PER_SET = 80
+
+
+class CalibrationImages(CalibrationDataReader):
+    """Feeds the calibration one preprocessed image at a time, decoding each only when asked."""
+
+    def __init__(self, image_paths: list[Path], sidecar: dict) -> None:
+        self.image_paths = iter(image_paths)
+        self.config = config_from_sidecar(sidecar)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        path = next(self.image_paths, None)
+        if path is None:
+            return None
+        square = resize_to_square(read_rgb(path), self.config.input_size)
+        return {"image": normalise(square[None], self.config.mean, self.config.std)}
+
+
+def calibration_image_paths(
+    data_root: Path, sets: list[str], images_per_set: int, seed: int, sidecar: dict
+) -> list[Path]:
+    """A random draw of each set's training split, the same for the same seed."""
+    generator = np.random.default_rng(seed)
+    paths = []
+    for set_name in sets:
+        training = select_pairs(data_root, set_name, "training", *training_split(sidecar))
+        chosen = generator.choice(len(training), min(images_per_set, len(training)), replace=False)
+        paths += [training[index].image_path for index in sorted(chosen)]
+    if not paths:
+        raise ValueError(f"no training images under {data_root} for {', '.join(sets)}")
+    return paths
+
+
+def quantise_trunk(
+    weights_path: Path,
+    data_root: Path,
+    sets: list[str],
+    images_per_set: int = DEFAULT_IMAGES_PER_SET,
+    seed: int = 0,
+    output_path: Path | None = None,
+) -> dict:
+    """Writes WEIGHTS.trunk.int8.onnx beside the float graphs (or at `output_path`, leaving the sidecar
+    alone) and records its sha256 in the sidecar under "onnx_int8"."""
+    sidecar = read_sidecar(weights_path)
+    trunk_path, _ = checked_onnx_paths(weights_path, sidecar)
+    image_paths = calibration_image_paths(data_root, sets, images_per_set, seed, sidecar)
+    destination = Path(output_path or int8_trunk_path(weights_path))
+    with tempfile.TemporaryDirectory() as workspace:
+        # Shape inference and constant folding first, as ONNX Runtime recommends before quantising.
+        prepared = Path(workspace) / "trunk.prepared.onnx"
+        quant_pre_process(str(trunk_path), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(destination),
+            CalibrationImages(image_paths, sidecar),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    record = {
+        "trunk": {"file": destination.name, "sha256": file_sha256(destination)},
+        # The int8 graph belongs to this float graph: a new export makes it stale.
+        "float_trunk_sha256": sidecar["onnx"]["trunk"]["sha256"],
+        "onnxruntime_version": onnxruntime.__version__,
+        "calibration": {
+            "method": "MinMax, QDQ, int8 weights per channel, uint8 activations",
+            "images": len(image_paths),
+            "split": "training",
+            "sets": list(sets),
+            "seed": seed,
+        },
+    }
+    if output_path is None:
+        update_sidecar(weights_path, "onnx_int8", record)
+    return record

@@ -1,0 +1,61 @@
+"""The static int8 trunk (`lesionseg quantise`, `--backend onnx-int8`) against ONNX Runtime in float32 on real
+images, its link to the float graph it was quantised from, and the quantisation drawing only training images."""
+
+import numpy as np
+import pytest
+
+from lesionseg.backends.onnx_backend import OnnxBackend
+from lesionseg.config import DEFAULT_WEIGHTS
+from lesionseg.evaluation.evaluate import select_pairs
+from lesionseg.model.sidecar import CheckpointError, file_sha256, read_sidecar
+from lesionseg.predictor import Predictor
+from lesionseg.training.data import read_rgb
+
+
+@pytest.fixture(scope="module")
+def predictors() -> dict[str, Predictor]:
+    return {name: Predictor.from_checkpoint(DEFAULT_WEIGHTS, name) for name in ("onnx", "onnx-int8")}
+
+
+def test_int8_trunk_gives_the_same_masks_as_float32_but_for_a_few_pixels(predictors, isic_validation_pairs):
+    for record in isic_validation_pairs[:5]:
+        rgb = read_rgb(record.image_path)
+        expected = predictors["onnx"].predict(rgb, samples=6, seed=0)
+        found = predictors["onnx-int8"].predict(rgb, samples=6, seed=0)
+        assert (found.mask != expected.mask).mean() < 0.01
+        assert np.abs(found.mean_probability - expected.mean_probability).mean() < 0.01
+        assert found.out_of_distribution == expected.out_of_distribution
+
+
+def test_int8_trunk_is_refused_when_it_does_not_belong_to_the_float_export():
+    sidecar = read_sidecar(DEFAULT_WEIGHTS)
+    reexported = {**sidecar, "onnx": {**sidecar["onnx"], "trunk": {**sidecar["onnx"]["trunk"], "sha256": "0" * 64}}}
+    # A new export also changes the float trunk's file; only the link is under test here.
+    with pytest.raises(CheckpointError):
+        OnnxBackend(DEFAULT_WEIGHTS, reexported, int8_trunk=True)
+    stale = {**sidecar, "onnx_int8": {**sidecar["onnx_int8"], "float_trunk_sha256": "0" * 64}}
+    with pytest.raises(CheckpointError, match="quantised from another export"):
+        OnnxBackend(DEFAULT_WEIGHTS, stale, int8_trunk=True)
+    never_quantised = {key: value for key, value in sidecar.items() if key != "onnx_int8"}
+    with pytest.raises(CheckpointError, match="run `lesionseg quantise` first"):
+        OnnxBackend(DEFAULT_WEIGHTS, never_quantised, int8_trunk=True)
+    assert OnnxBackend(DEFAULT_WEIGHTS, never_quantised).has_descriptor, "the float backend does not need it"
+
+
+def test_quantise_calibrates_on_training_images_only_and_records_the_graph(data_root, tmp_path):
+    pytest.importorskip("onnx", reason="quantising needs onnx, part of lesionseg[train]")
+    from lesionseg.model.quantise import calibration_image_paths, quantise_trunk
+
+    sidecar = read_sidecar(DEFAULT_WEIGHTS)
+    sets = ["isic2018", "ham10000"]
+    paths = calibration_image_paths(data_root, sets, 80, 0, sidecar)
+    held_out = {record.image_path for name in sets for record in select_pairs(data_root, name, "validation", 0.1, 0)}
+    assert len(paths) == 160 and not held_out.intersection(paths)
+    assert paths == calibration_image_paths(data_root, sets, 80, 0, sidecar), "the same seed, the same images"
+
+    output = tmp_path / "trunk.int8.onnx"
+    record = quantise_trunk(DEFAULT_WEIGHTS, data_root, ["isic2018"], images_per_set=2, output_path=output)
+    assert record["trunk"]["sha256"] == file_sha256(output)
+    assert record["float_trunk_sha256"] == sidecar["onnx"]["trunk"]["sha256"]
+    assert record["calibration"]["images"] == 2
+    assert read_sidecar(DEFAULT_WEIGHTS) == sidecar, "an output path leaves the shipped sidecar alone"
