@@ -21,6 +21,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from lesionseg.backends.onnx_backend import OnnxBackend, onnx_paths
 from lesionseg.config import DEFAULT_WEIGHTS
+from lesionseg.data.splits import Split
 from lesionseg.evaluation.evaluate import evaluate_pairs, select_pairs
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
@@ -53,7 +54,7 @@ def main() -> None:
         quantize_dynamic(str(prepared), str(quantised), weight_type=QuantType.QInt8)
         int8.trunk_session = onnxruntime.InferenceSession(str(quantised), providers=["CPUExecutionProvider"])
         sizes = {"float32": trunk_path.stat().st_size / 1e6, "int8": quantised.stat().st_size / 1e6}
-    records = select_pairs(DATA_ROOT, "isic2018", "validation", 0.1, 0)
+    records = select_pairs(DATA_ROOT, "isic2018", "held-out", Split())
     rows = {}
     for name, backend in (("float32", float32), ("int8", int8)):
         metrics, _ = evaluate_pairs(Predictor(backend, sidecar), records, samples=10, seed=0)

@@ -17,6 +17,7 @@ from lesionseg.api.memory_budget import MemoryBudget
 from lesionseg.api.routes.predict import PredictOptions, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.data.pairs import read_image, read_truth
+from lesionseg.data.splits import Split
 from lesionseg.evaluation.evaluate import select_pairs
 from lesionseg.evaluation.metrics import score_masks
 from lesionseg.imaging.regions import rle_decode
@@ -66,7 +67,7 @@ def test_the_image_formats_carry_the_flag_in_headers(server_url, not_dermoscopy,
 
 def test_held_out_dermoscopy_is_not_flagged(server_url, data_root):
     """The first 20 ISIC images of the report half, which chose nothing; about 2 % are expected flagged."""
-    records = select_pairs(data_root, "isic2018", "report", 0.1, 0)[:20]
+    records = select_pairs(data_root, "isic2018", "test", Split())[:20]
     flags = [post(server_url, record.image_path.read_bytes(), format="json").json() for record in records]
     assert sum(body["out_of_distribution"] for body in flags) <= 1
     assert all(body["ood_score"] is not None for body in flags)
@@ -141,7 +142,7 @@ def test_the_gate_gives_the_same_score_on_both_backends(predictor, real_image_pa
 
 
 def test_flip_tta_pools_three_views_and_is_as_accurate_as_plain_sampling(server_url, data_root):
-    records = select_pairs(data_root, "isic2018", "report", 0.1, 0)[:8]
+    records = select_pairs(data_root, "isic2018", "test", Split())[:8]
     jaccards = {False: [], True: []}
     for record in records:
         truth = read_truth(record.mask_path)

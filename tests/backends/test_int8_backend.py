@@ -6,10 +6,11 @@ import pytest
 
 from lesionseg.backends.onnx_backend import OnnxBackend
 from lesionseg.config import DEFAULT_WEIGHTS
+from lesionseg.data.pairs import read_image
+from lesionseg.data.splits import Split
 from lesionseg.evaluation.evaluate import select_pairs
 from lesionseg.model.sidecar import CheckpointError, file_sha256, read_sidecar
 from lesionseg.predictor import Predictor
-from lesionseg.training.data import read_rgb
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def predictors() -> dict[str, Predictor]:
 
 def test_int8_trunk_gives_the_same_masks_as_float32_but_for_a_few_pixels(predictors, isic_validation_pairs):
     for record in isic_validation_pairs[:5]:
-        rgb = read_rgb(record.image_path)
+        rgb = read_image(record.image_path)
         expected = predictors["onnx"].predict(rgb, samples=6, seed=0)
         found = predictors["onnx-int8"].predict(rgb, samples=6, seed=0)
         assert (found.mask != expected.mask).mean() < 0.01
@@ -49,7 +50,11 @@ def test_quantise_calibrates_on_training_images_only_and_records_the_graph(data_
     sidecar = read_sidecar(DEFAULT_WEIGHTS)
     sets = ["isic2018", "ham10000"]
     paths = calibration_image_paths(data_root, sets, 80, 0, sidecar)
-    held_out = {record.image_path for name in sets for record in select_pairs(data_root, name, "validation", 0.1, 0)}
+    held_out = {
+        record.image_path
+        for name in sets
+        for record in select_pairs(data_root, name, "held-out", Split.of_model(sidecar))
+    }
     assert len(paths) == 160 and not held_out.intersection(paths)
     assert paths == calibration_image_paths(data_root, sets, 80, 0, sidecar), "the same seed, the same images"
 

@@ -39,7 +39,7 @@ def test_openvino_in_its_fastest_precision_gives_the_same_masks_but_for_a_few_pi
 
 def test_openvino_on_the_int8_trunk_gives_the_same_masks_but_for_a_few_pixels(predictors, isic_validation_pairs):
     for record in isic_validation_pairs[:3]:
-        rgb = read_rgb(record.image_path)
+        rgb = read_image(record.image_path)
         expected = predictors["onnx"].predict(rgb, samples=6, seed=0)
         found = predictors["openvino-int8"].predict(rgb, samples=6, seed=0)
         assert (found.mask != expected.mask).mean() < 0.01

@@ -30,8 +30,8 @@ def test_evaluate_agrees_with_the_official_isic_scorer(data_root, isic_validatio
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     report = tmp_path / "report.json"
     evaluated = subprocess.run(
-        [*LESIONSEG, "evaluate", "--data-root", str(data_root), "--sets", "isic2018", "--split", "held-out", "--limit", str(PAIRS),
-         "--output", str(report), *common],
+        [*LESIONSEG, "evaluate", "--data-root", str(data_root), "--sets", "isic2018", "--split", "held-out",
+         "--limit", str(PAIRS), "--output", str(report), *common],
         capture_output=True,
         text=True,
     )  # fmt: skip

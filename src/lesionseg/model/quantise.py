@@ -15,10 +15,11 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from lesionseg.backends.onnx_backend import checked_onnx_paths, int8_trunk_path
+from lesionseg.data.pairs import read_image
+from lesionseg.data.splits import Split
 from lesionseg.evaluation.evaluate import select_pairs
 from lesionseg.imaging.preprocess import normalise, resize_to_square
-from lesionseg.model.sidecar import config_from_sidecar, file_sha256, read_sidecar, training_split, update_sidecar
-from lesionseg.training.data import read_rgb
+from lesionseg.model.sidecar import config_from_sidecar, file_sha256, read_sidecar, update_sidecar
 
 DEFAULT_IMAGES_PER_SET = 80
 
@@ -34,7 +35,7 @@ class CalibrationImages(CalibrationDataReader):
         path = next(self.image_paths, None)
         if path is None:
             return None
-        square = resize_to_square(read_rgb(path), self.config.input_size)
+        square = resize_to_square(read_image(path), self.config.input_size)
         return {"image": normalise(square[None], self.config.mean, self.config.std)}
 
 
@@ -45,7 +46,7 @@ def calibration_image_paths(
     generator = np.random.default_rng(seed)
     paths = []
     for set_name in sets:
-        training = select_pairs(data_root, set_name, "training", *training_split(sidecar))
+        training = select_pairs(data_root, set_name, "training", Split.of_model(sidecar))
         chosen = generator.choice(len(training), min(images_per_set, len(training)), replace=False)
         paths += [training[index].image_path for index in sorted(chosen)]
     if not paths:
