@@ -36,7 +36,7 @@ from tests.conftest import RunningServer  # noqa: E402
 
 from lesionseg.config import DEFAULT_WEIGHTS  # noqa: E402
 from lesionseg.predictor import Predictor  # noqa: E402
-from lesionseg.uncertainty.mc_dropout import full_pass_logits  # noqa: E402
+from lesionseg.uncertainty.full_pass_reference import full_pass_logits  # noqa: E402
 from lesionseg.uncertainty.sampling import sample_logits  # noqa: E402
 
 DATA_ROOT = REPOSITORY.parent / "shared" / "data"

@@ -310,7 +310,7 @@ def load_predictor(weights: Path | None):
 
 def run_evaluate(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation import evaluate
-    from lesionseg.evaluation.uncertainty import PixelAccumulator
+    from lesionseg.evaluation.uncertainty_metrics import PixelAccumulator
 
     if arguments.record and arguments.limit:
         raise ValueError("--record keeps the model's numbers in its sidecar: it refuses a partial run (--limit)")
@@ -322,7 +322,7 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
         report = evaluate_coverage(arguments, predictor)
         return record_report(arguments, weights, "evaluation_coverage", report)
     results, counts, per_image, uncertainty = {}, {}, {}, {}
-    review_threshold = predictor.review_threshold(settings=None)
+    review_threshold = predictor.review_threshold
     for set_name in arguments.sets:
         records = evaluate.select_pairs(arguments.data_root, set_name, arguments.split, model_split(predictor))
         records = records[: arguments.limit] if arguments.limit else records
@@ -420,9 +420,7 @@ def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> di
         for part in ("distance", "classifier"):
             alone = {kind: {name: parts[part] for name, parts in sets.items()} for kind, sets in components.items()}
             methods[f"ood_gate_{part}_alone"] = detection_report(alone["in"], alone["out"], 1.0)
-    methods["mc_dropout_review_flag"] = detection_report(
-        dropout["in"], dropout["out"], predictor.review_threshold(None)
-    )
+    methods["mc_dropout_review_flag"] = detection_report(dropout["in"], dropout["out"], predictor.review_threshold)
     print("\n".join([*detection_table(methods), *detection_summaries(methods)]))
     return {"samples": arguments.samples, "seed": arguments.seed, "methods": methods}
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from lesionseg.backends.batching import TrunkBatcher
-from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, Settings
+from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
 from lesionseg.imaging.preprocess import normalise, resize_to_square
 from lesionseg.imaging.render import BAND_ROWS, bands_of
 from lesionseg.model.config import ModelConfig
@@ -243,9 +243,9 @@ class Predictor:
         """The sidecar less its per-image detail: architecture, training, metrics, intended use."""
         return {key: value for key, value in self.sidecar.items() if key != "sha256"}
 
-    def review_threshold(self, settings: Settings | None) -> float:
-        if settings is not None and settings.review_threshold is not None:
-            return settings.review_threshold
+    @property
+    def review_threshold(self) -> float:
+        """The calibrated score above which a person should look (a deployment may override it in Settings)."""
         return float(self.sidecar.get("calibration", {}).get("review_threshold", DEFAULT_REVIEW_THRESHOLD))
 
     def coverage_threshold(self, coverage: float) -> tuple[float, float]:

@@ -175,7 +175,10 @@ class Segmenter:
         )
         prediction.timings_ms = {"decode": decode_ms, **prediction.timings_ms}
         cancellation.check()
-        return Result(decoded, prediction, self.predictor.review_threshold(self.settings), self.predictor.identity)
+        review_threshold = self.settings.review_threshold
+        if review_threshold is None:
+            review_threshold = self.predictor.review_threshold
+        return Result(decoded, prediction, review_threshold, self.predictor.identity)
 
 
 def load(

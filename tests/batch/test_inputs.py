@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lesionseg.batch.inputs import BatchItem, list_inputs
+from lesionseg.batch.inputs import JobImage, list_inputs
 
 
 def test_a_folder_gives_its_images_in_order_and_ignores_other_files(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_an_identifier_that_is_not_one_safe_file_name_becomes_a_refused_input(
     refused, valid = list_inputs(manifest)
     assert words in refused.problem
     assert refused.identifier.isprintable() and len(refused.identifier) <= 161
-    assert valid == BatchItem("fine", str((tmp_path / "other.jpg").resolve()))
+    assert valid == JobImage("fine", str((tmp_path / "other.jpg").resolve()))
 
 
 def test_unicode_forms_of_one_name_collide(tmp_path: Path) -> None:

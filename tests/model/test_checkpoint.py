@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from lesionseg.config import DEFAULT_WEIGHTS
 from lesionseg.model.checkpoint import load_checkpoint, save_checkpoint
 from lesionseg.model.config import get_config
-from lesionseg.model.registry import create_model
+from lesionseg.model.factory import create_model
 from lesionseg.model.sidecar import CheckpointError, file_sha256, sidecar_path
 
 

@@ -3,8 +3,8 @@ import torch
 
 from lesionseg.model.config import MODEL_CONFIGS
 from lesionseg.model.decoder import ChannelDropout
+from lesionseg.model.factory import create_model
 from lesionseg.model.pretrained import load_imagenet_weights
-from lesionseg.model.registry import create_model
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))

@@ -19,7 +19,7 @@ from lesionseg.model.checkpoint import load_checkpoint
 from lesionseg.model.config import get_config
 from lesionseg.model.seed_import import import_seed
 from lesionseg.model.sidecar import CheckpointError
-from lesionseg.uncertainty.mc_dropout import full_pass_logits
+from lesionseg.uncertainty.full_pass_reference import full_pass_logits
 from lesionseg.uncertainty.sampling import draw_channel_masks, sample_logits
 
 SIZE = 224

@@ -32,8 +32,8 @@ def summary(result: Result, settings: Settings, include_images: bool) -> dict:
     prediction, decoded = result.prediction, result.decoded
     if include_images:
         body["images"] = {
-            "overlay": data_url(render("overlay", prediction, decoded, settings)),
-            "mask": data_url(render("mask", prediction, decoded, settings)),
+            "overlay": data_url(render_image("overlay", prediction, decoded, settings)),
+            "mask": data_url(render_image("mask", prediction, decoded, settings)),
             "heatmap": data_url(
                 encode_png(
                     uncertainty_heatmap(prediction.bands("uncertainty_std"), "absolute", settings.heatmap_scale_max)
@@ -43,7 +43,7 @@ def summary(result: Result, settings: Settings, include_images: bool) -> dict:
     return body
 
 
-def render(
+def render_image(
     format: OutputFormat,
     prediction: Prediction,
     decoded: DecodedImage,

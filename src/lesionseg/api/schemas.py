@@ -64,7 +64,7 @@ class ModelCard(BaseModel):
     card: dict[str, Any]
 
 
-class BatchItem(BaseModel):
+class ImageResult(BaseModel):
     filename: str | None
     status: int = Field(description="200, or the 4xx this image alone would have got")
     result: PredictionSummary | None = None
@@ -72,7 +72,7 @@ class BatchItem(BaseModel):
 
 
 class BatchResult(BaseModel):
-    results: list[BatchItem]
+    results: list[ImageResult]
 
 
 class CaseImage(BaseModel):

@@ -13,7 +13,7 @@ from itertools import islice
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.batch.inputs import BatchItem
+from lesionseg.batch.inputs import JobImage
 from lesionseg.batch.results import ResultsTable
 from lesionseg.batch.segmenter import ImageOutcome, ImageSegmenter, JobSettings
 
@@ -22,7 +22,7 @@ from lesionseg.batch.segmenter import ImageOutcome, ImageSegmenter, JobSettings
 IMAGES_IN_FLIGHT = 3
 
 
-def run_local(pending: list[BatchItem], job: JobSettings, table: ResultsTable) -> None:
+def run_local(pending: list[JobImage], job: JobSettings, table: ResultsTable) -> None:
     segmenter = ImageSegmenter(job, max_batch_size=IMAGES_IN_FLIGHT)
     remaining = iter(pending)
     with (
@@ -58,7 +58,7 @@ class RaySegmenter:
 
 
 def run_ray(
-    pending: list[BatchItem], job: JobSettings, table: ResultsTable, address: str | None, workers: int | None
+    pending: list[JobImage], job: JobSettings, table: ResultsTable, address: str | None, workers: int | None
 ) -> None:
     """`address` joins a running cluster ("auto", or host:port); without it a local one starts.
 
@@ -97,7 +97,7 @@ def run_ray(
 
 
 def run_batch(
-    items: list[BatchItem],
+    items: list[JobImage],
     job: JobSettings,
     table: ResultsTable,
     engine: str,

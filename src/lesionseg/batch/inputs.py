@@ -20,7 +20,7 @@ MAX_SHOWN_CHARACTERS = 160
 
 
 @dataclass(frozen=True)
-class BatchItem:
+class JobImage:
     identifier: str  # names the outputs: masks/IDENTIFIER_segmentation.png
     path: str  # as the workers will open it: absolute, so any node sharing the filesystem finds it
     problem: str | None = None  # why it is refused without being read; None for a valid input
@@ -71,7 +71,7 @@ def read_manifest(manifest: Path) -> list[tuple[str, Path]]:
     return entries
 
 
-def checked_item(identifier: str, path: Path, taken: dict[str, str]) -> BatchItem:
+def checked_item(identifier: str, path: Path, taken: dict[str, str]) -> JobImage:
     """`taken`: the collision keys of the valid identifiers so far, and whose they are."""
     problem = identifier_problem(identifier)
     if problem is None and collision_key(identifier) in taken:
@@ -82,12 +82,12 @@ def checked_item(identifier: str, path: Path, taken: dict[str, str]) -> BatchIte
         except (OSError, ValueError):  # a NUL byte, a loop of links
             problem = "the path cannot be used as a file name"
     if problem is not None:
-        return BatchItem(shown(identifier), shown(str(path)), problem)
+        return JobImage(shown(identifier), shown(str(path)), problem)
     taken[collision_key(identifier)] = identifier
-    return BatchItem(identifier, resolved)
+    return JobImage(identifier, resolved)
 
 
-def list_inputs(source: Path) -> list[BatchItem]:
+def list_inputs(source: Path) -> list[JobImage]:
     if source.is_dir():
         entries = [(path.stem, path) for path in image_paths_in(source)]
     elif source.is_file() and source.suffix.lower() == ".csv":

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from lesionseg.batch.inputs import BatchItem
+from lesionseg.batch.inputs import JobImage
 from lesionseg.batch.segmenter import RESULT_COLUMNS, ImageOutcome, JobSettings, failed_row, output_files
 from lesionseg.model.sidecar import read_sidecar
 
@@ -74,7 +74,7 @@ class ResultsTable:
         os.replace(temporary, self.table_path)
         return {row["identifier"] for row in kept}
 
-    def pending(self, items: list[BatchItem]) -> list[BatchItem]:
+    def pending(self, items: list[JobImage]) -> list[JobImage]:
         return [item for item in items if item.identifier not in self.finished]
 
     def record(self, outcome: ImageOutcome) -> None:
@@ -93,7 +93,7 @@ class ResultsTable:
         self.write_row(row)
         self.recorded.add(identifier)
 
-    def record_refused(self, item: BatchItem) -> None:
+    def record_refused(self, item: JobImage) -> None:
         """An input refused before it was read (see batch/inputs.py); it has no files."""
         self.write_row(failed_row(item.identifier, item.path, item.problem))
 

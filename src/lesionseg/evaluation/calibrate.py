@@ -8,9 +8,9 @@ from tqdm import tqdm
 
 from lesionseg.data.pairs import PairRecord, read_image, read_mask, truth_from_mask
 from lesionseg.predictor import Predictor
-from lesionseg.uncertainty.calibration import choose_review_threshold, fit_temperature, mean_probability
 from lesionseg.uncertainty.sampling import sample_logits
 from lesionseg.uncertainty.scores import expected_dice_error
+from lesionseg.uncertainty.temperature import choose_review_threshold, fit_temperature, mean_probability
 
 
 def calibrate(

@@ -10,7 +10,7 @@ from lesionseg.config import DEFAULT_THRESHOLD
 from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord, discover_pairs, read_image, read_truth
 from lesionseg.data.splits import Split
 from lesionseg.evaluation.metrics import METRIC_NAMES, mean_scores, score_masks
-from lesionseg.evaluation.uncertainty import (
+from lesionseg.evaluation.uncertainty_metrics import (
     PixelAccumulator,
     failures_removed_by_referring,
     risk_coverage,

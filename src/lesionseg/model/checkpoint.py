@@ -14,8 +14,8 @@ from safetensors.torch import load_file, save_file
 
 from lesionseg import __version__
 from lesionseg.model.config import ModelConfig
+from lesionseg.model.factory import create_model
 from lesionseg.model.network import LesionSegmenter
-from lesionseg.model.registry import create_model
 from lesionseg.model.sidecar import (
     SIDECAR_FORMAT_VERSION,
     CheckpointError,

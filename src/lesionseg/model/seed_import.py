@@ -15,7 +15,7 @@ import torch
 
 from lesionseg.model.checkpoint import mismatched_keys, save_checkpoint
 from lesionseg.model.config import get_config
-from lesionseg.model.registry import create_model
+from lesionseg.model.factory import create_model
 from lesionseg.model.sidecar import CheckpointError, file_sha256
 
 SEED_MODEL = "seed_swin_upernet"

@@ -23,9 +23,9 @@ from lesionseg.evaluation.metrics import SegmentationScores, mean_scores, score_
 from lesionseg.imaging.preprocess import normalise
 from lesionseg.model.checkpoint import save_checkpoint
 from lesionseg.model.config import ModelConfig, get_config
+from lesionseg.model.factory import create_model
 from lesionseg.model.network import LesionSegmenter
 from lesionseg.model.pretrained import load_imagenet_weights
-from lesionseg.model.registry import create_model
 from lesionseg.training.data import AugmentedPairs, load_square_arrays
 from lesionseg.training.distributed import (
     Launch,

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from lesionseg.api.deps import get_predictor, get_settings
 from lesionseg.api.errors import RequestRejected
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
-from lesionseg.api.outputs import MEDIA_TYPES, OutputFormat, json_bytes, render, summary
+from lesionseg.api.outputs import MEDIA_TYPES, OutputFormat, json_bytes, render_image, summary
 from lesionseg.api.schemas import BatchResult, ErrorBody, PredictionSummary
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import ImageRejected
@@ -177,7 +177,7 @@ def predict_and_render(
         headers = trust_headers(result)
         if options.format == "json":
             return json_bytes(summary(result, settings, options.include_images)), "application/json", headers
-        content = render(options.format, result.prediction, result.decoded, settings, options.heatmap)
+        content = render_image(options.format, result.prediction, result.decoded, settings, options.heatmap)
         return content, MEDIA_TYPES[options.format], headers
 
 

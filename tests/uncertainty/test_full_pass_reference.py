@@ -3,7 +3,7 @@ import pytest
 
 from lesionseg.data.pairs import read_image
 from lesionseg.imaging.preprocess import normalise, resize_to_square
-from lesionseg.uncertainty.mc_dropout import full_pass_logits
+from lesionseg.uncertainty.full_pass_reference import full_pass_logits
 from lesionseg.uncertainty.sampling import sample_logits, summarise
 
 

@@ -1,5 +1,5 @@
-"""The seed's MC-dropout method, T complete forward passes, kept as the reference the cheap
-path is tested against and the baseline the benchmark measures."""
+"""Not the served method: the seed's MC dropout, T complete forward passes, kept only as the reference the
+shared-trunk sampler (`sampling.py`) is tested against and the baseline `benchmarks/serving.py` measures."""
 
 import numpy as np
 import torch

@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from lesionseg.uncertainty.calibration import choose_review_threshold, fit_temperature
 from lesionseg.uncertainty.scores import expected_dice_error
+from lesionseg.uncertainty.temperature import choose_review_threshold, fit_temperature
 
 
 def test_temperature_recovers_overconfidence():

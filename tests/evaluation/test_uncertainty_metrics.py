@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lesionseg.evaluation.uncertainty import (
+from lesionseg.evaluation.uncertainty_metrics import (
     PixelAccumulator,
     failures_removed_by_referring,
     risk_coverage,
