@@ -38,6 +38,8 @@ def add_train_parser(subparsers) -> None:
         default=defaults.held_out_fraction,
         help="of each set's groups, kept from training: half for validation, half for test",
     )
+    # The name before 0.4.0, when the held-out pairs were all called validation.
+    parser.add_argument("--validation-fraction", dest="held_out_fraction", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--split-seed", type=int, default=defaults.split_seed)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--encoder-weights", choices=["imagenet", "none"], default=defaults.encoder_weights)
@@ -456,10 +458,10 @@ def evaluate_coverage(arguments: argparse.Namespace, predictor) -> dict:
                 f"| {set_name} | {coverage} | {row['allowed_missed_fraction']:.3f} | {row['missed_fraction_mean']:.4f} "
                 f"| {low:.4f}–{high:.4f} | {row['splits_within_bound']:.0%} | {row['precision_mean']:.4f} |"
             )
-    print("\nThe shipped thresholds on the report half (never calibrated on):")
+    print("\nThe shipped thresholds on the test split (never calibrated on):")
     print("| set | pairs | coverage | threshold | realised miss | precision |\n|---|---:|---:|---:|---:|---:|")
     for set_name, report in reports.items():
-        shipped = dict(report.get("shipped_on_report_half", {}))
+        shipped = dict(report.get("shipped_on_test_split", {}))
         pairs = shipped.pop("pairs", 0)
         for coverage, row in shipped.items():
             print(

@@ -29,6 +29,21 @@ LIMITATIONS = [
 ]
 
 
+def split_lines(training: dict) -> list[str]:
+    """How the validation and test pairs were chosen, and what the test split left out."""
+    split = training.get("split")
+    if split:
+        return [
+            f"- held out: {split['held_out_fraction']:.0%} of groups (seed {split['seed']}), half validation (chose"
+            " the checkpoint, fitted the calibration), half test (chose nothing; the metrics below); near-duplicate"
+            f" photos grouped (list sha256 {str(split['near_duplicates'])[:12]}…)"
+        ]
+    return [
+        "- trained before near-duplicates were grouped: the test split leaves out each photo whose listed"
+        " near-duplicate was trained on, and the checkpoint was chosen on validation and test together"
+    ]
+
+
 def metrics_table(metrics: dict[str, dict[str, float]], pairs: dict[str, int]) -> list[str]:
     lines = ["| set | pairs | " + " | ".join(METRIC_NAMES) + " |", "|---|---:|" + "---:|" * len(METRIC_NAMES)]
     for set_name, values in metrics.items():
@@ -76,7 +91,8 @@ def render_model_card(sidecar: dict) -> str:
         lines += [
             f"- sets: {', '.join(data['sets'])}; {data['training_pairs']} training pairs,"
             f" {data['validation_pairs']} validation pairs",
-            f"- split: {data['split']} (by image for ISIC, by `lesion_id` for HAM10000)",
+            f"- split: {data['split']}",
+            *split_lines(training),
             "",
         ]
     if training.get("command"):
@@ -103,7 +119,7 @@ def render_model_card(sidecar: dict) -> str:
             "## Calibration",
             "",
             f"- temperature {calibration['temperature']} on every MC sample's logits, fitted by likelihood on"
-            f" {calibration['fitted_on']['pairs']} pairs (the calibration half of the validation split)",
+            f" {calibration['fitted_on']['pairs']} pairs of the validation split",
             f"- `review_recommended` when `uncertainty_score` ≥ {calibration['review_threshold']:.4f}: the score that"
             f" flags {calibration['review_target_fraction']:.0%} of the calibration images",
             "",
@@ -198,7 +214,7 @@ def coverage_section(sidecar: dict) -> list[str]:
         "## Coverage masks",
         "",
         f"- method: {coverage['method']}, on {coverage['fitted_on']['pairs']} pairs"
-        " (the calibration half of the validation split)",
+        " of the validation split",
         f"- thresholds: coverage 0.80 → {thresholds['0.80']}, 0.90 → {thresholds['0.90']}, 0.95 → {thresholds['0.95']}",
         f"- assumes: {coverage['assumes']}",
         "",
