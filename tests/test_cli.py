@@ -83,7 +83,7 @@ def test_calibrate_then_evaluate_uncertainty_with_plots(data_root, tmp_path):
     assert 0.5 <= calibration["temperature"] <= 4.0
     assert calibration["fitted_on"]["pairs"] == 8
     report = tmp_path / "uncertainty.json"
-    partial = ["evaluate", *common, "--split", "report", "--limit", "12", "--uncertainty", "--output", str(report)]
+    partial = ["evaluate", *common, "--split", "test", "--limit", "12", "--uncertainty", "--output", str(report)]
     sidecar_before = weights.with_suffix(".json").read_text()
     refused = run(*partial, "--record", check=False)
     assert refused.returncode == 2 and "refuses a partial run (--limit)" in refused.stderr

@@ -18,6 +18,16 @@ def model_split(predictor):
     return Split.of_model(predictor.sidecar)
 
 
+def add_model_and_data_arguments(parser) -> None:
+    """--weights, --data-root and --sets, for the commands that run a model over the data."""
+    from lesionseg.training.options import TrainingOptions
+
+    defaults = TrainingOptions()
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
+    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+
+
 def add_train_parser(subparsers) -> None:
     from lesionseg.training.options import TrainingOptions
 
@@ -270,13 +280,9 @@ def run_batch(arguments: argparse.Namespace) -> None:
 
 def add_evaluate_parser(subparsers) -> None:
     from lesionseg.data.splits import SUBSETS
-    from lesionseg.training.options import TrainingOptions
 
-    defaults = TrainingOptions()
     parser = subparsers.add_parser("evaluate", help="ISIC 2018 Task 1 metrics at each image's own size")
-    parser.add_argument("--weights", type=Path, help="default: the embedded model")
-    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
-    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    add_model_and_data_arguments(parser)
     parser.add_argument(
         "--split",
         choices=SUBSETS,
@@ -472,15 +478,8 @@ def evaluate_coverage(arguments: argparse.Namespace, predictor) -> dict:
 
 
 def add_calibrate_parser(subparsers) -> None:
-    from lesionseg.training.options import TrainingOptions
-
-    defaults = TrainingOptions()
-    parser = subparsers.add_parser(
-        "calibrate", help="fit temperature and the review threshold on the validation split's calibration half"
-    )
-    parser.add_argument("--weights", type=Path, help="default: the embedded model")
-    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
-    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    parser = subparsers.add_parser("calibrate", help="fit temperature and the review threshold on the validation split")
+    add_model_and_data_arguments(parser)
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--referred-fraction", type=float, default=0.1, help="share of images to flag for review")
@@ -504,16 +503,11 @@ def run_calibrate(arguments: argparse.Namespace) -> None:
 
 
 def add_calibrate_ood_parser(subparsers) -> None:
-    from lesionseg.training.options import TrainingOptions
-
-    defaults = TrainingOptions()
     parser = subparsers.add_parser(
         "calibrate-ood",
         help="fit the out-of-distribution gate on training images; its threshold on held-out dermoscopy",
     )
-    parser.add_argument("--weights", type=Path, help="default: the embedded model")
-    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
-    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    add_model_and_data_arguments(parser)
     parser.add_argument("--training-images", type=int, default=3000, help="a fixed sample of the training split")
     parser.add_argument(
         "--flagged-fraction", type=float, default=0.02, help="share of held-out dermoscopy the gate flags"
@@ -590,15 +584,10 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
 
 
 def add_calibrate_coverage_parser(subparsers) -> None:
-    from lesionseg.training.options import TrainingOptions
-
-    defaults = TrainingOptions()
     parser = subparsers.add_parser(
-        "calibrate-coverage", help="conformal thresholds for coverage=0.50…0.99, on the validation calibration half"
+        "calibrate-coverage", help="conformal thresholds for coverage=0.50…0.99, on the validation split"
     )
-    parser.add_argument("--weights", type=Path, help="default: the embedded model")
-    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
-    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    add_model_and_data_arguments(parser)
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
 
@@ -677,15 +666,10 @@ def run_onnx_export(arguments: argparse.Namespace) -> None:
 
 
 def add_quantise_parser(subparsers) -> None:
-    from lesionseg.training.options import TrainingOptions
-
-    defaults = TrainingOptions()
     parser = subparsers.add_parser(
         "quantise", help="write a static int8 ONNX trunk, calibrated on training images, for --backend onnx-int8"
     )
-    parser.add_argument("--weights", type=Path, help="default: the embedded model")
-    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
-    parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    add_model_and_data_arguments(parser)
     parser.add_argument("--images-per-set", type=int, default=80, help="training images drawn from each set")
     parser.add_argument("--seed", type=int, default=0, help="which training images are drawn")
 

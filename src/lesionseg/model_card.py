@@ -213,8 +213,7 @@ def coverage_section(sidecar: dict) -> list[str]:
     lines = [
         "## Coverage masks",
         "",
-        f"- method: {coverage['method']}, on {coverage['fitted_on']['pairs']} pairs"
-        " of the validation split",
+        f"- method: {coverage['method']}, on {coverage['fitted_on']['pairs']} pairs of the validation split",
         f"- thresholds: coverage 0.80 → {thresholds['0.80']}, 0.90 → {thresholds['0.90']}, 0.95 → {thresholds['0.95']}",
         f"- assumes: {coverage['assumes']}",
         "",
