@@ -116,7 +116,13 @@ def mean_in_mask(bands, mask: np.ndarray, area: int) -> float | None:
     """The mean of a full-size map over the mask, summed band by band (the map is never whole)."""
     if not area:
         return None
-    return float(sum(band[mask[rows]].sum(dtype=np.float64) for rows, band in bands) / area)
+    # A dot product with the band's mask as 0/1, not `band[mask]`: boolean indexing copies the selected
+    # pixels out, and made this 2.2 times as slow at 12 megapixels. Each band's sum is float32 (a million
+    # values at most, good to about 1e-6); the bands add up in float64.
+    total = 0.0
+    for rows, band in bands:
+        total += float(np.dot(band.ravel(), mask[rows].ravel().view(np.uint8).astype(np.float32)))
+    return total / area
 
 
 def decode_image(image: ImageInput, settings: Settings, draft_size: int | None) -> DecodedImage:

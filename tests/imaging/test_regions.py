@@ -33,3 +33,10 @@ def test_outline_of_a_rectangle_is_its_corners():
     (polygon,) = outline_polygons(mask)
     corners = set(map(tuple, np.array(polygon).reshape(-1, 2).tolist()))
     assert corners == {(4, 5), (4, 14), (11, 14), (11, 5)}
+
+
+def test_rle_round_trips_random_large_and_uint8_masks():
+    generator = np.random.default_rng(0)
+    for mask in (generator.random((37, 53)) > 0.5, np.ones((5, 7), bool), generator.random((3000, 4000)) > 0.99):
+        assert np.array_equal(rle_decode(rle_encode(mask)), mask)
+        assert rle_encode(mask.astype(np.uint8)) == rle_encode(mask)

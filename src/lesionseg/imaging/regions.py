@@ -9,8 +9,11 @@ def rle_encode(mask: np.ndarray) -> dict:
 
     Readable by pycocotools (`frPyObjects`) and any COCO tool; `size` is [height, width].
     """
-    flat = np.asfortranarray(mask.astype(np.uint8)).ravel(order="F")
-    changes = np.flatnonzero(np.diff(flat)) + 1
+    pixels = mask.view(np.uint8) if mask.dtype == bool else mask.astype(np.uint8)
+    # Column-major order is the transpose's row order: OpenCV transposes 12 megapixels of uint8 in a few
+    # milliseconds, where numpy's Fortran-order copy took 100 or more.
+    flat = cv2.transpose(pixels).ravel() if pixels.size else pixels.ravel()
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
     boundaries = np.concatenate([[0], changes, [flat.size]])
     counts = np.diff(boundaries).tolist()
     if flat.size and flat[0] == 1:
