@@ -83,7 +83,7 @@ class Result:
     @cached_property
     def _json(self) -> dict:
         prediction, mask = self.prediction, self.mask
-        area = int(mask.sum())
+        area = int(np.count_nonzero(mask))
         return {
             "width": self.width,
             "height": self.height,
