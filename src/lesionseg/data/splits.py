@@ -69,8 +69,9 @@ class Split:
         return "validation" if hash_fraction(self.seed + 1, record.source, group) < 0.5 else "test"
 
     def select(self, records: list[PairRecord], subset: str) -> list[PairRecord]:
-        """The pairs of one subset (see SUBSETS). A test pair is kept only if every photo of its group is in
-        test too: for a model trained before near-duplicates were grouped, one may have been trained on."""
+        """The pairs of one subset (see SUBSETS), from all of a set's pairs. A test pair is kept only if every
+        photo of its group is in test too: for a model trained before near-duplicates were grouped, one may
+        have been trained on. So `records` must be the whole set, not a subset already chosen."""
         if subset == "all":
             return list(records)
         subsets = {record.identifier: self.subset_of(record) for record in records}
