@@ -127,3 +127,16 @@ def test_predict_a_folder_in_isic_submission_format(isic_validation_pairs, tmp_p
         mask = cv2.imread(str(tmp_path / "out" / f"{record.identifier}_segmentation.png"), cv2.IMREAD_UNCHANGED)
         assert mask.shape == cv2.imread(str(record.mask_path), cv2.IMREAD_GRAYSCALE).shape
         assert set(mask.flatten().tolist()) <= {0, 255}
+
+
+def test_a_model_split_with_another_near_duplicate_list_is_refused_in_our_words(data_root, tmp_path):
+    from lesionseg.model.sidecar import sidecar_path
+
+    weights = copy_of_the_embedded_model(tmp_path)
+    sidecar = json.loads(sidecar_path(weights).read_text())
+    sidecar["training"]["split"] = {"held_out_fraction": 0.1, "seed": 0, "near_duplicates": "0" * 64}
+    sidecar_path(weights).write_text(json.dumps(sidecar))
+    refused = run("evaluate", "--weights", str(weights), "--data-root", str(data_root), "--limit", "1", check=False)
+    assert refused.returncode == 2
+    assert "near-duplicate list has changed since this model was trained" in refused.stderr
+    assert "Traceback" not in refused.stderr
