@@ -1,5 +1,5 @@
-"""Finds near-duplicate photos across the training sets and writes them as groups, so a split keeps each
-group on one side.
+"""Finds near-duplicate photos in the training sets and lists them in pairs, so that a split keeps each
+group of them on one side.
 
     python tools/find_near_duplicates.py [--data-root ../shared/data] [--sets isic2018 ham10000]
 
@@ -14,8 +14,8 @@ is a near-duplicate when either
   hairs, pigment network, skin lines) correlates at `--detail` or more. Only the middle: the dark ring of a
   dermatoscope's lens is alike in every photo and says nothing.
 Writes src/lesionseg/data/near_duplicates.csv: one row per pair, with its evidence, for review by eye;
-`lesionseg.data` joins the pairs into groups (transitively). HAM10000's own
-lesion groups are kept apart by `lesion_id` already and are not repeated here.
+`lesionseg.data` joins the pairs into groups (transitively). Photos HAM10000 already groups under one
+`lesion_id` are not listed again.
 """
 
 import argparse
