@@ -391,7 +391,7 @@ def record_report(arguments: argparse.Namespace, weights: Path, key: str, report
 
 def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> dict:
     """The gate and, as the alternative, MC-dropout's review flag, on held-out dermoscopy that chose
-    nothing (the report half, the unlabeled ISIC sets) against the non-dermoscopic evaluation set."""
+    nothing (the test split, the unlabeled ISIC sets) against the non-dermoscopic evaluation set."""
     from lesionseg.evaluation.out_of_distribution import (
         detection_report,
         held_out_dermoscopy,
@@ -438,20 +438,21 @@ def evaluate_coverage(arguments: argparse.Namespace, predictor) -> dict:
     of each set's held-out pairs (validation and test), and of the shipped thresholds on the test split."""
     import numpy as np
 
+    from lesionseg.data.pairs import discover_pairs
     from lesionseg.evaluation.coverage import pair_curves, repeated_splits, shipped_thresholds_report
-    from lesionseg.evaluation.evaluate import select_pairs
 
     reports = {}
     split = model_split(predictor)
     for set_name in arguments.sets:
-        records = select_pairs(arguments.data_root, set_name, "held-out", split)
+        every_pair = discover_pairs(arguments.data_root / set_name)
+        records = split.select(every_pair, "held-out")
         records = records[: arguments.limit] if arguments.limit else records
         missed, precision = pair_curves(predictor, records, arguments.samples, arguments.seed, set_name)
         reports[set_name] = repeated_splits(missed, precision)
         if predictor.coverage_thresholds:
             # From the whole set, not `records`: a test photo is left out when its near-duplicate was trained
             # on, and the training pairs are not among the held-out ones.
-            testing = {record.identifier for record in select_pairs(arguments.data_root, set_name, "test", split)}
+            testing = {record.identifier for record in split.select(every_pair, "test")}
             rows = np.array([record.identifier in testing for record in records])
             reports[set_name]["shipped_on_test_split"] = {
                 "pairs": int(rows.sum()),
@@ -572,7 +573,7 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
         "threshold": gate.threshold,
         "threshold_chosen": f"{arguments.flagged_fraction:.0%} of held-out dermoscopy flagged"
         + ("" if others is None else ", half by each threshold")
-        + " (the validation split's calibration half and the even-numbered unlabeled ISIC 2017 and full-size images)",
+        + " (the validation split and the even-numbered unlabeled ISIC 2017 and full-size images)",
         "held_out_flagged": float((gate.scores(held_out) >= 1.0).mean()),
         "fitted_on": {"descriptors": len(fitting), "held_out_images": len(held_out)},
         "command": " ".join(["lesionseg", *sys.argv[1:]]),

@@ -17,7 +17,7 @@ import numpy as np
 
 from lesionseg.backends.batching import TrunkBatcher
 from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
-from lesionseg.imaging.preprocess import normalise, resize_to_square
+from lesionseg.imaging import preprocess
 from lesionseg.imaging.render import BAND_ROWS, bands_of
 from lesionseg.model.config import ModelConfig
 from lesionseg.model.sidecar import CheckpointError, config_from_sidecar, file_sha256, read_sidecar
@@ -256,7 +256,7 @@ class Predictor:
 
     def model_input(self, rgb: np.ndarray) -> np.ndarray:
         """H×W×3 uint8 -> the normalised 1×3×S×S batch the backend takes."""
-        return normalise(resize_to_square(rgb, self.input_size)[None], self.config.mean, self.config.std)
+        return preprocess.model_input(rgb, self.input_size, self.config.mean, self.config.std)
 
     def predict(
         self,

@@ -75,3 +75,8 @@ def truth_from_mask(mask: np.ndarray) -> np.ndarray:
 def read_truth(path: Path) -> np.ndarray:
     """The lesion as a boolean H×W array."""
     return truth_from_mask(read_mask(path))
+
+
+def read_square_truth(path: Path, size: int) -> np.ndarray:
+    """The lesion at the model's size×size, as training sees it: the 8-bit mask resized, then cut."""
+    return truth_from_mask(cv2.resize(read_mask(path), (size, size), interpolation=cv2.INTER_LINEAR))

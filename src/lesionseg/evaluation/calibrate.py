@@ -1,12 +1,11 @@
 """Fits what the served uncertainty depends on, on the validation split:
 the logits' temperature, then the uncertainty score above which a person should look."""
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from lesionseg.data.pairs import PairRecord, read_image, read_mask, truth_from_mask
+from lesionseg.data.pairs import PairRecord, read_image, read_square_truth
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.sampling import sample_logits
 from lesionseg.uncertainty.scores import expected_dice_error
@@ -21,8 +20,7 @@ def calibrate(
     for record in tqdm(records, desc="sampling calibration pairs", unit="image"):
         batch = predictor.model_input(read_image(record.image_path))
         logits.append(torch.from_numpy(sample_logits(predictor.backend, predictor.config, batch, samples, seed)[0]))
-        mask = cv2.resize(read_mask(record.mask_path), (size, size), interpolation=cv2.INTER_LINEAR)
-        truths.append(torch.from_numpy(truth_from_mask(mask)).float())
+        truths.append(torch.from_numpy(read_square_truth(record.mask_path, size)).float())
     stacked = torch.stack(logits)
     temperature, losses = fit_temperature(stacked, torch.stack(truths))
     # The served score, from the samples already drawn: the MC mean at the fitted temperature.

@@ -13,6 +13,11 @@ def resize_to_square(rgb: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(rgb, (size, size), interpolation=interpolation)
 
 
+def model_input(rgb: np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """H×W×3 uint8 -> the normalised 1×3×S×S batch a model takes."""
+    return normalise(resize_to_square(rgb, size)[None], mean, std)
+
+
 def normalise(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """uint8 N×H×W×3 -> float32 N×3×H×W, scaled to 0-1 then standardised per channel."""
     scaled = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)

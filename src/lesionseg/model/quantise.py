@@ -2,7 +2,7 @@
 
 ONNX Runtime's `quantize_static` writes a QDQ graph: int8 weights per output channel, and uint8 activations
 whose ranges were measured on real images preprocessed exactly as the predictor does. Only training
-images calibrate it, so the validation and report pairs that score it stay unseen. The tail stays float32:
+images calibrate it, so the held-out pairs that score it stay unseen. The tail stays float32:
 one 1×1 convolution and a resize, too little work to gain from int8.
 """
 
@@ -18,7 +18,7 @@ from lesionseg.backends.onnx_backend import checked_onnx_paths, int8_trunk_path
 from lesionseg.data.pairs import read_image
 from lesionseg.data.splits import Split
 from lesionseg.evaluation.evaluate import select_pairs
-from lesionseg.imaging.preprocess import normalise, resize_to_square
+from lesionseg.imaging.preprocess import model_input
 from lesionseg.model.sidecar import config_from_sidecar, file_sha256, read_sidecar, update_sidecar
 
 DEFAULT_IMAGES_PER_SET = 80
@@ -35,8 +35,7 @@ class CalibrationImages(CalibrationDataReader):
         path = next(self.image_paths, None)
         if path is None:
             return None
-        square = resize_to_square(read_image(path), self.config.input_size)
-        return {"image": normalise(square[None], self.config.mean, self.config.std)}
+        return {"image": model_input(read_image(path), self.config.input_size, self.config.mean, self.config.std)}
 
 
 def calibration_image_paths(

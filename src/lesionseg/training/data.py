@@ -1,13 +1,12 @@
 """Training pairs in memory, augmented: square uint8 arrays decoded once, and a Dataset that augments them."""
 
-import cv2
 import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from lesionseg.data.pairs import PairRecord, read_image, read_mask, truth_from_mask
+from lesionseg.data.pairs import PairRecord, read_image, read_square_truth
 from lesionseg.imaging.preprocess import resize_to_square
 
 
@@ -19,9 +18,7 @@ def load_square_arrays(
     masks = np.empty((len(records), size, size), dtype=np.uint8)
     for index, record in enumerate(tqdm(records, desc=description, unit="image", disable=not show_progress)):
         images[index] = resize_to_square(read_image(record.image_path), size)
-        masks[index] = truth_from_mask(
-            cv2.resize(read_mask(record.mask_path), (size, size), interpolation=cv2.INTER_LINEAR)
-        )
+        masks[index] = read_square_truth(record.mask_path, size)
     return images, masks
 
 
