@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from lesionseg.config import DEFAULT_WEIGHTS
-from lesionseg.data.splits import Split
-from lesionseg.evaluation.evaluate import evaluate_pairs, select_pairs
+from lesionseg.data.splits import Split, select_pairs
+from lesionseg.evaluation.evaluate import evaluate_pairs
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.sampling import sample_tail

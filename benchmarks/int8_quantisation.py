@@ -21,8 +21,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from lesionseg.backends.onnx_backend import OnnxBackend, onnx_paths
 from lesionseg.config import DEFAULT_WEIGHTS
-from lesionseg.data.splits import Split
-from lesionseg.evaluation.evaluate import evaluate_pairs, select_pairs
+from lesionseg.data.splits import Split, select_pairs
+from lesionseg.evaluation.evaluate import evaluate_pairs
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
 

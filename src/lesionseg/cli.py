@@ -317,6 +317,7 @@ def load_predictor(weights: Path | None):
 
 
 def run_evaluate(arguments: argparse.Namespace) -> None:
+    from lesionseg.data.splits import select_pairs
     from lesionseg.evaluation import evaluate
     from lesionseg.evaluation.uncertainty_metrics import PixelAccumulator
 
@@ -331,8 +332,9 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
         return record_report(arguments, weights, "evaluation_coverage", report)
     results, counts, per_image, uncertainty = {}, {}, {}, {}
     review_threshold = predictor.review_threshold
+    split = model_split(predictor)
     for set_name in arguments.sets:
-        records = evaluate.select_pairs(arguments.data_root, set_name, arguments.split, model_split(predictor))
+        records = select_pairs(arguments.data_root, set_name, arguments.split, split)
         records = records[: arguments.limit] if arguments.limit else records
         accumulators = (
             {"std": PixelAccumulator(uncertainty_max=0.5), "entropy": PixelAccumulator(uncertainty_max=1.0)}
@@ -490,8 +492,8 @@ def add_calibrate_parser(subparsers) -> None:
 
 
 def run_calibrate(arguments: argparse.Namespace) -> None:
+    from lesionseg.data.splits import select_pairs
     from lesionseg.evaluation.calibrate import calibrate
-    from lesionseg.evaluation.evaluate import select_pairs
     from lesionseg.model.sidecar import update_sidecar
 
     weights, predictor = load_predictor(arguments.weights)
@@ -596,8 +598,8 @@ def add_calibrate_coverage_parser(subparsers) -> None:
 
 
 def run_calibrate_coverage(arguments: argparse.Namespace) -> None:
+    from lesionseg.data.splits import select_pairs
     from lesionseg.evaluation.coverage import pair_curves
-    from lesionseg.evaluation.evaluate import select_pairs
     from lesionseg.model.sidecar import update_sidecar
     from lesionseg.uncertainty.coverage import calibrated_thresholds
 

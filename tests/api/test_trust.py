@@ -17,8 +17,7 @@ from lesionseg.api.memory_budget import MemoryBudget
 from lesionseg.api.routes.predict import PredictOptions, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.data.pairs import read_image, read_truth
-from lesionseg.data.splits import Split
-from lesionseg.evaluation.evaluate import select_pairs
+from lesionseg.data.splits import Split, select_pairs
 from lesionseg.evaluation.metrics import score_masks
 from lesionseg.imaging.regions import rle_decode
 from lesionseg.model.sidecar import read_sidecar

@@ -7,8 +7,7 @@ import pytest
 from lesionseg.backends.onnx_backend import OnnxBackend
 from lesionseg.config import DEFAULT_WEIGHTS
 from lesionseg.data.pairs import read_image
-from lesionseg.data.splits import Split
-from lesionseg.evaluation.evaluate import select_pairs
+from lesionseg.data.splits import Split, select_pairs
 from lesionseg.model.sidecar import CheckpointError, file_sha256, read_sidecar
 from lesionseg.predictor import Predictor
 

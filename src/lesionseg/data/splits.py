@@ -11,9 +11,10 @@ what its training held out.
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from lesionseg.data.near_duplicates import NEAR_DUPLICATES
-from lesionseg.data.pairs import PairRecord
+from lesionseg.data.pairs import PairRecord, discover_pairs
 from lesionseg.model.sidecar import file_sha256
 
 SUBSETS = ("training", "validation", "test", "held-out", "all")
@@ -86,3 +87,8 @@ class Split:
                 sides_of_group.setdefault(record.group, set()).add(subsets[record.identifier])
             chosen = [record for record in chosen if sides_of_group[record.group] == {"test"}]
         return chosen
+
+
+def select_pairs(data_root: Path, set_name: str, subset: str, split: Split) -> list[PairRecord]:
+    """One subset (see SUBSETS) of one set's pairs, as `split` makes it."""
+    return split.select(discover_pairs(Path(data_root) / set_name), subset)

@@ -7,8 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionseg.config import DEFAULT_THRESHOLD
-from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord, discover_pairs, read_image, read_truth
-from lesionseg.data.splits import Split
+from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord, read_image, read_truth
 from lesionseg.evaluation.metrics import METRIC_NAMES, mean_scores, score_masks
 from lesionseg.evaluation.uncertainty_metrics import (
     PixelAccumulator,
@@ -17,11 +16,6 @@ from lesionseg.evaluation.uncertainty_metrics import (
     spearman,
 )
 from lesionseg.predictor import Predictor
-
-
-def select_pairs(data_root: Path, set_name: str, subset: str, split: Split) -> list[PairRecord]:
-    """One subset (see `lesionseg.data.splits.SUBSETS`) of one set's pairs, as the model's split made it."""
-    return split.select(discover_pairs(Path(data_root) / set_name), subset)
 
 
 def evaluate_pairs(

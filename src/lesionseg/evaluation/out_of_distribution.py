@@ -17,8 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionseg.config import DEFAULT_SAMPLES, Settings
-from lesionseg.data.splits import Split
-from lesionseg.evaluation.evaluate import select_pairs
+from lesionseg.data.splits import Split, select_pairs
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.out_of_distribution import GaussianSummary, LinearClassifier, OutOfDistributionGate

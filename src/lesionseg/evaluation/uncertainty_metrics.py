@@ -12,7 +12,6 @@ from lesionseg.data.pairs import FAILURE_JACCARD
 
 CALIBRATION_BINS = 15
 UNCERTAINTY_BINS = 2000
-# Image-level failure, as ISIC's thresholded Jaccard counts it.
 
 
 @dataclass

@@ -16,8 +16,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from lesionseg.backends.onnx_backend import checked_onnx_paths, int8_trunk_path
 from lesionseg.data.pairs import read_image
-from lesionseg.data.splits import Split
-from lesionseg.evaluation.evaluate import select_pairs
+from lesionseg.data.splits import Split, select_pairs
 from lesionseg.imaging.preprocess import model_input
 from lesionseg.model.sidecar import config_from_sidecar, file_sha256, read_sidecar, update_sidecar
 
@@ -43,9 +42,10 @@ def calibration_image_paths(
 ) -> list[Path]:
     """A random draw of each set's training split, the same for the same seed."""
     generator = np.random.default_rng(seed)
+    split = Split.of_model(sidecar)
     paths = []
     for set_name in sets:
-        training = select_pairs(data_root, set_name, "training", Split.of_model(sidecar))
+        training = select_pairs(data_root, set_name, "training", split)
         chosen = generator.choice(len(training), min(images_per_set, len(training)), replace=False)
         paths += [training[index].image_path for index in sorted(chosen)]
     if not paths:
