@@ -53,6 +53,15 @@ def add_train_parser(subparsers) -> None:
     parser.add_argument("--split-seed", type=int, default=defaults.split_seed)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--encoder-weights", choices=["imagenet", "none"], default=defaults.encoder_weights)
+    parser.add_argument(
+        "--initial-weights", type=Path, help="fine-tune this .safetensors checkpoint (same model) instead"
+    )
+    parser.add_argument(
+        "--augmentation",
+        choices=["camera", "basic"],
+        default=defaults.augmentation,
+        help="camera: also other devices' colour, exposure, vignette, blur, resolution, JPEG and close-ups",
+    )
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads; 0 = torch's choice")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="steps")
     parser.add_argument(
@@ -82,6 +91,8 @@ def run_train(arguments: argparse.Namespace) -> None:
         split_seed=arguments.split_seed,
         seed=arguments.seed,
         encoder_weights=arguments.encoder_weights,
+        initial_weights=arguments.initial_weights,
+        augmentation=arguments.augmentation,
         threads=arguments.threads,
         checkpoint_every=arguments.checkpoint_every,
         loader_workers=arguments.loader_workers,

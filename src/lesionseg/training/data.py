@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from lesionseg.data.pairs import PairRecord, read_image, read_square_truth
 from lesionseg.imaging.preprocess import resize_to_square
+from lesionseg.imaging.shifts import random_camera_shift
 
 
 def load_square_arrays(
@@ -39,11 +40,19 @@ class AugmentedPairs(torch.utils.data.Dataset):
     (3×S×S float image, 1×S×S float mask). A DataLoader's workers run the augmentation beside training."""
 
     def __init__(
-        self, images: np.ndarray, masks: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...], augment: bool
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        augment: bool,
+        camera_shifts: bool = False,
     ) -> None:
         self.images = images
         self.masks = masks
         self.augmentation = build_augmentation() if augment else None
+        # Another clinic's light, optics and compression (lesionseg.imaging.shifts), before the geometry.
+        self.camera_shifts = augment and camera_shifts
         # The serving normaliser's steps (0-1, then per channel), in torch, so a batch never leaves torch.
         self.normalisation = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
@@ -51,8 +60,12 @@ class AugmentedPairs(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = tv_tensors.Image(torch.from_numpy(self.images[index]).permute(2, 0, 1))
-        mask = tv_tensors.Mask(torch.from_numpy(self.masks[index])[None])
+        rgb, square_mask = self.images[index], self.masks[index]
+        if self.camera_shifts:
+            # Drawn from torch's stream, which each loader worker seeds from the run's, so a resume replays it.
+            rgb, square_mask = random_camera_shift(rgb, square_mask, lambda: float(torch.rand(())))
+        image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1))
+        mask = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(square_mask))[None])
         if self.augmentation is not None:
             image, mask = self.augmentation(image, mask)
         return self.normalisation(image).as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).float()

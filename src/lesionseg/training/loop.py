@@ -21,10 +21,11 @@ from lesionseg.data.pairs import PairRecord, discover_pairs, read_truth
 from lesionseg.data.splits import Split
 from lesionseg.evaluation.metrics import SegmentationScores, mean_scores, score_masks
 from lesionseg.imaging.preprocess import normalise
-from lesionseg.model.checkpoint import save_checkpoint
+from lesionseg.model.checkpoint import load_checkpoint, save_checkpoint
 from lesionseg.model.config import ModelConfig, get_config
 from lesionseg.model.factory import create_model
 from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.sidecar import file_sha256
 from lesionseg.model.pretrained import load_imagenet_weights
 from lesionseg.training.data import AugmentedPairs, load_square_arrays
 from lesionseg.training.distributed import (
@@ -49,6 +50,14 @@ class ValidationSet:
     source: str
     square_images: np.ndarray
     truths: list[np.ndarray]
+
+
+def initial_state(weights_path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """A checkpoint's tensors in float32, for fine-tuning; it must be the model being trained."""
+    model, sidecar = load_checkpoint(weights_path)
+    if sidecar["architecture"]["name"] != config.name:
+        raise ValueError(f"{weights_path} holds {sidecar['architecture']['name']}, not {config.name}")
+    return {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in model.state_dict().items()}
 
 
 def seed_everything(seed: int) -> None:
@@ -321,12 +330,22 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
     training_images, training_masks = load_square_arrays(
         training_records, config.input_size, "decoding training pairs", show_progress=launch.is_main
     )
-    dataset = AugmentedPairs(training_images, training_masks, config.mean, config.std, augment=True)
+    dataset = AugmentedPairs(
+        training_images,
+        training_masks,
+        config.mean,
+        config.std,
+        augment=True,
+        camera_shifts=options.augmentation == "camera",
+    )
     validation_sets = load_validation_sets(validation_records, options.sets, config.input_size, launch.is_main)
 
     model = create_model(config)
     encoder_weights = "none (random initialisation)"
-    if options.encoder_weights == "imagenet":
+    if options.initial_weights:
+        model.load_state_dict(initial_state(options.initial_weights, config), strict=True)
+        encoder_weights = f"fine-tuned from {options.initial_weights} (sha256 {file_sha256(options.initial_weights)})"
+    elif options.encoder_weights == "imagenet":
         encoder_weights = load_imagenet_weights(model.encoder, config.encoder_name)
     device = launch.device
     model.to(device, memory_format=memory_format(device))

@@ -21,6 +21,10 @@ class TrainingOptions:
     split_seed: int = 0
     seed: int = 0
     encoder_weights: str = "imagenet"
+    # A checkpoint to start from (fine-tuning), instead of ImageNet's encoder and a fresh decoder.
+    initial_weights: Path | None = None
+    # "camera": also another clinic's light, optics and compression (lesionseg.imaging.shifts); "basic": 0.4.0's.
+    augmentation: str = "camera"
     threads: int = 0
     checkpoint_every: int = 50
     # Processes that augment the next batches while this one trains; 0 augments in this process.
