@@ -13,38 +13,50 @@ from lesionseg.api.inference_queue import InferenceGate
 from lesionseg.api.observability import Metrics
 
 
-def slow_work(steps: int, finished: list[str]) -> str:
-    """Deliberately slow: 50 ms steps, each followed by a cancellation check."""
-    for _ in range(steps):
+def slow_work(steps: int, finished: list[str], steps_done: list[int] | None = None) -> str:
+    """Deliberately slow: 50 ms steps, each counted, then followed by a cancellation check."""
+    for step in range(steps):
         time.sleep(0.05)
+        if steps_done is not None:
+            steps_done.append(step)
         cancellation.check()
     finished.append("done")
     return "done"
+
+
+async def until(condition, attempts: int = 6000) -> None:
+    """Waits on the loop for `condition()`: a hang guard of minutes, never a bound on how fast."""
+    for _ in range(attempts):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never came true")
 
 
 def test_a_cancelled_request_keeps_its_place_until_its_thread_stops():
     async def scenario() -> None:
         gate = InferenceGate(capacity=1, metrics=Metrics())
         finished: list[str] = []
+        steps_done: list[int] = []
         with ThreadPoolExecutor(max_workers=1) as executor:
 
             async def request() -> str:
                 with gate.admit() as admission:
-                    return await admission.run(executor, slow_work, 1000, finished)
+                    return await admission.run(executor, slow_work, 1000, finished, steps_done)
 
             task = asyncio.create_task(request())
-            await asyncio.sleep(0.2)
+            await until(lambda: len(steps_done) >= 2)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
-            # The request has ended; its thread is still at work until its next check.
+            # The request has ended (and cancelled its work); its thread is still at work until its next check.
+            steps_when_cancelled = len(steps_done)
             assert gate.admitted == 1
             with pytest.raises(RequestRejected):
                 gate.admit()
-            started = time.monotonic()
-            while gate.admitted:
-                await asyncio.sleep(0.01)
-            assert time.monotonic() - started < 0.2
+            await until(lambda: gate.admitted == 0)
+        # Counted, not timed: the step under way when it was cancelled may finish; no further one starts.
+        assert len(steps_done) <= steps_when_cancelled + 1, (steps_when_cancelled, len(steps_done))
         assert finished == [], "the work stopped instead of running its 50 s to the end"
 
     asyncio.run(scenario())
@@ -56,8 +68,8 @@ def test_finished_work_returns_its_result_and_frees_its_place():
         with ThreadPoolExecutor(max_workers=1) as executor:
             with gate.admit() as admission:
                 assert await admission.run(executor, slow_work, 2, []) == "done"
-            await asyncio.sleep(0.05)  # the release is scheduled on the loop by the worker thread
-            assert gate.admitted == 0
+            # The release is scheduled on the loop by the worker thread.
+            await until(lambda: gate.admitted == 0)
 
     asyncio.run(scenario())
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from lesionseg.api.errors import RequestRejected
 from lesionseg.api.observability import Metrics
-from lesionseg.cancellation import Cancellation, cancellable
+from lesionseg.cancellation import Cancellation, WorkCancelled, cancellable
 
 Result = TypeVar("Result")
 
@@ -42,7 +42,12 @@ class Admission:
 
     def run_cancellable(self, function: Callable[..., Result], *arguments) -> Result:
         with cancellable(self.cancellation):
-            return function(*arguments)
+            try:
+                return function(*arguments)
+            except WorkCancelled:
+                # Counted, so that an operator (and a test, on any machine) sees work stop rather than finish.
+                self.gate.metrics.cancelled_work.inc()
+                raise
 
     async def run(self, executor: Executor, function: Callable[..., Result], *arguments) -> Result:
         """`function(*arguments)` on `executor`, stopping at its next `cancellation.check()` if this

@@ -45,6 +45,11 @@ class Metrics:
             buckets=(1, 2, 5, 10, 20, 30, 64),
             registry=self.registry,
         )
+        self.cancelled_work = Counter(
+            "lesionseg_cancelled_work",
+            "pieces of work stopped at a check because their request timed out or went away",
+            registry=self.registry,
+        )
         self.rejected_overload = Counter(
             "lesionseg_overload_rejections", "requests answered 503 because the queue was full", registry=self.registry
         )

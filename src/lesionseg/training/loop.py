@@ -25,8 +25,8 @@ from lesionseg.model.checkpoint import load_checkpoint, save_checkpoint
 from lesionseg.model.config import ModelConfig, get_config
 from lesionseg.model.factory import create_model
 from lesionseg.model.network import LesionSegmenter
-from lesionseg.model.sidecar import file_sha256
 from lesionseg.model.pretrained import load_imagenet_weights
+from lesionseg.model.sidecar import file_sha256
 from lesionseg.training.data import AugmentedPairs, load_square_arrays
 from lesionseg.training.distributed import (
     Launch,
@@ -57,7 +57,8 @@ def initial_state(weights_path: Path, config: ModelConfig) -> dict[str, torch.Te
     model, sidecar = load_checkpoint(weights_path)
     if sidecar["architecture"]["name"] != config.name:
         raise ValueError(f"{weights_path} holds {sidecar['architecture']['name']}, not {config.name}")
-    return {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in model.state_dict().items()}
+    state = model.state_dict()
+    return {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in state.items()}
 
 
 def seed_everything(seed: int) -> None:
