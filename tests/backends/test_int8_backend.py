@@ -1,8 +1,8 @@
 """The static int8 trunk (`lesionseg quantise`, `--backend onnx-int8`) against ONNX Runtime in float32 on real
 images, its link to the float graph it was quantised from, and the quantisation drawing only training images."""
 
-import numpy as np
 import pytest
+from tests.backends.mask_agreement import BOUNDARY_CELLS, farthest_disagreement_in_cells
 
 from lesionseg.backends.onnx_backend import OnnxBackend
 from lesionseg.config import DEFAULT_WEIGHTS
@@ -17,13 +17,14 @@ def predictors() -> dict[str, Predictor]:
     return {name: Predictor.from_checkpoint(DEFAULT_WEIGHTS, name) for name in ("onnx", "onnx-int8")}
 
 
-def test_int8_trunk_gives_the_same_masks_as_float32_but_for_a_few_pixels(predictors, isic_validation_pairs):
-    for record in isic_validation_pairs[:5]:
+def test_int8_trunk_moves_the_mask_boundary_by_no_more_than_its_precision(predictors, isic_validation_pairs):
+    """On any x86 CPU, VNNI or not: see tests/backends/mask_agreement.py for the bound."""
+    input_size = predictors["onnx"].config.input_size
+    for record in isic_validation_pairs[:8]:
         rgb = read_image(record.image_path)
         expected = predictors["onnx"].predict(rgb, samples=6, seed=0)
         found = predictors["onnx-int8"].predict(rgb, samples=6, seed=0)
-        assert (found.mask != expected.mask).mean() < 0.01
-        assert np.abs(found.mean_probability - expected.mean_probability).mean() < 0.01
+        assert farthest_disagreement_in_cells(expected.mask, found.mask, input_size) <= BOUNDARY_CELLS, record
         assert found.out_of_distribution == expected.out_of_distribution
 
 

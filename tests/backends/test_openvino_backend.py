@@ -3,6 +3,7 @@ but for a few boundary pixels in its CPU's fastest precision and on the static i
 
 import numpy as np
 import pytest
+from tests.backends.mask_agreement import BOUNDARY_CELLS, farthest_disagreement_in_cells
 
 from lesionseg.config import DEFAULT_WEIGHTS
 from lesionseg.data.pairs import read_image
@@ -29,7 +30,7 @@ def test_openvino_in_float32_equals_onnx_runtime(predictors, isic_validation_pai
 
 
 @pytest.mark.parametrize("backend", ["openvino", "openvino-int8"])
-def test_openvino_in_bfloat16_or_int8_gives_the_same_masks_but_for_a_few_pixels(
+def test_openvino_in_bfloat16_or_int8_moves_the_mask_boundary_by_no_more_than_its_precision(
     predictors, isic_validation_pairs, backend
 ):
     """Its fastest precision (bfloat16 where the CPU has it), alone or on the static int8 trunk."""
@@ -37,5 +38,6 @@ def test_openvino_in_bfloat16_or_int8_gives_the_same_masks_but_for_a_few_pixels(
         rgb = read_image(record.image_path)
         expected = predictors["onnx"].predict(rgb, samples=6, seed=0)
         found = predictors[backend].predict(rgb, samples=6, seed=0)
-        assert (found.mask != expected.mask).mean() < 0.01
+        input_size = predictors["onnx"].config.input_size
+        assert farthest_disagreement_in_cells(expected.mask, found.mask, input_size) <= BOUNDARY_CELLS, record
         assert found.out_of_distribution == expected.out_of_distribution
