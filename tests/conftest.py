@@ -143,10 +143,18 @@ class RayServeApplication:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=workspace,
-            # Ray folds alike log lines of different processes into one; the tests read which replica served.
-            env={**os.environ, "RAY_DEDUP_LOGS": "0"},
+            env={
+                **os.environ,
+                # Ray folds alike log lines of different processes into one; the tests read which replica served.
+                "RAY_DEDUP_LOGS": "0",
+                # Ray Serve kills its HTTP proxy when it is not ready within 5 s, three times running: on a busy
+                # 2-core machine it takes longer, and `serve run` then dies (seen here while a training ran).
+                "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "120",
+                "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "120",
+            },
         )
-        deadline = time.monotonic() + 240
+        # A hang guard, not a bound: two replicas importing torch on a busy 2-core machine took over 4 minutes.
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"serve run exited at start-up:\n{self.read_log()[-4000:]}")
@@ -157,7 +165,7 @@ class RayServeApplication:
                 pass
             time.sleep(0.5)
         self.stop()
-        pytest.fail(f"Ray Serve was not ready within 240 s:\n{self.read_log()[-4000:]}")
+        pytest.fail(f"Ray Serve was not ready within 600 s:\n{self.read_log()[-4000:]}")
 
     def read_log(self) -> str:
         self.log.seek(0)
