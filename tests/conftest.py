@@ -75,13 +75,15 @@ def free_port() -> int:
 
 class RunningServer:
     """`lesionseg serve` in its own process, as a user would start it, with extra LESIONSEG_* settings
-    and, where given, other environment variables, another `lesionseg` command and working folder."""
+    and, where given, other environment variables, another `lesionseg` command and working folder, and
+    more arguments to `serve` (`--workers 2`)."""
 
     def __init__(
         self,
         environment: dict[str, str] | None = None,
         command: list[str] | None = None,
         cwd: Path | None = None,
+        arguments: tuple[str, ...] = (),
         **settings: str,
     ) -> None:
         self.port = free_port()
@@ -94,7 +96,7 @@ class RunningServer:
         # A file, not a pipe: nobody reads a pipe while tests run, and a full one would block the server.
         self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
-            [*(command or [sys.executable, "-m", "lesionseg.cli"]), "serve", "--port", str(self.port)],
+            [*(command or [sys.executable, "-m", "lesionseg.cli"]), "serve", "--port", str(self.port), *arguments],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env=environment,

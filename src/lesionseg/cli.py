@@ -717,7 +717,16 @@ def run_import_seed(arguments: argparse.Namespace) -> None:
 
 
 # What the lean install (ONNX Runtime only) leaves out: training, export and the PyTorch backend need them.
-TRAINING_MODULES = {"torch", "torchvision", "timm", "safetensors", "onnx", "onnxscript", "matplotlib"}
+TRAINING_MODULES = {"torch", "torchvision", "timm", "safetensors", "onnx", "onnxscript", "matplotlib", "sklearn"}
+# What to install for each optional module, for the message when it is missing.
+INSTALL_HINTS = {
+    **dict.fromkeys(
+        TRAINING_MODULES, "pip install 'lesionseg[train]' (or 'lesionseg[torch]' to serve with --backend pytorch)"
+    ),
+    "openvino": "pip install 'lesionseg[openvino]'",
+    "ray": "pip install 'lesionseg[ray]'",
+    "psycopg": "pip install 'lesionseg[postgres]'",
+}
 
 
 def add_export_reviews_parser(subparsers) -> None:
@@ -727,6 +736,12 @@ def add_export_reviews_parser(subparsers) -> None:
     parser.add_argument("output", type=Path, help="folder to write: images/, masks/, manifest.csv")
     parser.add_argument("--database-url", help="the service's LESIONSEG_DATABASE_URL (the default)")
     parser.add_argument("--storage-dir", type=Path, help="the service's LESIONSEG_STORAGE_DIR (the default)")
+    parser.add_argument("--replace", action="store_true", help="swap a non-empty OUTPUT for the new export, whole")
+    parser.add_argument(
+        "--include-out-of-distribution",
+        action="store_true",
+        help="also cases the gate called not dermoscopy (left out by default: they would teach the model on them)",
+    )
 
 
 def run_export_reviews(arguments: argparse.Namespace) -> None:
@@ -740,10 +755,19 @@ def run_export_reviews(arguments: argparse.Namespace) -> None:
         raise ValueError("no database: give --database-url or set LESIONSEG_DATABASE_URL")
     store = CaseStore.open(database_url, arguments.storage_dir or settings.storage_dir, settings.retention_days)
     try:
-        count = export_reviews(store, arguments.output, settings)
+        summary = export_reviews(
+            store, arguments.output, settings, arguments.replace, arguments.include_out_of_distribution
+        )
     finally:
         store.close()
-    print(f"{count} reviewed cases written to {arguments.output}")
+    for case_id, reason in summary.skipped:
+        print(f"skipped case {case_id}: {reason}", file=sys.stderr)
+    if summary.left_out_of_distribution:
+        print(
+            f"left out {summary.left_out_of_distribution} cases flagged not dermoscopy "
+            "(--include-out-of-distribution keeps them)"
+        )
+    print(f"{summary.written} reviewed cases written to {arguments.output}")
     print(f"train on them: lesionseg train --data-root {arguments.output.parent} --sets {arguments.output.name}")
 
 
@@ -777,15 +801,25 @@ def main(argv: list[str] | None = None) -> None:
     try:
         COMMANDS[arguments.command][1](arguments)
     except ModuleNotFoundError as error:
-        if error.name not in TRAINING_MODULES:
+        hint = INSTALL_HINTS.get((error.name or "").partition(".")[0])
+        if hint is None:
             raise
-        parser.exit(
-            2,
-            f"lesionseg {arguments.command}: needs {error.name}, which this install does not have: "
-            "pip install 'lesionseg[train]' (or 'lesionseg[torch]' to serve with --backend pytorch)\n",
-        )
+        parser.exit(2, f"lesionseg {arguments.command}: needs {error.name}, which this install does not have: {hint}\n")
     except (ValueError, CheckpointError, OSError) as error:
-        parser.exit(2, f"lesionseg {arguments.command}: error: {error}\n")
+        parser.exit(2, f"lesionseg {arguments.command}: error: {error_message(error)}\n")
+
+
+def error_message(error: Exception) -> str:
+    """Our words for an error; a setting that fails its check is named as the variable a user sets."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError) and error.title == "Settings":
+        return "; ".join(
+            f"LESIONSEG_{'_'.join(map(str, problem['loc'])).upper()}: {problem['msg'].lower()} "
+            f"(it is {problem['input']!r})"
+            for problem in error.errors()
+        )
+    return str(error)
 
 
 if __name__ == "__main__":

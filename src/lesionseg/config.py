@@ -78,8 +78,12 @@ class Settings(BaseSettings):
     # Where the cases' images are kept, one file per distinct image, named by its sha256.
     storage_dir: Path = Path("lesionseg-images")
     # Cases, and then their images, older than this many days are deleted (at start-up and as cases are
-    # added); unset keeps them.
-    retention_days: float | None = Field(None, gt=0)
+    # added); unset keeps them. At least a minute (a shorter one would expire a case as it is added), at
+    # most a century (a longer one is not a date).
+    retention_days: float | None = Field(None, ge=1 / 1440, le=36500)
+    # The start-up sweep deletes an image that no case names only once its file is this old, so that a
+    # worker starting beside others never touches an upload still on its way into a case.
+    orphan_grace_seconds: float = Field(3600.0, ge=0)
     # Origins allowed to call the API from a browser page elsewhere, comma-separated; none by default.
     cors_origins: str = ""
     # Pickle checkpoints (.pt/.pth) can run code when loaded; refused unless this is set.

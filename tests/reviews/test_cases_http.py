@@ -3,11 +3,13 @@ tests): upload, worklist, correct, roles, races, restarts, and a kill -9 in the 
 
 import csv
 import io
+import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -37,17 +39,18 @@ def as_(role: str) -> dict[str, str]:
 class Service:
     """A server on one database and one image folder, which can be stopped and started again."""
 
-    def __init__(self, database_url: str, storage: Path, **settings: str) -> None:
-        self.database_url, self.storage, self.settings = database_url, storage, settings
+    def __init__(self, database_url: str, storage: Path, arguments: tuple[str, ...] = (), **settings: str) -> None:
+        self.database_url, self.storage, self.arguments, self.settings = database_url, storage, arguments, settings
         self.server: RunningServer | None = None
 
-    def start(self) -> "Service":
+    def start(self, **more_settings: str) -> "Service":
         self.server = RunningServer(
+            arguments=self.arguments,
             database_url=self.database_url,
             storage_dir=str(self.storage),
             api_keys=API_KEYS,
             backend="onnx",
-            **self.settings,
+            **{**self.settings, **more_settings},
         )
         return self
 
@@ -70,6 +73,9 @@ class Service:
 
     def review(self, case_id: str, body: dict, role: str = "reviewer") -> httpx.Response:
         return httpx.put(f"{self.url}/cases/{case_id}/review", json=body, headers=as_(role), timeout=60)
+
+    def delete(self, case_id: str, role: str = "admin") -> httpx.Response:
+        return httpx.delete(f"{self.url}/cases/{case_id}", headers=as_(role), timeout=60)
 
     def stored_images(self) -> set[str]:
         return {path.name for path in self.storage.glob("??/??/*") if not path.name.startswith(".")}
@@ -261,7 +267,7 @@ def test_a_kill_during_a_burst_of_uploads_leaves_no_case_without_its_image_nor_a
     stop.set()
     for worker in workers:
         worker.join()
-    service.start()
+    service.start(orphan_grace_seconds="0")  # what the kill left is old enough to sweep at once
     try:
         cases = service.get("/cases", limit=200).json()["cases"]
         assert len(cases) >= 5
@@ -338,16 +344,37 @@ def test_reviewed_cases_export_as_a_training_set_that_trains(service, pictures, 
 
 
 def test_cases_older_than_the_retention_period_are_deleted_with_their_images(tmp_path, real_image_path):
-    seconds = 3
+    """The case is made old in the database itself (its upload time moved back two days), not waited for."""
     database_url = f"sqlite:///{tmp_path / 'cases.db'}"
-    service = Service(database_url, tmp_path / "images", retention_days=str(seconds / 86400)).start()
+    service = Service(database_url, tmp_path / "images", retention_days="1").start()
     try:
         rotated = io.BytesIO()
         Image.open(real_image_path).rotate(180).save(rotated, format="PNG")
         old = service.upload(rotated.getvalue()).json()
-        time.sleep(seconds + 1)
-        new = service.upload(real_image_path.read_bytes()).json()  # adding a case expires old ones
+        engine = create_engine(database_url)
+        with engine.begin() as connection:
+            connection.execute(
+                text("UPDATE cases SET created_at = :moment WHERE id = :id"),
+                {"moment": datetime.now(UTC) - timedelta(days=2), "id": old["id"]},
+            )
+        engine.dispose()
+        new = service.upload(real_image_path.read_bytes())  # adding a case expires old ones
+        assert new.status_code == 201
         assert service.get(f"/cases/{old['id']}").status_code == 404
-        assert service.stored_images() == {new["image"]["sha256"]}
+        assert service.get(f"/cases/{new.json()['id']}").status_code == 200
+        assert service.stored_images() == {new.json()["image"]["sha256"]}
     finally:
         service.stop()
+
+
+@pytest.mark.parametrize("days", ["1e6", "1e-9", "0", "-1", "nan"])
+def test_a_retention_period_that_is_no_period_is_refused_at_start_up_in_our_words(tmp_path, days):
+    started = subprocess.run(
+        [sys.executable, "-m", "lesionseg.cli", "serve", "--port", "1"],
+        env={**os.environ, "LESIONSEG_RETENTION_DAYS": days, "LESIONSEG_DATABASE_URL": "sqlite://"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 2, started.stderr[-2000:]
+    assert "LESIONSEG_RETENTION_DAYS" in started.stderr and "Traceback" not in started.stderr

@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             from lesionseg.reviews.cases import CaseStore
 
             app.state.case_store = CaseStore.open(settings.database_url, settings.storage_dir, settings.retention_days)
-            app.state.case_store.clean_up()
+            app.state.case_store.clean_up(settings.orphan_grace_seconds)
         app.state.predictor = predictor
         yield
         app.state.predictor = None

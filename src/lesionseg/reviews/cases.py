@@ -6,7 +6,6 @@ export-reviews` call these and nothing below them.
 import base64
 import binascii
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +20,8 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from lesionseg.imaging.regions import rle_decode, rle_encode
 from lesionseg.reviews.database import Case, Review, connect
-from lesionseg.reviews.errors import CaseNotFound, InvalidCursor, InvalidMask, StaleReview
-from lesionseg.reviews.storage import ImageStore
+from lesionseg.reviews.errors import CaseNotFound, ImageMissing, InvalidCursor, InvalidMask, StaleReview
+from lesionseg.reviews.storage import DEFAULT_ORPHAN_GRACE_SECONDS, ImageStore
 from lesionseg.segmenter import Result
 
 WorklistOrder = Literal["uncertainty", "newest"]
@@ -126,23 +125,21 @@ class CaseStore:
         self.images = images
         self.retention_days = retention_days
         self.sessions = sessionmaker(engine, expire_on_commit=False)
-        # Within this process, adding a case and deleting the last case of the same image never
-        # interleave (the image would be deleted under the new case).
-        self.image_lock = threading.Lock()
 
     @classmethod
     def open(cls, database_url: str, storage_directory: Path, retention_days: float | None = None) -> "CaseStore":
         """The store on a database migrated to the current schema."""
         return cls(connect(database_url), ImageStore(storage_directory), retention_days)
 
-    def clean_up(self) -> None:
-        """Removes what the retention period or a crash left behind: old cases, and images no case names.
-        The service's start-up only: a command run beside a live service must not, or it would delete an
-        image written a moment before the case that names it is committed."""
+    def clean_up(self, orphan_grace_seconds: float = DEFAULT_ORPHAN_GRACE_SECONDS) -> None:
+        """Removes what the retention period or a crash left behind: old cases, and images no case names
+        that are older than the grace period. Safe beside other workers already serving: under the images'
+        cross-process lock, no case is between storing its image and being committed."""
         self.expire_old_cases()
-        with self.sessions() as session:
-            referenced = set(session.scalars(select(Case.image_sha256).distinct()))
-        self.images.remove_orphans(referenced)
+        with self.images.lock:
+            with self.sessions() as session:
+                referenced = set(session.scalars(select(Case.image_sha256).distinct()))
+            self.images.remove_orphans(referenced, orphan_grace_seconds)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -172,7 +169,7 @@ class CaseStore:
             mask_rle=rle_encode(result.mask),
         )
         case.review = Review(status="pending", version=1, created_at=created, updated_at=created)
-        with self.image_lock:
+        with self.images.lock:  # never between another process's delete of this image and its check
             case.image_sha256 = self.images.put(data)  # on disk before the case that names it
             with self.sessions.begin() as session:
                 session.add(case)
@@ -210,7 +207,8 @@ class CaseStore:
                     raise InvalidCursor() from error
                 query = query.where(or_(Case.created_at < created, and_(Case.created_at == created, Case.id > last_id)))
         with self.sessions() as session:
-            cases = list(session.scalars(query.limit(limit + 1)))
+            # A case deleted between the two SELECTs (cases, then their reviews) has no review: it is gone.
+            cases = [case for case in session.scalars(query.limit(limit + 1)) if case.review is not None]
         page = [describe(case, include_masks=False) for case in cases[:limit]]
         if len(cases) <= limit:
             return page, None
@@ -221,7 +219,8 @@ class CaseStore:
 
     def find(self, session: Session, case_id: str) -> Case:
         case = session.get(Case, case_id, options=[selectinload(Case.review)])
-        if case is None:
+        # Without its review, the case was deleted between the two SELECTs that load it.
+        if case is None or case.review is None:
             raise CaseNotFound(case_id)
         return case
 
@@ -232,7 +231,12 @@ class CaseStore:
     def image(self, case_id: str) -> tuple[bytes, str]:
         with self.sessions() as session:
             case = self.find(session, case_id)
-            return self.images.get(case.image_sha256), case.image_media_type
+            sha256, media_type = case.image_sha256, case.image_media_type
+        try:
+            return self.images.get(sha256), media_type
+        except FileNotFoundError:
+            self.get(case_id)  # deleted meanwhile: CaseNotFound
+            raise ImageMissing(case_id) from None
 
     def mask(self, case_id: str, source: Literal["current", "model"] = "current") -> np.ndarray:
         with self.sessions() as session:
@@ -261,12 +265,14 @@ class CaseStore:
                 .execution_options(synchronize_session=False)
             )
             if changed.rowcount != 1:
-                session.refresh(case.review)
-                raise StaleReview(version, case.review.version)
+                current = session.scalar(select(Review.version).where(Review.case_id == case_id))
+                if current is None:  # deleted since it was found
+                    raise CaseNotFound(case_id)
+                raise StaleReview(version, current)
         return self.get(case_id)
 
     def delete(self, case_id: str) -> None:
-        with self.image_lock:
+        with self.images.lock:
             with self.sessions.begin() as session:
                 case = self.find(session, case_id)
                 sha256 = case.image_sha256
@@ -284,7 +290,7 @@ class CaseStore:
         if self.retention_days is None:
             return 0
         cutoff = now() - timedelta(days=self.retention_days)
-        with self.image_lock:
+        with self.images.lock:
             with self.sessions.begin() as session:
                 old = list(session.scalars(select(Case).where(Case.created_at < cutoff)))
                 images = {case.image_sha256 for case in old}
@@ -294,8 +300,10 @@ class CaseStore:
                 self.delete_image_if_unused(sha256)
         return len(old)
 
-    def reviewed(self) -> Iterator[tuple[dict, bytes, np.ndarray]]:
-        """Accepted and corrected cases, oldest first: (the case, its image, the mask a person approved)."""
+    def reviewed(self) -> Iterator[tuple[dict, bytes | None, np.ndarray | None]]:
+        """Accepted and corrected cases, oldest first: (the case, its image, the mask a person approved). A
+        case whose image file is missing comes with None for both, for the caller to report and skip; one
+        deleted meanwhile is left out."""
         query = (
             select(Case.id)
             .join(Case.review)
@@ -305,7 +313,15 @@ class CaseStore:
         with self.sessions() as session:
             identifiers = list(session.scalars(query))
         for case_id in identifiers:
-            with self.sessions() as session:
-                case = self.find(session, case_id)
-                described, image_sha256, mask = describe(case), case.image_sha256, current_mask(case)
-            yield described, self.images.get(image_sha256), mask
+            try:
+                with self.sessions() as session:
+                    case = self.find(session, case_id)
+                    described, image_sha256, mask = describe(case), case.image_sha256, current_mask(case)
+            except CaseNotFound:
+                continue
+            try:
+                image = self.images.get(image_sha256)
+            except FileNotFoundError:
+                yield described, None, None
+                continue
+            yield described, image, mask

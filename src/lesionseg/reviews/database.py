@@ -1,14 +1,18 @@
 """The tables, and the engine that reaches them: SQLite (a file) by default, PostgreSQL by URL.
 
 Alembic owns the schema (`migrations/`): `connect` upgrades any database, empty or older, to the
-current revision before the service uses it.
+current revision before the service uses it. Every worker of a service does this as it starts, so the
+upgrade runs under a lock that all of them share: PostgreSQL's advisory lock, or a file lock beside an
+SQLite file. The first worker migrates; the others wait, then find the schema current.
 """
 
+from contextlib import nullcontext
 from datetime import datetime
 from importlib import resources
 
 from alembic import command
 from alembic.config import Config
+from filelock import FileLock
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -19,6 +23,7 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -93,9 +98,25 @@ def configure_sqlite(connection, _record) -> None:
     cursor.close()
 
 
+# Any fixed 64-bit number names the advisory lock; this one spells "lesionsg" in ASCII.
+MIGRATION_LOCK_KEY = int.from_bytes(b"lesionsg", "big") - 2**63
+
+
+def sqlite_file_lock(engine: Engine) -> FileLock | nullcontext:
+    """A lock beside an SQLite file, held outside the migration's transaction, so that it is released only
+    after the commit; nothing for other databases, or for an in-memory one no other process can see."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return FileLock(f"{database}.migration-lock")
+    return nullcontext()
+
+
 def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(resources.files("lesionseg.reviews") / "migrations"))
-    with engine.begin() as connection:
+    with sqlite_file_lock(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            # Held until this transaction ends, after the upgrade has been committed.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

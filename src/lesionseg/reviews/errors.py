@@ -35,3 +35,10 @@ class InvalidMask(CaseError):
 class InvalidCursor(CaseError):
     def __init__(self) -> None:
         super().__init__(422, "the cursor is not one this service gave out")
+
+
+class ImageMissing(CaseError):
+    """The case is there but its image file is not: removed from the storage folder by hand, or lost."""
+
+    def __init__(self, case_id: str) -> None:
+        super().__init__(404, f"the image of case {case_id} is missing from the storage folder")

@@ -5,16 +5,26 @@
     OUT/manifest.csv                  who reviewed what, with which model
 
 Then `lesionseg train --data-root PARENT_OF_OUT --sets NAME_OF_OUT`.
+
+An export is a snapshot: written whole into a fresh folder beside OUT, then renamed into place, so a reader
+(or a training run) never sees half of one, and nothing of an earlier export survives into it (a case
+rejected since is gone). It refuses an OUT that is not empty unless asked to replace it, and refuses one
+that is a symbolic link. A case whose image is missing or unreadable is skipped and reported, never the
+end of the export. Cases the gate called "not dermoscopy" stay out unless asked for.
 """
 
 import csv
 import io
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
 from lesionseg.config import Settings
-from lesionseg.imaging.decode import decode_upload
+from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.imaging.render import encode_mask_png
 from lesionseg.reviews.cases import CaseStore
 
@@ -35,19 +45,82 @@ MANIFEST_FIELDS = [
 ]
 
 
-def export_reviews(store: CaseStore, output: Path, settings: Settings | None = None) -> int:
-    """Writes every accepted or corrected case; returns how many."""
+class ExportRefused(ValueError):
+    """OUT cannot be written as asked; the message says why and what to do."""
+
+
+@dataclass
+class ExportSummary:
+    written: int = 0
+    # (case id, why) for each reviewed case that could not be exported.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    left_out_of_distribution: int = 0
+
+
+def check_destination(output: Path, replace: bool) -> None:
+    if output.is_symlink():
+        raise ExportRefused(f"{output} is a symbolic link; give a real folder")
+    if output.exists() and not output.is_dir():
+        raise ExportRefused(f"{output} exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()) and not replace:
+        raise ExportRefused(f"{output} is not empty; give --replace to swap it for a new export whole")
+
+
+def export_reviews(
+    store: CaseStore,
+    output: Path,
+    settings: Settings | None = None,
+    replace: bool = False,
+    include_out_of_distribution: bool = False,
+) -> ExportSummary:
+    """Writes every accepted or corrected case into a new snapshot at `output`."""
     settings = settings or Settings()
-    output = Path(output)
-    (output / "images").mkdir(parents=True, exist_ok=True)
-    (output / "masks").mkdir(parents=True, exist_ok=True)
-    rows = []
+    output = Path(output).absolute()
+    check_destination(output, replace)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
+    try:
+        summary = write_snapshot(store, staging, settings, include_out_of_distribution)
+        swap_into_place(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary
+
+
+def swap_into_place(staging: Path, output: Path) -> None:
+    """`staging` becomes `output`; an earlier `output` (already checked) is removed once it has been moved."""
+    if not output.exists():
+        os.rename(staging, output)
+        return
+    previous = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.previous-"))
+    os.rename(output, previous / "export")
+    os.rename(staging, output)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def write_snapshot(
+    store: CaseStore, folder: Path, settings: Settings, include_out_of_distribution: bool
+) -> ExportSummary:
+    (folder / "images").mkdir()
+    (folder / "masks").mkdir()
+    summary, rows = ExportSummary(), []
     for case, data, mask in store.reviewed():
-        decoded = decode_upload(data, settings.max_pixels, settings.min_side, None)
+        if case["out_of_distribution"] and not include_out_of_distribution:
+            summary.left_out_of_distribution += 1
+            continue
+        if data is None:
+            summary.skipped.append((case["id"], "its image is missing from the storage folder"))
+            continue
+        try:
+            decoded = decode_upload(data, settings.max_pixels, settings.min_side, None)
+        except ImageRejected as error:
+            summary.skipped.append((case["id"], f"its image cannot be read: {error.message}"))
+            continue
         buffer = io.BytesIO()
         Image.fromarray(decoded.rgb).save(buffer, format="JPEG", quality=95)
-        (output / "images" / f"{case['id']}.jpg").write_bytes(buffer.getvalue())
-        (output / "masks" / f"{case['id']}_segmentation.png").write_bytes(encode_mask_png(mask))
+        (folder / "images" / f"{case['id']}.jpg").write_bytes(buffer.getvalue())
+        (folder / "masks" / f"{case['id']}_segmentation.png").write_bytes(encode_mask_png(mask))
         review, model = case["review"], case["model"]
         rows.append(
             {
@@ -66,8 +139,9 @@ def export_reviews(store: CaseStore, output: Path, settings: Settings | None = N
                 "out_of_distribution": case["out_of_distribution"],
             }
         )
-    with open(output / "manifest.csv", "w", newline="") as stream:
+    with open(folder / "manifest.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=MANIFEST_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    return len(rows)
+    summary.written = len(rows)
+    return summary
