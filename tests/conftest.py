@@ -107,7 +107,8 @@ class RunningServer:
             if self.process.poll() is not None:
                 pytest.fail(f"the server exited at start-up:\n{self.read_log()}")
             try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code in (200, 401):
+                # 401: keys are required; 421: the server answers only to other Host names.
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code in (200, 401, 421):
                     return
             except httpx.TransportError:
                 time.sleep(0.3)

@@ -814,12 +814,15 @@ def error_message(error: Exception) -> str:
     from pydantic import ValidationError
 
     if isinstance(error, ValidationError) and error.title == "Settings":
-        return "; ".join(
-            f"LESIONSEG_{'_'.join(map(str, problem['loc'])).upper()}: {problem['msg'].lower()} "
-            f"(it is {problem['input']!r})"
-            for problem in error.errors()
-        )
+        return "; ".join(setting_problem(problem) for problem in error.errors())
     return str(error)
+
+
+def setting_problem(problem: dict) -> str:
+    if not problem["loc"]:  # a check of several settings together, in its own words
+        return problem["msg"].removeprefix("Value error, ")
+    name = "LESIONSEG_" + "_".join(map(str, problem["loc"])).upper()
+    return f"{name}: {problem['msg'].lower()} (it is {problem['input']!r})"
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIRECTORY = Path(__file__).resolve().parent
@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     weights: Path = DEFAULT_WEIGHTS
 
     max_upload_bytes: int = Field(30 * 1024 * 1024, gt=0)
+    # A JSON body (a review with its corrected mask) is parsed whole: 4 MB holds a million runs.
+    max_json_bytes: int = Field(4 * 1024 * 1024, gt=0)
     # 64 MP admits every dermatoscope and phone photo we know of; the header is checked first.
     max_pixels: int = Field(64_000_000, gt=0)
     min_side: int = Field(16, ge=1)
@@ -77,6 +79,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # Where the cases' images are kept, one file per distinct image, named by its sha256.
     storage_dir: Path = Path("lesionseg-images")
+    # New cases are refused (507) rather than leave less than this much free on the storage folder's disk.
+    storage_min_free_mb: int = Field(1024, ge=0)
     # Cases, and then their images, older than this many days are deleted (at start-up and as cases are
     # added); unset keeps them. At least a minute (a shorter one would expire a case as it is added), at
     # most a century (a longer one is not a date).
@@ -86,20 +90,45 @@ class Settings(BaseSettings):
     orphan_grace_seconds: float = Field(3600.0, ge=0)
     # Origins allowed to call the API from a browser page elsewhere, comma-separated; none by default.
     cors_origins: str = ""
+    # Host names the service answers to, comma-separated ("*": any). Unset: loopback names only when bound
+    # to loopback (the default host), any when bound to another address. Behind a proxy, list its names.
+    allowed_hosts: str = ""
     # Pickle checkpoints (.pt/.pth) can run code when loaded; refused unless this is set.
     allow_pickle_checkpoints: bool = False
     log_level: str = "INFO"
 
+    # Reviewer identifiers in the worklist are an HMAC of the key under this secret, so that nobody who reads
+    # them can test guesses of a key. Unset: a random secret kept in the storage folder, which every worker
+    # and restart shares.
+    reviewer_id_secret: str = ""
+
+    @model_validator(mode="after")
+    def keys_are_well_formed(self) -> "Settings":
+        self.api_key_roles  # noqa: B018 -- parsed now, so a mistyped role stops the start, not a request
+        return self
+
     @property
     def api_key_roles(self) -> dict[str, str]:
-        """Each key and its role."""
+        """Each key and its role. `role:KEY` with a role of ROLES, or a bare KEY (admin). Anything else, and a
+        key given twice, is refused: a mistyped role must never make an admin key."""
         entries = [entry.strip() for entry in self.api_keys.split(",")]
         if self.api_keys_file is not None:
             entries += [line.strip() for line in self.api_keys_file.read_text().splitlines()]
-        roles = {}
+        roles: dict[str, str] = {}
         for entry in filter(None, entries):
             role, separator, key = entry.partition(":")
-            roles.update({key: role} if separator and role in ROLES and key else {entry: "admin"})
+            if not separator:
+                role, key = "admin", entry
+            elif not key:
+                raise ValueError(f"API key entry '{role}:' has no key after its role")
+            elif role not in ROLES:
+                raise ValueError(
+                    f"API key entry '{role}:…': '{role}' is not a role (one of {', '.join(ROLES)}, in lower case); "
+                    "write each key as role:KEY, or a bare KEY for an admin"
+                )
+            if key in roles:
+                raise ValueError("an API key is listed twice; give each key once, with one role")
+            roles[key] = role
         return roles
 
     @property

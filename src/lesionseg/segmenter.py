@@ -23,7 +23,14 @@ from PIL import Image, ImageOps
 
 from lesionseg import cancellation
 from lesionseg.config import Settings
-from lesionseg.imaging.decode import DecodedImage, ImageRejected, decode_upload, to_rgb
+from lesionseg.imaging.decode import (
+    DecodedImage,
+    ImageRejected,
+    check_pixel_count,
+    decode_upload,
+    read_image_file,
+    to_rgb,
+)
 from lesionseg.imaging.regions import bounding_box, outline_polygons, rle_encode
 from lesionseg.predictor import Prediction, Predictor
 
@@ -128,13 +135,17 @@ def mean_in_mask(bands, mask: np.ndarray, area: int) -> float | None:
 def decode_image(image: ImageInput, settings: Settings, draft_size: int | None) -> DecodedImage:
     """Any accepted input -> a validated RGB array and the image's own size."""
     if isinstance(image, str | Path):
-        image = Path(image).read_bytes()
+        image = read_image_file(Path(image), settings.max_upload_bytes)
     if isinstance(image, bytes):
         return decode_upload(image, settings.max_pixels, settings.min_side, draft_size)
     if isinstance(image, Image.Image):
+        # The same limits as an upload, checked before any pixel is converted.
+        check_pixel_count(image.width, image.height, settings.max_pixels)
         image = np.asarray(to_rgb(ImageOps.exif_transpose(image)))
     if not isinstance(image, np.ndarray):
         raise TypeError(f"an image is a path, bytes, a PIL image or a NumPy array, not {type(image).__name__}")
+    if image.ndim >= 2:
+        check_pixel_count(image.shape[1], image.shape[0], settings.max_pixels)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

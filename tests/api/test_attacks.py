@@ -181,7 +181,7 @@ def test_malformed_multipart_is_400(server_url):
 def test_oversized_body_is_refused_from_content_length_without_reading_it(server_url):
     with socket.create_connection(("127.0.0.1", int(server_url.rsplit(":", 1)[1])), timeout=10) as connection:
         connection.sendall(
-            b"POST /predict/ HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"POST /predict/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
             b"Content-Length: 999999999999\r\n\r\n"
         )
         reply = connection.recv(4096).decode()
@@ -200,7 +200,7 @@ def test_slow_upload_is_cut_off_with_408(strict_server):
     # The socket's timeout only guards against a hang: the server must answer, whatever the machine's speed.
     with socket.create_connection(("127.0.0.1", strict_server.port), timeout=120) as connection:
         connection.sendall(
-            b"POST /predict/ HTTP/1.1\r\nHost: x\r\nX-API-Key: first-key\r\n"
+            b"POST /predict/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: first-key\r\n"
             b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n"
         )
         reply = connection.recv(4096).decode()

@@ -1,5 +1,6 @@
 """The FastAPI app factory: settings in, a running service with the model loaded once out."""
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -17,6 +18,8 @@ from lesionseg.api.middleware import (
     ApiKeyMiddleware,
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
+    RequestGuardMiddleware,
+    allowed_host_names,
 )
 from lesionseg.api.observability import Metrics, configure_logging
 from lesionseg.api.routes import router
@@ -25,6 +28,19 @@ from lesionseg.predictor import Predictor
 
 # Multipart framing around the file: boundaries, part headers, small form fields.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def reviewer_id_secret(settings: Settings) -> bytes:
+    """LESIONSEG_REVIEWER_ID_SECRET; else, with the worklist on, a random secret kept in the storage folder
+    (made once, by whichever worker starts first, and read by the rest and by every restart); else a random
+    one for this process, as no identifier is kept."""
+    if settings.reviewer_id_secret:
+        return settings.reviewer_id_secret.encode()
+    if not settings.database_url:
+        return os.urandom(32)
+    from lesionseg.reviews.storage import shared_secret
+
+    return shared_secret(settings.storage_dir)
 
 
 def create_app(settings: Settings | None = None) -> FastAPIOffline:
@@ -48,7 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             # Migrated, and cleared of what a crash or the retention period left, before the port opens.
             from lesionseg.reviews.cases import CaseStore
 
-            app.state.case_store = CaseStore.open(settings.database_url, settings.storage_dir, settings.retention_days)
+            app.state.case_store = CaseStore.open(
+                settings.database_url,
+                settings.storage_dir,
+                settings.retention_days,
+                settings.storage_min_free_mb * 1024 * 1024,
+            )
             app.state.case_store.clean_up(settings.orphan_grace_seconds)
         app.state.predictor = predictor
         yield
@@ -83,9 +104,15 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.mount("/static", StaticFiles(directory=str(resources.files("lesionseg.api") / "static")), name="static")
 
     # Added innermost first: the request context wraps everything, so every answer is logged and counted.
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        max_json_body_bytes=settings.max_json_bytes,
+    )
     if settings.api_key_roles:
-        app.add_middleware(ApiKeyMiddleware, api_key_roles=settings.api_key_roles)
+        app.add_middleware(
+            ApiKeyMiddleware, api_key_roles=settings.api_key_roles, identifier_secret=reviewer_id_secret(settings)
+        )
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -101,6 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
                 "X-Lesionseg-Review-Recommended",
             ],
         )
+    app.add_middleware(
+        RequestGuardMiddleware,
+        allowed_hosts=allowed_host_names(settings.allowed_hosts, settings.host),
+        cors_origins=settings.cors_origin_list,
+    )
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

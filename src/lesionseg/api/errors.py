@@ -1,6 +1,5 @@
-"""Every error leaves as JSON `{"detail": ...}` with a 4xx/503 status; nothing leaks a traceback."""
-
-import logging
+"""Every error leaves as JSON `{"detail": ...}` with a 4xx/503 status; nothing leaks a traceback. What no
+handler here expects is answered 500, with its request id, by `RequestContextMiddleware`."""
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -9,8 +8,6 @@ from starlette.exceptions import HTTPException
 
 from lesionseg.imaging.decode import ImageRejected
 from lesionseg.reviews.errors import CaseError
-
-logger = logging.getLogger("lesionseg.api")
 
 
 class RequestRejected(HTTPException):
@@ -39,8 +36,3 @@ def install_error_handlers(app: FastAPI) -> None:
             problems.append(f"{where}: {item['msg']}")
         errors = [{"location": [str(part) for part in item["loc"]], "message": item["msg"]} for item in error.errors()]
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": errors})
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content={"detail": "internal error; the server log has the details"})

@@ -50,8 +50,14 @@ class LimitedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE:
-            self.header_bytes += len(data)
             self.start_header_clock()
+            # The headers end at the first blank line; counted here, before h11 parses them, because a read
+            # that holds all of them (however large) completes the request in one step.
+            header_end = data.find(b"\r\n\r\n")
+            if header_end >= 0 and self.header_bytes + header_end + 4 > self.max_header_bytes:
+                self.refuse(431, f"the request headers are larger than the limit of {self.max_header_bytes} bytes")
+                return
+            self.header_bytes += len(data)
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
             # The request line and headers are complete; the body has the request's own time limit.

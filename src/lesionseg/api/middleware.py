@@ -53,11 +53,72 @@ async def send_json(send: Send, status: int, detail: str, headers: list[tuple[by
     await send({"type": "http.response.body", "body": body})
 
 
+# Metric labels come from closed sets: a made-up method would otherwise become a series of its own.
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}
+UNSAFE_METHODS = {"POST", "PUT", "DELETE", "PATCH"}
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port: `[::1]:8000` -> `[::1]`, `Example.org:80` -> `example.org`."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def allowed_host_names(allowed_hosts: str, bind_host: str) -> set[str] | None:
+    """The Host names a request may carry (None: any). Unset, a service bound to loopback answers only to
+    loopback names: a web page elsewhere cannot reach it through a DNS name rebound to 127.0.0.1."""
+    names = {host_name(name) for name in allowed_hosts.split(",") if name.strip()}
+    if "*" in names:
+        return None
+    if names:
+        return names
+    return set(LOOPBACK_NAMES) if bind_host.strip().lower() in LOOPBACK_NAMES else None
+
+
+class RequestGuardMiddleware:
+    """Requests that are not for this service, refused before any route: an ambiguous body framing (both
+    Content-Length and Transfer-Encoding, which a proxy in front may read the other way: request smuggling), a
+    Host not among the allowed names (DNS rebinding), and a browser's cross-site write (an Origin that is
+    neither this service nor one of LESIONSEG_CORS_ORIGINS, on POST, PUT, PATCH or DELETE: a form on another
+    site posting to a service without keys)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: set[str] | None, cors_origins: list[str]) -> None:
+        self.app = app
+        self.allowed_hosts = allowed_hosts
+        self.cors_origins = {origin.rstrip("/").lower() for origin in cors_origins}
+
+    def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        names = [key for key, _ in scope["headers"]]
+        if b"transfer-encoding" in names and b"content-length" in names:
+            return 400, "the request has both Content-Length and Transfer-Encoding; send one of them"
+        host = header(scope, b"host") or ""
+        if self.allowed_hosts is not None and host_name(host) not in self.allowed_hosts:
+            return 421, "this service does not answer to that Host name (LESIONSEG_ALLOWED_HOSTS lists them)"
+        origin = header(scope, b"origin")
+        if scope["method"] in UNSAFE_METHODS and origin is not None:
+            origin = origin.rstrip("/").lower()
+            own = {f"{scheme}://{host.strip().lower()}" for scheme in ("http", "https")}
+            if origin not in own and origin not in self.cors_origins:
+                return 403, "cross-site requests may not change anything here (LESIONSEG_CORS_ORIGINS lists origins)"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (refused := self.refusal(scope)) is not None:
+            await send_json(send, refused[0], refused[1], [(b"connection", b"close")])
+            return
+        await self.app(scope, receive, send)
 
 
 class RequestContextMiddleware:
@@ -116,18 +177,26 @@ class RequestContextMiddleware:
                 else:
                     detail = f"the upload did not arrive within {self.request_timeout_seconds:g} s"
                     await send_json(send_with_headers, 408, detail)
+        except Exception as error:
+            # Answered here, inside the request's context, so the 500 carries its request id and says that the
+            # connection closes, rather than leaving it to the server to drop a kept-alive connection unsaid.
+            logger.error("unhandled error", exc_info=error, extra={"fields": {"request_id": request_id}})
+            if not outcome["started"]:
+                detail = f"internal error; the server log has the details under request id {request_id}"
+                await send_json(send_with_headers, 500, detail, [(b"connection", b"close")])
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             route_name = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], route_name, str(outcome["status"])).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+            self.metrics.requests.labels(method, route_name, str(outcome["status"])).inc()
             self.metrics.latency.labels(route_name).observe(elapsed)
             logger.info(
                 "request",
                 extra={
                     "fields": {
                         "request_id": request_id,
-                        "method": scope["method"],
+                        "method": scope["method"][:16],
                         "path": scope["path"],
                         "route": route_name,
                         "status": outcome["status"],
@@ -138,18 +207,21 @@ class RequestContextMiddleware:
             )
 
 
-def key_identifier(key: str) -> str:
-    """What the records say of a key: enough of its hash to tell keys apart, nothing to reuse."""
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+def key_identifier(key: str, secret: bytes) -> str:
+    """What the records say of a key: enough of its HMAC under the server's secret to tell keys apart. Without
+    the secret, a reader of the records cannot test guesses of a key against it."""
+    return hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:12]
 
 
 class ApiKeyMiddleware:
     """401 without a valid key (X-API-Key or Authorization: Bearer) on every non-public path. A valid
     key's role and identifier go into the request's state (`api_role`, `api_key_id`) for the routes."""
 
-    def __init__(self, app: ASGIApp, api_key_roles: dict[str, str]) -> None:
+    def __init__(self, app: ASGIApp, api_key_roles: dict[str, str], identifier_secret: bytes) -> None:
         self.app = app
-        self.keys = [(key.encode(), role, key_identifier(key)) for key, role in api_key_roles.items()]
+        self.keys = [
+            (key.encode(), role, key_identifier(key, identifier_secret)) for key, role in api_key_roles.items()
+        ]
 
     def identify(self, presented: str | None) -> tuple[str, str] | None:
         """(role, key identifier) of a valid key, else None."""
@@ -184,19 +256,25 @@ class ApiKeyMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuses a body over the limit as it streams in: by Content-Length at once, else while counting."""
+    """Refuses a body over the limit as it streams in: by Content-Length at once, else while counting. Any body
+    but a multipart upload (a review's JSON, whatever it claims to be) has a smaller limit: it is parsed whole
+    on the event loop."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_json_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.max_json_body_bytes = max_json_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        is_upload = (header(scope, b"content-type") or "").lower().startswith("multipart/form-data")
+        limit = self.max_body_bytes if is_upload else self.max_json_body_bytes
+        detail = f"the request body is larger than the limit of {limit} bytes"
         declared = header(scope, b"content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await send_json(send, 413, f"the request body is larger than the limit of {self.max_body_bytes} bytes")
+        if declared and declared.isdigit() and int(declared) > limit:
+            await send_json(send, 413, detail)
             return
         received = 0
 
@@ -205,10 +283,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise RequestRejected(
-                        413, f"the request body is larger than the limit of {self.max_body_bytes} bytes"
-                    )
+                if received > limit:
+                    raise RequestRejected(413, detail)
             return message
 
         await self.app(scope, counting_receive, send)

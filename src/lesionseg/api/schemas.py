@@ -2,7 +2,7 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Health(BaseModel):
@@ -22,9 +22,25 @@ class ModelIdentity(BaseModel):
     sha256: str
 
 
+# More runs than any mask a person paints (a brush-edited lesion at 8000 px has tens of thousands).
+MAX_RUNS = 1_000_000
+# Review versions are stored as 32-bit integers on every database.
+MAX_VERSION = 2**31 - 1
+
+
 class RunLengthMask(BaseModel):
     size: list[int] = Field(description="[height, width]")
-    counts: list[int] = Field(description="COCO uncompressed RLE, column-major, starting with background")
+    counts: list[int] = Field(
+        max_length=MAX_RUNS, description="COCO uncompressed RLE, column-major, starting with background"
+    )
+
+    @field_validator("counts")
+    @classmethod
+    def runs_have_length(cls, counts: list[int]) -> list[int]:
+        # Only the first run (background) may be empty: a million empty runs describe nothing but cost.
+        if any(count <= 0 for count in counts[1:]):
+            raise ValueError("every run after the first must be at least one pixel long")
+        return counts
 
 
 class PredictionSummary(BaseModel):
@@ -123,4 +139,4 @@ class ReviewChange(BaseModel):
 
     status: Literal["pending", "accepted", "corrected", "rejected"]
     mask_rle: RunLengthMask | None = Field(None, description="the corrected mask; required with status corrected")
-    version: int = Field(ge=1, description="the review's version this change was made on")
+    version: int = Field(ge=1, le=MAX_VERSION, description="the review's version this change was made on")

@@ -19,6 +19,28 @@ from lesionseg.model.sidecar import read_sidecar
 DECIDING_SETTINGS = ("model_sha256", "backend", "samples", "seed", "threshold", "coverage", "tta")
 
 
+# A spreadsheet takes a cell that starts with one of these as a formula (CSV injection): such a text cell is
+# written after a quote mark, which spreadsheets show as text, and read back without it.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(row: dict) -> dict:
+    return {
+        key: f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+        for key, value in row.items()
+    }
+
+
+def as_written(row: dict) -> dict:
+    """A row read back from results.csv, as it was before `spreadsheet_safe`."""
+    return {
+        key: value[1:]
+        if isinstance(value, str) and value[1:].startswith(FORMULA_STARTS) and value[:1] == "'"
+        else value
+        for key, value in row.items()
+    }
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial")
@@ -59,7 +81,7 @@ class ResultsTable:
         if not self.table_path.is_file():
             return set()
         with open(self.table_path, newline="") as stream:
-            rows = list(csv.DictReader(stream))
+            rows = [as_written(row) for row in csv.DictReader(stream)]
         kept = [
             row
             for row in rows
@@ -70,7 +92,7 @@ class ResultsTable:
         with open(temporary, "w", newline="") as stream:
             writer = csv.DictWriter(stream, fieldnames=RESULT_COLUMNS)
             writer.writeheader()
-            writer.writerows(kept)
+            writer.writerows(spreadsheet_safe(row) for row in kept)
         os.replace(temporary, self.table_path)
         return {row["identifier"] for row in kept}
 
@@ -98,7 +120,7 @@ class ResultsTable:
         self.write_row(failed_row(item.identifier, item.path, item.problem))
 
     def write_row(self, row: dict) -> None:
-        self.writer.writerow(row)
+        self.writer.writerow(spreadsheet_safe(row))
         self.stream.flush()
         self.counts[row["status"]] += 1
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, Settings
-from lesionseg.imaging.decode import ImageRejected
+from lesionseg.imaging.decode import ImageRejected, read_image_file
 from lesionseg.imaging.render import encode_mask_png, encode_png, uncertainty_to_uint16
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
@@ -118,7 +118,7 @@ class ImageSegmenter:
         row = {column: "" for column in RESULT_COLUMNS}
         row.update(identifier=identifier, path=path, worker=self.worker)
         try:
-            data = Path(path).read_bytes()
+            data = read_image_file(Path(path), self.settings.max_upload_bytes)
             row["read_ms"] = elapsed_ms(started)
             job = self.job
             result = self.segmenter.predict(data, job.samples, job.seed, job.threshold, job.coverage, job.tta)

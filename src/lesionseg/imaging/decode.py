@@ -9,7 +9,10 @@ size is kept for the outputs. Messages are ours: a client never sees a library's
 
 import io
 import logging
+import os
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -46,6 +49,10 @@ class DecodedImage:
     original_height: int
 
 
+# Alpha premultiplied into the colours: Pillow has them, and converts them only to straight alpha.
+PREMULTIPLIED_MODES = {"La": "LA", "RGBa": "RGBA"}
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any mode to 8-bit RGB; high-bit-depth images are rescaled rather than clipped."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -55,12 +62,39 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(scaled).convert("RGB")
     if image.mode == "RGB":
         return image
+    if image.mode in PREMULTIPLIED_MODES:  # Pillow converts these only to their straight-alpha twins
+        image = image.convert(PREMULTIPLIED_MODES[image.mode])
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent areas become white, like paper, rather than whatever colour they hid.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def read_image_file(path: Path, max_bytes: int) -> bytes:
+    """A file's bytes, if it is a regular file of at most `max_bytes`: never a device, a FIFO (which would wait for
+    a writer for ever) or a file larger than an upload may be. Opened without blocking, then checked, then read
+    no further than the limit, so what is read is what was checked."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except IsADirectoryError:
+        raise ImageRejected(415, f"{path} is a folder, not an image file") from None
+    with os.fdopen(descriptor, "rb") as stream:
+        status = os.fstat(stream.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise ImageRejected(415, f"{path} is not a regular file (a device, pipe or socket)")
+        if status.st_size > max_bytes:
+            raise ImageRejected(413, f"{path} is {status.st_size} bytes; the limit is {max_bytes}")
+        data = stream.read(max_bytes + 1)
+    if len(data) > max_bytes:  # it grew while being read
+        raise ImageRejected(413, f"{path} is larger than the limit of {max_bytes} bytes")
+    return data
+
+
+def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageRejected(413, f"the image is {width}×{height} = {width * height} pixels; the limit is {max_pixels}")
 
 
 def decode_upload(data: bytes, max_pixels: int, min_side: int, draft_size: int | None = None) -> DecodedImage:
@@ -98,8 +132,7 @@ def read_image(data: bytes, max_pixels: int, min_side: int, draft_size: int | No
         raise ImageRejected(400, "the image header cannot be read: the file is damaged or not what it claims") from None
 
     width, height = image.size
-    if width * height > max_pixels:
-        raise ImageRejected(413, f"the image is {width}×{height} = {width * height} pixels; the limit is {max_pixels}")
+    check_pixel_count(width, height, max_pixels)
     if min(width, height) < min_side:
         raise ImageRejected(422, f"the image is {width}×{height}; each side must be at least {min_side} pixels")
     try:

@@ -116,6 +116,9 @@ def decode_cursor(cursor: str, types: tuple[type, ...]) -> list:
         raise InvalidCursor()
     if any(type(value) is not kind for value, kind in zip(values, types, strict=True)):
         raise InvalidCursor()
+    # A NUL cannot be stored in a PostgreSQL text, nor a NaN compared: neither came from us.
+    if any((isinstance(value, str) and "\x00" in value) or value != value for value in values):
+        raise InvalidCursor()
     return values
 
 
@@ -127,9 +130,15 @@ class CaseStore:
         self.sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, database_url: str, storage_directory: Path, retention_days: float | None = None) -> "CaseStore":
+    def open(
+        cls,
+        database_url: str,
+        storage_directory: Path,
+        retention_days: float | None = None,
+        min_free_bytes: int = 0,
+    ) -> "CaseStore":
         """The store on a database migrated to the current schema."""
-        return cls(connect(database_url), ImageStore(storage_directory), retention_days)
+        return cls(connect(database_url), ImageStore(storage_directory, min_free_bytes), retention_days)
 
     def clean_up(self, orphan_grace_seconds: float = DEFAULT_ORPHAN_GRACE_SECONDS) -> None:
         """Removes what the retention period or a crash left behind: old cases, and images no case names

@@ -42,3 +42,10 @@ class ImageMissing(CaseError):
 
     def __init__(self, case_id: str) -> None:
         super().__init__(404, f"the image of case {case_id} is missing from the storage folder")
+
+
+class StorageFull(CaseError):
+    """No room to keep another image: the disk is full, or fuller than LESIONSEG_STORAGE_MIN_FREE_MB allows."""
+
+    def __init__(self) -> None:
+        super().__init__(507, "the server has no room to keep this image; an administrator must free space first")

@@ -11,8 +11,10 @@ then its image if no other case names it, and the start-up sweep each happen und
 The sweep also leaves alone any file younger than a grace period, for whatever writes without the lock.
 """
 
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,15 +22,40 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from lesionseg.reviews.errors import StorageFull
+
 # The sweep at start-up deletes an image no case names only once it is this old (the default of
 # LESIONSEG_ORPHAN_GRACE_SECONDS).
 DEFAULT_ORPHAN_GRACE_SECONDS = 3600.0
 
 
+def shared_secret(directory: Path) -> bytes:
+    """32 random bytes kept in `directory/.secret`, the same for every process that asks: the first writes it
+    beside and links it into place (a link never replaces a file, so one writer wins), the rest read it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".secret"
+    if not path.is_file():
+        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".incoming-secret-")
+        try:
+            with os.fdopen(descriptor, "wb") as stream:
+                stream.write(os.urandom(32))
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+    return path.read_bytes()
+
+
 class ImageStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, min_free_bytes: int = 0) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # The quota: an image is refused (StorageFull) rather than leave less than this free on the disk.
+        self.min_free_bytes = min_free_bytes
         # Held across processes and threads alike (each thread of each process opens and locks the file).
         self.lock = FileLock(self.directory / ".lock")
 
@@ -43,16 +70,26 @@ class ImageStore:
         if target.is_file():
             os.utime(target)  # newly named again: the sweep's grace period starts over
             return sha256
-        target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+        if shutil.disk_usage(self.directory).free - len(data) < self.min_free_bytes:
+            raise StorageFull()
+        temporary = None
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
             with os.fdopen(descriptor, "wb") as stream:
                 stream.write(data)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(temporary, target)
+        except OSError as error:
+            if temporary:
+                Path(temporary).unlink(missing_ok=True)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull() from error
+            raise
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            if temporary:
+                Path(temporary).unlink(missing_ok=True)
             raise
         return sha256
 

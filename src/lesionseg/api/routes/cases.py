@@ -27,6 +27,7 @@ from lesionseg.api.routes.predict import (
 )
 from lesionseg.api.schemas import CaseBody, ErrorBody, ReviewChange, Worklist
 from lesionseg.config import Settings
+from lesionseg.imaging.containers import image_length
 from lesionseg.imaging.render import encode_mask_png
 from lesionseg.predictor import Predictor
 
@@ -50,7 +51,8 @@ def segment_and_store(
         requested = RequestSettings(
             options.samples, prediction.seed, prediction.threshold, options.coverage, options.tta
         )
-        case = store.add(data, media_type, result, requested)
+        # What follows the picture's own end (a JPEG's EOI, a PNG's IEND) is no part of it, and is not kept.
+        case = store.add(data[: image_length(data)], media_type, result, requested)
     store.expire_old_cases()
     return case
 
