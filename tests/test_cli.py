@@ -1,6 +1,7 @@
 """The `lesionseg` command as a user runs it, in a subprocess, on real images."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -140,3 +141,46 @@ def test_a_model_split_with_another_near_duplicate_list_is_refused_in_our_words(
     assert refused.returncode == 2
     assert "near-duplicate list has changed since this model was trained" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_predict_reads_only_regular_files_no_larger_than_an_upload(tmp_path, real_image_path):
+    """A device, a FIFO (which would wait for a writer for ever) and a file over the limit are each refused
+    before they are read; the real image beside them is segmented."""
+    fifo = tmp_path / "waiting.jpg"
+    os.mkfifo(fifo)
+    large = tmp_path / "large.jpg"
+    with open(large, "wb") as stream:
+        stream.truncate(40 * 1024 * 1024)  # sparse: no disk, but 40 MB to anyone who reads it
+    inputs = ["/dev/zero", str(fifo), str(large), str(real_image_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "lesionseg.cli", "predict", *inputs, "--out", str(tmp_path / "out"), "--samples", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1
+    assert "/dev/zero is not a regular file" in result.stderr and f"{fifo} is not a regular file" in result.stderr
+    assert f"{large} is 41943040 bytes; the limit is" in result.stderr
+    assert (tmp_path / "out" / f"{real_image_path.stem}_mask.png").is_file()
+
+
+def test_a_missing_optional_extra_is_named_in_our_words(real_image_path, tmp_path):
+    """OpenVINO absent, as in an install without the extra: the module cannot be imported."""
+    program = "import sys; sys.modules['openvino'] = None; from lesionseg.cli import main; main()"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            program,
+            "predict",
+            str(real_image_path),
+            "--out",
+            str(tmp_path),
+            "--backend",
+            "openvino",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "pip install 'lesionseg[openvino]'" in result.stderr and "Traceback" not in result.stderr

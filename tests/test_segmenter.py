@@ -54,3 +54,20 @@ def test_arrays_that_are_not_images_are_refused_in_words(segmenter):
         segmenter.predict(np.zeros((8, 64, 3), np.uint8))
     with pytest.raises(TypeError, match="a path, bytes, a PIL image or a NumPy array"):
         segmenter.predict(42)
+
+
+def test_arrays_and_pil_images_keep_the_pixel_limit_of_an_upload(segmenter):
+    """A view of 20000×20000×3 costs no memory; it must be refused before anything is copied from it."""
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (20_000, 20_000, 3))
+    with pytest.raises(ImageRejected, match="the limit is") as caught:
+        segmenter.predict(huge)
+    assert caught.value.status_code == 413
+    with pytest.raises(ImageRejected, match="the limit is"):
+        segmenter.predict(Image.new("1", (20_000, 20_000)))
+
+
+def test_premultiplied_alpha_images_are_converted_like_any_other(segmenter, real_image_path):
+    photo = Image.open(real_image_path).convert("RGBA")
+    for mode in ("La", "RGBa"):
+        result = segmenter.predict(photo.convert(mode), samples=1, seed=0)
+        assert result.mask.shape == (photo.height, photo.width)

@@ -260,3 +260,16 @@ def test_a_coverage_job_writes_larger_masks_than_a_threshold_job(archive: Path, 
     covered = {row["identifier"]: int(row["lesion_area_pixels"] or 0) for row in read_rows(output)}
     assert all(covered[identifier] >= plain[identifier] for identifier in plain)
     assert sum(covered.values()) > sum(plain.values())
+
+
+def test_results_cells_a_spreadsheet_would_run_as_formulas_are_written_as_text(archive: Path, tmp_path: Path) -> None:
+    image = str(sorted(archive.glob("ISIC_*.jpg"))[0])
+    manifest = write_manifest(tmp_path / "manifest.csv", [(image, "=HYPERLINK(1)"), (image, "+1"), (image, "@a")])
+    output = tmp_path / "output"
+    for _ in range(2):  # a rerun reads the table back and finds every image finished
+        completed = run_batch(manifest, output)
+        assert completed.returncode == 0, completed.stderr
+        rows = read_rows(output)
+        assert sorted(row["identifier"] for row in rows) == ["'+1", "'=HYPERLINK(1)", "'@a"]
+        assert all(row["status"] == "ok" for row in rows)
+    assert sorted(path.name for path in (output / "masks").iterdir())[0] == "+1_segmentation.png"
