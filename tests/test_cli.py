@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import cv2
+import pytest
 from PIL import Image
 
 
@@ -164,23 +165,17 @@ def test_predict_reads_only_regular_files_no_larger_than_an_upload(tmp_path, rea
     assert (tmp_path / "out" / f"{real_image_path.stem}_mask.png").is_file()
 
 
-def test_a_missing_optional_extra_is_named_in_our_words(real_image_path, tmp_path):
-    """OpenVINO absent, as in an install without the extra: the module cannot be imported."""
+@pytest.mark.parametrize("command", ["predict", "serve"])
+def test_a_missing_optional_extra_is_named_in_our_words(real_image_path, tmp_path, command):
+    """OpenVINO absent, as in an install without the extra: the module cannot be imported. `serve` says so
+    before it starts any worker."""
     program = "import sys; sys.modules['openvino'] = None; from lesionseg.cli import main; main()"
+    arguments = [str(real_image_path), "--out", str(tmp_path)] if command == "predict" else ["--port", "1"]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            program,
-            "predict",
-            str(real_image_path),
-            "--out",
-            str(tmp_path),
-            "--backend",
-            "openvino",
-        ],
+        [sys.executable, "-c", program, command, *arguments, "--backend", "openvino"],
         capture_output=True,
         text=True,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "pip install 'lesionseg[openvino]'" in result.stderr and "Traceback" not in result.stderr

@@ -127,12 +127,14 @@ def run_serve(arguments: argparse.Namespace) -> None:
     from lesionseg.api.http_protocol import H11_BUFFER_MARGIN_BYTES, LimitedH11Protocol
     from lesionseg.api.observability import uvicorn_log_config
     from lesionseg.config import Settings
+    from lesionseg.predictor import check_backend_installed
 
     # Flags become environment settings, so that every worker process reads the same ones.
     for key in ("host", "port", "weights", "backend"):
         if (value := getattr(arguments, key)) is not None:
             os.environ[f"LESIONSEG_{key.upper()}"] = str(value)
     settings = Settings()
+    check_backend_installed(settings.backend)
     uvicorn.run(
         "lesionseg.api.app:create_app",
         factory=True,

@@ -146,6 +146,18 @@ def resolve_backend(backend: str) -> str:
     return "pytorch" if importlib.util.find_spec("torch") is not None else "onnx"
 
 
+# The module each backend cannot run without (and which an optional extra installs).
+BACKEND_MODULES = {"pytorch": "torch", "openvino": "openvino", "openvino-f32": "openvino", "openvino-int8": "openvino"}
+
+
+def check_backend_installed(backend: str) -> None:
+    """ModuleNotFoundError, naming the module, if `backend` cannot run here: checked before a server starts
+    its workers, where the error would otherwise end as a traceback in each of them."""
+    module = BACKEND_MODULES.get(resolve_backend(backend))
+    if module is not None:
+        importlib.import_module(module)
+
+
 def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: int) -> tuple[Backend, dict]:
     """The torch import stays inside the PyTorch branch, so an ONNX-only install never needs it."""
     backend = resolve_backend(backend)
