@@ -1,8 +1,11 @@
 """Requests that are not for this service, against a real server: ambiguous framing, a Host it does not answer
 to, a cross-site write, a made-up method, headers over the limit in one read, and an unexpected error."""
 
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -94,3 +97,17 @@ def test_a_server_bound_elsewhere_answers_to_the_names_it_is_given(tmp_path):
         assert httpx.get(f"{server.url}/health", headers={"Host": "127.0.0.1"}).status_code == 421
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("keys", ["Reader:K", "reviwer:K", "reader:", "same,same", "reader:k,admin:k"])
+def test_api_keys_are_parsed_strictly_at_start_up(keys):
+    """A mistyped role once made an admin key; a key listed twice kept its last role."""
+    started = subprocess.run(
+        [sys.executable, "-m", "lesionseg.cli", "serve", "--port", "1"],
+        env={**os.environ, "LESIONSEG_API_KEYS": keys},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 2, started.stderr[-2000:]
+    assert "key" in started.stderr and "Traceback" not in started.stderr
