@@ -319,6 +319,11 @@ def add_evaluate_parser(subparsers) -> None:
         "--coverage", action="store_true", help="instead: realised miss rate of coverage masks over repeated splits"
     )
     parser.add_argument("--tta", action="store_true", help="sample each image flipped both ways too, as served")
+    parser.add_argument(
+        "--shifts",
+        action="store_true",
+        help="instead: the shift test bed, each set under each camera-like shift (accuracy, uncertainty, the gate)",
+    )
 
 
 def load_predictor(weights: Path | None):
@@ -343,6 +348,8 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
     if arguments.coverage:
         report = evaluate_coverage(arguments, predictor)
         return record_report(arguments, weights, "evaluation_coverage", report)
+    if arguments.shifts:
+        return evaluate_shifts(arguments, weights, predictor)
     results, counts, per_image, uncertainty = {}, {}, {}, {}
     review_threshold = predictor.review_threshold
     split = model_split(predictor)
@@ -391,6 +398,23 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
         from lesionseg.model.sidecar import update_sidecar
 
         update_sidecar(weights, "evaluation_uncertainty" if arguments.uncertainty else "evaluation", summary)
+
+
+def evaluate_shifts(arguments: argparse.Namespace, weights: Path, predictor) -> None:
+    from lesionseg.data.splits import select_pairs
+    from lesionseg.evaluation.shifts import evaluate_shift_bed, format_shift_table
+
+    split = model_split(predictor)
+    records_by_set = {}
+    for set_name in arguments.sets:
+        records = select_pairs(arguments.data_root, set_name, arguments.split, split)
+        records_by_set[set_name] = records[: arguments.limit] if arguments.limit else records
+    report = evaluate_shift_bed(
+        predictor, records_by_set, arguments.data_root, split, arguments.samples, arguments.seed
+    )
+    print(format_shift_table(report))
+    summary = {"model": predictor.config.name, "split": arguments.split, "samples": arguments.samples}
+    record_report(arguments, weights, "evaluation_shifts", {**summary, **report})
 
 
 def record_report(arguments: argparse.Namespace, weights: Path, key: str, report: dict) -> None:

@@ -1,0 +1,105 @@
+"""The shift test bed: what another clinic's camera would do to accuracy, uncertainty and the gate, measured on
+the test split under each camera-like shift of `imaging/shifts.py`, and the gate alone on unlabeled dermoscopy
+that nothing was fitted on. `lesionseg evaluate --shifts` prints its table and writes its per-image rows in the
+layout `tools/compare_evaluations.py` reads (one "set" per set and shift)."""
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord, read_image, read_truth
+from lesionseg.evaluation.metrics import mean_scores, score_masks
+from lesionseg.evaluation.out_of_distribution import held_out_dermoscopy, image_scores
+from lesionseg.evaluation.uncertainty_metrics import PixelAccumulator, failures_removed_by_referring
+from lesionseg.imaging.shifts import SHIFTS, Shift
+from lesionseg.predictor import Predictor
+
+
+def evaluate_shift(
+    predictor: Predictor, records: list[PairRecord], shift: Shift, samples: int, seed: int
+) -> tuple[dict, list[dict]]:
+    """One set under one shift: (its summary row, one row per image)."""
+    accumulator = PixelAccumulator(uncertainty_max=0.5)
+    rows, scores, flags = [], [], []
+    for record in tqdm(records, desc=f"{records[0].source}, {shift.name}", unit="image", leave=False):
+        rgb, truth = shift.apply(read_image(record.image_path), read_truth(record.mask_path))
+        prediction = predictor.predict(rgb, samples=samples, seed=seed)
+        score = score_masks(prediction.mask, truth)
+        accumulator.add(prediction.mean_probability, prediction.uncertainty_std, truth, prediction.threshold)
+        scores.append(score)
+        flags.append(bool(prediction.out_of_distribution))
+        rows.append({"id": record.identifier, **score.to_dict(), "uncertainty_score": prediction.uncertainty_score})
+    means = mean_scores(scores)
+    jaccards = np.array([row["jaccard"] for row in rows])
+    summary = {
+        "images": len(rows),
+        "jaccard": means["jaccard"],
+        "thresholded_jaccard": means["thresholded_jaccard"],
+        "sensitivity": means["sensitivity"],
+        "specificity": means["specificity"],
+        "failures": int((jaccards < FAILURE_JACCARD).sum()),
+        "flagged": float(np.mean(flags)),
+        "ece": accumulator.expected_calibration_error(),
+        "pixel_error_auroc": accumulator.error_detection()["auroc"],
+        "failures_removed_referring_10_percent": failures_removed_by_referring(
+            np.array([row["uncertainty_score"] for row in rows]), jaccards, 0.10
+        ),
+    }
+    return summary, rows
+
+
+def unlabeled_flag_rates(predictor: Predictor, data_root: Path, split) -> dict[str, dict]:
+    """The gate alone on the unlabeled ISIC 2017 and full-size photos that chose nothing (the odd-numbered
+    halves: the even ones set the gate's thresholds)."""
+    rates = {}
+    for name, paths in held_out_dermoscopy(data_root, [], "report", split).items():
+        if "128px" in name:
+            continue  # ISIC 2018 test images: the gate's fitting uses the rest of that folder
+        flagged = predictor.gate.scores(image_scores(predictor, paths, name, samples=0)["features"]) >= 1.0
+        rates[name] = {"images": len(flagged), "flagged": float(flagged.mean())}
+    return rates
+
+
+def evaluate_shift_bed(
+    predictor: Predictor,
+    records_by_set: dict[str, list[PairRecord]],
+    data_root: Path,
+    split,
+    samples: int,
+    seed: int,
+    shifts: tuple[Shift, ...] = SHIFTS,
+) -> dict:
+    """{"shifts": {set: {shift: summary}}, "unlabeled": flag rates, "per_image": {"set | shift": rows}}."""
+    table: dict[str, dict[str, dict]] = {}
+    per_image: dict[str, list[dict]] = {}
+    for set_name, records in records_by_set.items():
+        for shift in tqdm(shifts, desc=f"shifts of {set_name}", unit="shift"):
+            summary, rows = evaluate_shift(predictor, records, shift, samples, seed)
+            table.setdefault(set_name, {})[shift.name] = summary
+            per_image[f"{set_name} | {shift.name}"] = rows
+    unlabeled = unlabeled_flag_rates(predictor, data_root, split) if predictor.gate is not None else {}
+    return {"shifts": table, "unlabeled": unlabeled, "per_image": per_image}
+
+
+def percent(value: float) -> str:
+    return "–" if np.isnan(value) else f"{value:.0%}"  # no failures to catch
+
+
+def format_shift_table(report: dict) -> str:
+    """The README's table: one line per set and shift, then the unlabeled sets' flag rates."""
+    lines = [
+        "| set | shift | images | Jaccard | thresholded Jaccard | failures | flagged | ECE | pixel-error AUROC "
+        "| failures caught referring 10 % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for set_name, by_shift in report["shifts"].items():
+        for shift_name, row in by_shift.items():
+            lines.append(
+                f"| {set_name} | {shift_name} | {row['images']} | {row['jaccard']:.4f} | "
+                f"{row['thresholded_jaccard']:.4f} | {row['failures']} | {row['flagged']:.1%} | {row['ece']:.4f} | "
+                f"{row['pixel_error_auroc']:.3f} | {percent(row['failures_removed_referring_10_percent'])} |"
+            )
+    for name, row in report["unlabeled"].items():
+        lines.append(f"| {name} | none | {row['images']} | | | | {row['flagged']:.1%} | | | |")
+    return "\n".join(lines)
