@@ -552,7 +552,17 @@ def add_calibrate_ood_parser(subparsers) -> None:
     add_model_and_data_arguments(parser)
     parser.add_argument("--training-images", type=int, default=3000, help="a fixed sample of the training split")
     parser.add_argument(
-        "--flagged-fraction", type=float, default=0.02, help="share of held-out dermoscopy the gate flags"
+        "--flagged-fraction",
+        type=float,
+        default=0.02,
+        help="the most the gate may flag of any group of held-out dermoscopy (a set, or the validation pairs under "
+        "one camera-like shift)",
+    )
+    parser.add_argument(
+        "--shifted-pairs",
+        type=int,
+        default=60,
+        help="validation pairs of each set under each shift of the test bed, as groups that set the thresholds",
     )
     parser.add_argument(
         "--negatives",
@@ -563,64 +573,28 @@ def add_calibrate_ood_parser(subparsers) -> None:
 
 
 def run_calibrate_ood(arguments: argparse.Namespace) -> None:
-    import numpy as np
-
-    from lesionseg.evaluation.out_of_distribution import (
-        fit_gate,
-        fitting_images,
-        held_out_dermoscopy,
-        image_scores,
-        read_ood_manifest,
-    )
+    from lesionseg.evaluation.out_of_distribution import calibrate_gate
     from lesionseg.model.sidecar import file_sha256, update_sidecar
 
     weights, predictor = load_predictor(arguments.weights)
-    split = model_split(predictor)
-    images, images_to_reduce = fitting_images(arguments.data_root, arguments.sets, arguments.training_images, split)
-    fitting = np.concatenate(
-        [
-            image_scores(predictor, images, "training images", samples=0)["features"],
-            image_scores(
-                predictor, images_to_reduce, "at reduced resolution", samples=0, reduce_with=np.random.default_rng(0)
-            )["features"],
-        ]
+    gate, record = calibrate_gate(
+        predictor,
+        model_split(predictor),
+        arguments.data_root,
+        arguments.sets,
+        arguments.training_images,
+        arguments.flagged_fraction,
+        arguments.negatives,
+        arguments.shifted_pairs,
     )
-    held_out = np.concatenate(
-        [
-            image_scores(predictor, paths, name, samples=0)["features"]
-            for name, paths in held_out_dermoscopy(arguments.data_root, arguments.sets, "threshold", split).items()
-        ]
-    )
-    others = None
-    if arguments.negatives:
-        paths = [path for group in read_ood_manifest(arguments.negatives).values() for path in group]
-        others = image_scores(predictor, paths, "non-dermoscopic training pictures", samples=0)["features"]
-    gate = fit_gate(fitting, held_out, arguments.flagged_fraction, others)
     statistics = Path(weights).with_suffix(".ood.npz")
     gate.save_statistics(statistics)
-    descriptor = (
-        "the trunk's image descriptor (per-channel mean and standard deviation of the encoder's deepest features "
-        "and of the trunk's last level)"
-    )
     record = {
-        "method": f"Mahalanobis distance of {descriptor} from a Gaussian fitted on training images"
-        + (
-            "" if others is None else "; or a logistic-regression dermoscopy-vs-other classifier on the same descriptor"
-        ),
+        **record,
         "statistics": statistics.name,
         "statistics_sha256": file_sha256(statistics),
-        "threshold": gate.threshold,
-        "threshold_chosen": f"{arguments.flagged_fraction:.0%} of held-out dermoscopy flagged"
-        + ("" if others is None else ", half by each threshold")
-        + " (the validation split and the even-numbered unlabeled ISIC 2017 and full-size images)",
-        "held_out_flagged": float((gate.scores(held_out) >= 1.0).mean()),
-        "fitted_on": {"descriptors": len(fitting), "held_out_images": len(held_out)},
         "command": " ".join(["lesionseg", *sys.argv[1:]]),
     }
-    if others is not None:
-        record["classifier_threshold"] = gate.classifier_threshold
-        record["fitted_on"]["non_dermoscopic_pictures"] = len(others)
-        record["fitted_on"]["non_dermoscopic_manifest_sha256"] = file_sha256(arguments.negatives / "manifest.csv")
     update_sidecar(weights, "out_of_distribution", record)
     print(json.dumps(record, indent=2))
 

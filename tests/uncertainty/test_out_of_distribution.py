@@ -40,8 +40,8 @@ def separable_features(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 def test_the_classifier_catches_what_the_distance_misses_within_the_flagged_share():
     training, held_out, others, unseen_others = separable_features(4)
-    distance_only = fit_gate(training, held_out, 0.02)
-    both = fit_gate(training, held_out, 0.02, others)
+    distance_only = fit_gate(training, {"held out": held_out}, 0.02)
+    both = fit_gate(training, {"held out": held_out}, 0.02, others)
     assert (both.scores(held_out) >= 1.0).mean() <= 0.02 + 1e-9  # the allowance is shared, not doubled
     caught_by_distance = (distance_only.scores(unseen_others) >= 1.0).mean()
     caught_by_both = (both.scores(unseen_others) >= 1.0).mean()
@@ -51,8 +51,8 @@ def test_the_classifier_catches_what_the_distance_misses_within_the_flagged_shar
 def test_the_statistics_file_round_trips_with_and_without_a_classifier(tmp_path):
     training, held_out, others, probe = separable_features(5)
     for name, gate in {
-        "distance": fit_gate(training, held_out, 0.02),
-        "both": fit_gate(training, held_out, 0.02, others),
+        "distance": fit_gate(training, {"held out": held_out}, 0.02),
+        "both": fit_gate(training, {"held out": held_out}, 0.02, others),
     }.items():
         gate.save_statistics(tmp_path / f"{name}.npz")
         loaded = OutOfDistributionGate.load(tmp_path / f"{name}.npz", gate.threshold, gate.classifier_threshold)
@@ -67,3 +67,16 @@ def test_a_gate_file_from_before_the_classifier_loads_as_the_distance_alone(tmp_
     loaded = OutOfDistributionGate.load(tmp_path / "old.npz", threshold=10.0, classifier_threshold=None)
     assert loaded.classifier is None
     assert np.allclose(loaded.scores(probe), summary.distances(probe) / 10.0, rtol=1e-4)
+
+
+def test_the_thresholds_bound_the_worst_group_not_the_pooled_rate():
+    """A small group shifted away from the rest (another clinic's camera) is flagged at most the allowed share;
+    a pooled threshold would flag most of it."""
+    training, held_out, others, _ = separable_features(6)
+    shifted = np.random.default_rng(7).normal(size=(100, 64)) * 1.3
+    groups = {"held out": held_out, "another camera": shifted}
+    pooled = fit_gate(training, {"all": np.concatenate([held_out, shifted])}, 0.02, others)
+    worst = fit_gate(training, groups, 0.02, others)
+    assert (pooled.scores(shifted) >= 1.0).mean() > 0.1
+    for features in groups.values():
+        assert (worst.scores(features) >= 1.0).mean() <= 0.02 + 1e-9
