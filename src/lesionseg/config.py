@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     weights: Path = DEFAULT_WEIGHTS
+    # A clinic's own thresholds for these weights (`lesionseg calibrate-site`): gate, review, coverage.
+    site_profile: Path | None = None
 
     max_upload_bytes: int = Field(30 * 1024 * 1024, gt=0)
     # A JSON body (a review with its corrected mask) is parsed whole: 4 MB holds a million runs.

@@ -21,6 +21,7 @@ from lesionseg.imaging import preprocess
 from lesionseg.imaging.render import BAND_ROWS, bands_of
 from lesionseg.model.config import ModelConfig
 from lesionseg.model.sidecar import CheckpointError, config_from_sidecar, file_sha256, read_sidecar
+from lesionseg.site_profile import read_site_profile, with_site_profile
 from lesionseg.uncertainty.coverage import threshold_for_coverage
 from lesionseg.uncertainty.out_of_distribution import OutOfDistributionGate
 from lesionseg.uncertainty.sampling import Backend, UncertaintyMaps, check_samples, sample_tail, summarise
@@ -237,8 +238,13 @@ class Predictor:
         allow_pickle: bool = False,
         threads: int = 0,
         max_batch_size: int = 1,
+        site_profile: Path | None = None,
     ) -> "Predictor":
+        """`site_profile`: a clinic's own thresholds for this model (`lesionseg calibrate-site`), in place of the
+        sidecar's."""
         loaded_backend, sidecar = load_backend(weights_path, backend, allow_pickle, threads)
+        if site_profile is not None:
+            sidecar = with_site_profile(sidecar, read_site_profile(site_profile), site_profile)
         return cls(loaded_backend, sidecar, max_batch_size, load_gate(weights_path, sidecar))
 
     @property

@@ -205,5 +205,7 @@ def load(
     `backend`: "onnx" (ONNX Runtime), "pytorch", or "auto" (PyTorch where it is installed)."""
     settings = settings or Settings()
     weights = Path(weights) if weights else settings.weights
-    predictor = Predictor.from_checkpoint(weights, backend, settings.allow_pickle_checkpoints, threads)
+    predictor = Predictor.from_checkpoint(
+        weights, backend, settings.allow_pickle_checkpoints, threads, site_profile=settings.site_profile
+    )
     return Segmenter(predictor, settings)

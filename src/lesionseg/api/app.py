@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             settings.allow_pickle_checkpoints,
             settings.inference_threads,
             settings.max_batch_size,
+            settings.site_profile,
         )
         predictor.predict(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8), samples=2, seed=0)
         if settings.database_url:

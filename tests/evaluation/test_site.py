@@ -1,0 +1,87 @@
+"""`lesionseg calibrate-site` on a simulated clinic, and the profile it writes as the service loads it. The
+clinic: HAM10000 test pairs (never trained on) as a darker close-up camera shows them (zoom 2.2×, gamma 1.6),
+the kind of photo the shipped gate called "not dermoscopy" most often in another clinic's images."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import httpx
+import pytest
+from tests.conftest import RunningServer
+
+import lesionseg
+from lesionseg.config import DEFAULT_WEIGHTS, Settings
+from lesionseg.data.pairs import discover_pairs, read_image, read_truth
+from lesionseg.data.splits import Split
+from lesionseg.imaging.shifts import gamma, zoom_on_lesion
+from lesionseg.model.sidecar import CheckpointError, read_sidecar
+
+FIT_CASES, HELD_BACK_CASES = 50, 100
+
+
+@pytest.fixture(scope="module")
+def simulated_site(data_root, tmp_path_factory) -> Path:
+    """An export-shaped folder of the simulated clinic's reviewed cases."""
+    site = tmp_path_factory.mktemp("sites") / "dark-close-ups"
+    (site / "images").mkdir(parents=True)
+    (site / "masks").mkdir()
+    split = Split.of_model(read_sidecar(DEFAULT_WEIGHTS))
+    for record in split.select(discover_pairs(data_root / "ham10000"), "test")[: FIT_CASES + HELD_BACK_CASES]:
+        rgb, truth = zoom_on_lesion(read_image(record.image_path), read_truth(record.mask_path), 2.2)
+        cv2.imwrite(str(site / "images" / f"{record.identifier}.jpg"), cv2.cvtColor(gamma(rgb, 1.6), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(site / "masks" / f"{record.identifier}_segmentation.png"), truth.astype("uint8") * 255)
+    return site
+
+
+@pytest.fixture(scope="module")
+def calibrated(simulated_site, tmp_path_factory) -> tuple[Path, str]:
+    profile = tmp_path_factory.mktemp("profile") / "site.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "lesionseg.cli", "calibrate-site", str(simulated_site), "--output", str(profile),
+         "--fit-cases", str(FIT_CASES)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return profile, completed.stdout
+
+
+def test_after_fifty_cases_the_site_is_within_the_gates_and_the_coverages_bounds(calibrated):
+    profile_path, printed = calibrated
+    profile = json.loads(profile_path.read_text())
+    held_back = profile["held_back"]
+    assert held_back["held_back_cases"] == HELD_BACK_CASES and "| gate:" in printed
+    after = held_back["after"]
+    # The conformal line on 50 cases lets a new case through with a probability of at least 50/51.
+    assert after["gate_flagged"] <= 0.03
+    assert after["gate_flagged"] <= held_back["before"]["gate_flagged"]
+    # Conformal risk control bounds the expected miss; one held-back mean may exceed it by its own noise.
+    assert after["coverage_0.90_missed"] <= 0.10 + 2 * after["coverage_0.90_missed_standard_error"]
+    assert profile["model_sha256"] == read_sidecar(DEFAULT_WEIGHTS)["sha256"]
+
+
+def test_the_profile_replaces_the_models_thresholds_where_it_is_loaded(calibrated, real_image_path):
+    profile_path, _ = calibrated
+    profile = json.loads(profile_path.read_text())
+    segmenter = lesionseg.load(backend="onnx", settings=Settings(site_profile=profile_path))
+    assert segmenter.predictor.review_threshold == profile["review_threshold"]
+    assert segmenter.predictor.gate.threshold == profile["out_of_distribution"]["threshold"]
+    assert segmenter.predictor.coverage_thresholds == profile["coverage_thresholds"]
+    server = RunningServer(site_profile=str(profile_path), backend="onnx")
+    try:
+        card = httpx.get(f"{server.url}/info").json()
+        assert card["card"]["site_profile"]["site"] == "dark-close-ups"
+    finally:
+        server.stop()
+
+
+def test_a_profile_for_another_model_is_refused_in_our_words(calibrated, tmp_path):
+    profile_path, _ = calibrated
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**json.loads(profile_path.read_text()), "model_sha256": "0" * 64}))
+    with pytest.raises(CheckpointError, match="fitted for another model"):
+        lesionseg.load(backend="onnx", settings=Settings(site_profile=other))
