@@ -174,7 +174,7 @@ def out_of_distribution_section(sidecar: dict) -> list[str]:
             if "non_dermoscopic_pictures" in fitted_on
             else ""
         )
-        + f"; thresholds on {fitted_on['held_out_images']} held-out images",
+        + thresholds_fitted_on(fitted_on),
         "",
     ]
     evaluation = sidecar.get("evaluation_out_of_distribution")
@@ -184,6 +184,16 @@ def out_of_distribution_section(sidecar: dict) -> list[str]:
         lines += [""] + [f"- {line}" for line in detection_summaries(methods)]
         lines += ["", "```", evaluation["command"], "```", ""]
     return lines
+
+
+def thresholds_fitted_on(fitted_on: dict) -> str:
+    groups = fitted_on.get("held_out_groups")
+    if groups is None:  # gates fitted before 0.5.0 pooled their held-out images
+        return f"; thresholds on {fitted_on['held_out_images']} held-out images"
+    return (
+        f" ({fitted_on['of_which_under_camera_shifts']} of them under random camera-like shifts); thresholds on "
+        f"{len(groups)} groups of held-out dermoscopy, {sum(groups.values())} images"
+    )
 
 
 def detection_table(methods: dict) -> list[str]:
