@@ -5,7 +5,7 @@ segmenter = lesionseg.load()
 result = segmenter.predict("lesion.jpg")   # .mask, .probability, .uncertainty, .score, ...
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 # The Python API, imported on first use so that `import lesionseg` stays light (the CLI reads only this).
 API = ("load", "Segmenter", "Result")
 
