@@ -15,6 +15,7 @@ from lesionseg.evaluation.uncertainty_metrics import (
     risk_coverage,
     spearman,
 )
+from lesionseg.imaging.shifts import Shift
 from lesionseg.predictor import Predictor
 
 
@@ -26,22 +27,33 @@ def evaluate_pairs(
     threshold: float = DEFAULT_THRESHOLD,
     pixel_accumulators: dict[str, PixelAccumulator] | None = None,
     tta: bool = False,
+    shift: Shift | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Mean metrics and one row per image. The mask is the MC mean ≥ threshold, as served.
 
-    With `pixel_accumulators` ("std" and/or "entropy"), every pixel also feeds the uncertainty metrics.
+    With `pixel_accumulators` ("std" and/or "entropy"), every pixel also feeds the uncertainty metrics. With
+    `shift`, each photo and its truth are shifted together first (the shift test bed).
     """
     rows, scores = [], []
-    for record in tqdm(records, desc=f"evaluating {records[0].source if records else ''}", unit="image"):
-        rgb = read_image(record.image_path)
+    description = f"evaluating {records[0].source if records else ''}" + (f", {shift.name}" if shift else "")
+    for record in tqdm(records, desc=description, unit="image", leave=shift is None):
+        rgb, truth = read_image(record.image_path), read_truth(record.mask_path)
+        if shift is not None:
+            rgb, truth = shift.apply(rgb, truth)
         prediction = predictor.predict(rgb, samples=samples, seed=seed, threshold=threshold, tta=tta)
-        truth = read_truth(record.mask_path)
         score = score_masks(prediction.mask, truth)
         scores.append(score)
         signals = {"std": prediction.uncertainty_std, "entropy": prediction.predictive_entropy}
         for name, accumulator in (pixel_accumulators or {}).items():
             accumulator.add(prediction.mean_probability, signals[name], truth, threshold)
-        rows.append({"id": record.identifier, **score.to_dict(), "uncertainty_score": prediction.uncertainty_score})
+        rows.append(
+            {
+                "id": record.identifier,
+                **score.to_dict(),
+                "uncertainty_score": prediction.uncertainty_score,
+                "out_of_distribution": prediction.out_of_distribution,
+            }
+        )
     return mean_scores(scores), rows
 
 

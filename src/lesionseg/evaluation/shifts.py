@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord, read_image, read_truth
-from lesionseg.evaluation.metrics import mean_scores, score_masks
+from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord
+from lesionseg.evaluation.evaluate import evaluate_pairs
 from lesionseg.evaluation.out_of_distribution import held_out_dermoscopy, image_scores
 from lesionseg.evaluation.uncertainty_metrics import PixelAccumulator, failures_removed_by_referring
 from lesionseg.imaging.shifts import SHIFTS, Shift
@@ -21,25 +21,15 @@ def evaluate_shift(
 ) -> tuple[dict, list[dict]]:
     """One set under one shift: (its summary row, one row per image)."""
     accumulator = PixelAccumulator(uncertainty_max=0.5)
-    rows, scores, flags = [], [], []
-    for record in tqdm(records, desc=f"{records[0].source}, {shift.name}", unit="image", leave=False):
-        rgb, truth = shift.apply(read_image(record.image_path), read_truth(record.mask_path))
-        prediction = predictor.predict(rgb, samples=samples, seed=seed)
-        score = score_masks(prediction.mask, truth)
-        accumulator.add(prediction.mean_probability, prediction.uncertainty_std, truth, prediction.threshold)
-        scores.append(score)
-        flags.append(bool(prediction.out_of_distribution))
-        rows.append({"id": record.identifier, **score.to_dict(), "uncertainty_score": prediction.uncertainty_score})
-    means = mean_scores(scores)
+    means, rows = evaluate_pairs(
+        predictor, records, samples, seed, pixel_accumulators={"std": accumulator}, shift=shift
+    )
     jaccards = np.array([row["jaccard"] for row in rows])
     summary = {
         "images": len(rows),
-        "jaccard": means["jaccard"],
-        "thresholded_jaccard": means["thresholded_jaccard"],
-        "sensitivity": means["sensitivity"],
-        "specificity": means["specificity"],
+        **{name: means[name] for name in ("jaccard", "thresholded_jaccard", "sensitivity", "specificity")},
         "failures": int((jaccards < FAILURE_JACCARD).sum()),
-        "flagged": float(np.mean(flags)),
+        "flagged": float(np.mean([bool(row["out_of_distribution"]) for row in rows])),
         "ece": accumulator.expected_calibration_error(),
         "pixel_error_auroc": accumulator.error_detection()["auroc"],
         "failures_removed_referring_10_percent": failures_removed_by_referring(
