@@ -15,6 +15,7 @@ from tests.reviews.conftest import DATABASES, new_database_url
 from tests.reviews.test_cases_http import Service
 
 from lesionseg.reviews.database import Case, connect
+from lesionseg.reviews.storage import ImageStore
 
 
 def connect_and_close(url: str) -> None:
@@ -109,8 +110,6 @@ def test_two_workers_adding_and_deleting_cases_that_share_images_through_a_resta
 
 def test_the_sweep_spares_an_image_younger_than_the_grace_period(tmp_path, real_image_path):
     """An image on disk that no case names yet (another worker is about to commit it) survives a start-up."""
-    from lesionseg.reviews.storage import ImageStore
-
     store = ImageStore(tmp_path / "images")
     fresh = store.put(real_image_path.read_bytes())
     service = Service(f"sqlite:///{tmp_path / 'cases.db'}", tmp_path / "images").start()
