@@ -92,15 +92,14 @@ def shifted_descriptors(predictor: Predictor, records: list[PairRecord], seed: i
 
 
 def shift_groups(predictor: Predictor, records: list[PairRecord]) -> dict[str, np.ndarray]:
-    """{shift name: descriptors of `records` under it}, for each shift of the test bed but "none"."""
-    groups = {}
-    for shift in SHIFTS[1:]:
-        features = []
-        for record in tqdm(records, desc=shift.name, unit="image", leave=False):
-            rgb, _ = shift.apply(read_image(record.image_path), read_truth(record.mask_path))
-            features.append(descriptor(predictor, rgb))
-        groups[shift.name] = np.array(features)
-    return groups
+    """{shift name: descriptors of `records` under it}, for each shift of the test bed but "none". Each pair
+    is read once and shifted every way."""
+    features: dict[str, list[np.ndarray]] = {shift.name: [] for shift in SHIFTS[1:]}
+    for record in tqdm(records, desc="validation pairs under each shift", unit="image"):
+        rgb, truth = read_image(record.image_path), read_truth(record.mask_path)
+        for shift in SHIFTS[1:]:
+            features[shift.name].append(descriptor(predictor, shift.apply(rgb, truth)[0]))
+    return {name: np.array(group) for name, group in features.items()}
 
 
 def unlabeled(data_root: Path, folder: str) -> list[Path]:

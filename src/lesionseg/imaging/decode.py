@@ -62,7 +62,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return Image.fromarray(scaled).convert("RGB")
     if image.mode == "RGB":
         return image
-    if image.mode in PREMULTIPLIED_MODES:  # Pillow converts these only to their straight-alpha twins
+    if image.mode in PREMULTIPLIED_MODES:
         image = image.convert(PREMULTIPLIED_MODES[image.mode])
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent areas become white, like paper, rather than whatever colour they hid.
@@ -76,16 +76,14 @@ def read_image_file(path: Path, max_bytes: int) -> bytes:
     """A file's bytes, if it is a regular file of at most `max_bytes`: never a device, a FIFO (which would wait for
     a writer for ever) or a file larger than an upload may be. Opened without blocking, then checked, then read
     no further than the limit, so what is read is what was checked."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except IsADirectoryError:
-        raise ImageRejected(415, f"{path} is a folder, not an image file") from None
-    with os.fdopen(descriptor, "rb") as stream:
-        status = os.fstat(stream.fileno())
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    status = os.fstat(descriptor)  # on the opened file itself: nothing can be swapped in after the check
+    if not stat.S_ISREG(status.st_mode) or status.st_size > max_bytes:
+        os.close(descriptor)
         if not stat.S_ISREG(status.st_mode):
-            raise ImageRejected(415, f"{path} is not a regular file (a device, pipe or socket)")
-        if status.st_size > max_bytes:
-            raise ImageRejected(413, f"{path} is {status.st_size} bytes; the limit is {max_bytes}")
+            raise ImageRejected(415, f"{path} is not a regular file (a folder, device, pipe or socket)")
+        raise ImageRejected(413, f"{path} is {status.st_size} bytes; the limit is {max_bytes}")
+    with os.fdopen(descriptor, "rb") as stream:
         data = stream.read(max_bytes + 1)
     if len(data) > max_bytes:  # it grew while being read
         raise ImageRejected(413, f"{path} is larger than the limit of {max_bytes} bytes")
