@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: install install-test browser postgres serve serve-torch wheel test lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
+.PHONY: install install-test browser postgres serve serve-torch wheel test test-fast lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ postgres:
 
 test: install-test browser postgres
 	$(BIN)/python -m pytest
+
+# The tier a developer runs on every change: unit and in-process tests, no servers, CLIs, clusters or browsers.
+test-fast: install-test
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks

@@ -9,6 +9,9 @@ import cv2
 import pytest
 from PIL import Image
 
+# Slow tier (`make test-fast` leaves it out): each test runs the lesionseg command in its own process on real images.
+pytestmark = pytest.mark.slow
+
 
 def run(*arguments, check=True):
     return subprocess.run(

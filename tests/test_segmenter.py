@@ -36,6 +36,7 @@ def test_a_path_bytes_a_pil_image_and_an_array_give_one_result(segmenter, real_i
     assert first.mask.dtype == bool and first.probability.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_to_json_is_what_the_server_returns(segmenter, client, real_image_path):
     served = client.post(
         "/predict/",

@@ -7,6 +7,7 @@ from lesionseg.data.splits import Split
 from lesionseg.evaluation.evaluate import evaluate_pairs
 
 
+@pytest.mark.slow
 def test_the_recorded_isic_test_numbers_are_measured_again(predictor, data_root):
     """The sidecar's headline numbers are re-measured, pair for pair, on the test split it names: a
     sidecar edited by hand, or recorded from another model or split, fails here."""

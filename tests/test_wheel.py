@@ -11,6 +11,9 @@ import httpx
 import pytest
 from tests.conftest import REPOSITORY, RunningServer, decode_png
 
+# Slow tier (`make test-fast` leaves it out): each test builds and installs the wheel in a fresh environment.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:

@@ -11,6 +11,9 @@ import pytest
 from PIL import Image
 from tests.conftest import RunningServer
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()

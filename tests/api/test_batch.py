@@ -1,9 +1,13 @@
 """POST /predict/batch: several images in one request, each answered on its own."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from lesionseg.imaging.regions import rle_decode
+
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
 
 
 def test_batch_answers_each_image_in_order_and_isolates_a_bad_one(client, isic_validation_pairs):

@@ -14,6 +14,9 @@ from tests.conftest import decode_png
 
 from lesionseg.imaging.regions import rle_decode
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def json_result(client, original_size_image_path):

@@ -2,6 +2,7 @@
 at its next cancellation check."""
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -74,5 +75,30 @@ def test_finished_work_returns_its_result_and_frees_its_place():
     asyncio.run(scenario())
 
 
-def test_checks_outside_any_request_never_raise():
+def test_a_cancelled_request_stops_only_its_own_thread():
+    cancelled = cancellation.Cancellation()
+    cancelled.cancel()
+    outcomes = {}
+
+    def work(name: str, marked: bool) -> None:
+        try:
+            if marked:
+                with cancellation.cancellable(cancelled):
+                    cancellation.check()
+            else:
+                cancellation.check()  # a thread with no request: the CLI, a batch job, a test
+            outcomes[name] = "ran"
+        except cancellation.WorkCancelled:
+            outcomes[name] = "stopped"
+
+    threads = [threading.Thread(target=work, args=args) for args in (("request", True), ("other", False))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == {"request": "stopped", "other": "ran"}
+    # The mark is this thread's and ends with its work: the same thread checks freely afterwards.
+    with cancellation.cancellable(cancelled):
+        with pytest.raises(cancellation.WorkCancelled):
+            cancellation.check()
     cancellation.check()

@@ -11,6 +11,9 @@ from tests.hostile_files import canvas_gif
 
 from lesionseg.api.memory_budget import BYTES_PER_PIXEL
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 BUDGET_MB = 512
 
 

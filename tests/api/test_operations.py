@@ -5,7 +5,11 @@ import threading
 import time
 
 import httpx
+import pytest
 from tests.conftest import RunningServer
+
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
 
 
 def test_ready_once_the_model_is_loaded(client):

@@ -11,6 +11,9 @@ from tests.conftest import decode_png
 from lesionseg.api.routes.predict import PredictOptions, segment_upload
 from lesionseg.config import Settings
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 
 def post_image(client, path, **params):
     with open(path, "rb") as stream:

@@ -9,6 +9,9 @@ import httpx
 import pytest
 from tests.conftest import RayServeApplication, decode_png
 
+# Slow tier (`make test-fast` leaves it out): each test starts a local Ray cluster.
+pytestmark = pytest.mark.slow
+
 REPLICAS = 2
 
 

@@ -12,6 +12,9 @@ import pytest
 from tests.conftest import RunningServer
 from tests.reviews.test_cases_http import Service
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 HANG_GUARD_SECONDS = 120
 
 

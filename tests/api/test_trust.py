@@ -23,6 +23,9 @@ from lesionseg.imaging.regions import rle_decode
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 
 def encoded(image: Image.Image, format: str = "PNG") -> bytes:
     buffer = io.BytesIO()

@@ -1,11 +1,17 @@
 """The web page at /, driven end to end in headless Chromium (Debian's, never a downloaded one)."""
 
+import base64
 import shutil
 import time
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pytest
+from tests.conftest import decode_png
+
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without these, Chromium tries to reach Google's hosts at start-up on a closed network.
@@ -71,13 +77,25 @@ def test_page_is_served_with_a_strict_content_security_policy(client):
     assert response.headers["x-frame-options"] == "DENY"
 
 
+def shown_mask(page) -> np.ndarray:
+    """The mask the page shows, decoded from its data URL."""
+    source = page.get_attribute("#mask", "src")
+    return decode_png(base64.b64decode(source.split(",", 1)[1])) > 0
+
+
 def test_changing_the_threshold_updates_the_result(page):
     page.evaluate("window.previousMask = document.getElementById('mask').src")
+    before = shown_mask(page)
     page.eval_on_selector(
         "#threshold", "element => { element.value = '0.9'; element.dispatchEvent(new Event('change')); }"
     )
     wait_until(page, "document.getElementById('mask').src !== window.previousMask")
-    assert page.input_value("#threshold") == "0.9"
+    after = shown_mask(page)
+    # Same image, same seed: a higher threshold keeps a subset of the pixels, and a real lesion's
+    # boundary always has pixels between 0.5 and 0.9.
+    assert after.shape == before.shape
+    assert not (after & ~before).any(), "a pixel joined the mask when the threshold rose"
+    assert after.sum() < before.sum()
 
 
 def test_a_bad_file_shows_the_servers_reason(page, tmp_path):

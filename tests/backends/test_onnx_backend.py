@@ -50,6 +50,7 @@ TORCH_FREE_SERVER = (
 )
 
 
+@pytest.mark.slow
 def test_the_onnx_server_runs_without_torch_and_gives_the_same_mask(client, real_image_path, tmp_path):
     port = free_port()
     log = open(tmp_path / "server.log", "w+")

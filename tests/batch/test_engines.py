@@ -13,6 +13,9 @@ import pytest
 
 from lesionseg.data.pairs import PairRecord
 
+# Slow tier (`make test-fast` leaves it out): each test starts a local Ray cluster.
+pytestmark = pytest.mark.slow
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 LESIONSEG = Path(sys.executable).parent / "lesionseg"
 IMAGES = 8

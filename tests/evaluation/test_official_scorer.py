@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+# Slow tier (`make test-fast` leaves it out): each test runs the lesionseg command in its own process on real images.
+pytestmark = pytest.mark.slow
+
 LESIONSEG = [sys.executable, "-m", "lesionseg.cli"]
 PAIRS = 12
 

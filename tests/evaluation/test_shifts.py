@@ -5,8 +5,13 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from lesionseg.evaluation.shifts import evaluate_shift, format_shift_table
 from lesionseg.imaging.shifts import SHIFTS_BY_NAME
+
+# Slow tier (`make test-fast` leaves it out): each test runs the lesionseg command in its own process on real images.
+pytestmark = pytest.mark.slow
 
 
 def test_a_shift_is_scored_against_the_truth_shifted_with_it(predictor, isic_validation_pairs):

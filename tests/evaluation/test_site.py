@@ -19,6 +19,9 @@ from lesionseg.data.splits import Split
 from lesionseg.imaging.shifts import gamma, zoom_on_lesion
 from lesionseg.model.sidecar import CheckpointError, read_sidecar
 
+# Slow tier (`make test-fast` leaves it out): each test runs the lesionseg command in its own process on real images.
+pytestmark = pytest.mark.slow
+
 FIT_CASES, HELD_BACK_CASES = 50, 100
 
 

@@ -22,6 +22,9 @@ from lesionseg.model.sidecar import CheckpointError
 from lesionseg.uncertainty.full_pass_reference import full_pass_logits
 from lesionseg.uncertainty.sampling import draw_channel_masks, sample_logits
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 SIZE = 224
 
 

@@ -28,6 +28,9 @@ from lesionseg.data.splits import Split
 from lesionseg.imaging.regions import rle_decode, rle_encode
 from lesionseg.reviews.database import connect
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 KEYS = {"reader": "reader-key-1", "reviewer": "reviewer-key-1", "second reviewer": "reviewer-key-2", "admin": "admin"}
 API_KEYS = "reader:reader-key-1,reviewer:reviewer-key-1,reviewer:reviewer-key-2,admin"
 

@@ -16,6 +16,9 @@ from tests.reviews.test_cases_http import KEYS, Service, as_
 
 from lesionseg.imaging.regions import rle_encode
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module", params=DATABASES)
 def service(request, tmp_path_factory):

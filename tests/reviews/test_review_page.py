@@ -9,6 +9,9 @@ from tests.reviews.test_cases_http import KEYS, Service
 
 from lesionseg.imaging.regions import rle_decode
 
+# Slow tier (`make test-fast` leaves it out): a real browser drives a real server.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):

@@ -17,6 +17,9 @@ from tests.reviews.test_cases_http import Service
 from lesionseg.reviews.database import Case, connect
 from lesionseg.reviews.storage import ImageStore
 
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
+
 
 def connect_and_close(url: str) -> None:
     connect(url).dispose()

@@ -6,6 +6,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+# Slow tier (`make test-fast` leaves it out): each test runs the lesionseg command in its own process on real images.
+pytestmark = pytest.mark.slow
 
 TOOL = Path(__file__).parents[2] / "tools" / "compare_evaluations.py"
 

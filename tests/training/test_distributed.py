@@ -15,6 +15,9 @@ from lesionseg.model.config import get_config
 from lesionseg.training.loop import load_records, load_validation_sets, validation_scores
 from lesionseg.training.options import TrainingOptions
 
+# Slow tier (`make test-fast` leaves it out): each test trains under torchrun.
+pytestmark = pytest.mark.slow
+
 ONE_PROCESS = [sys.executable]
 TWO_PROCESSES = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2"]
 LIMIT_PAIRS = 40

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from lesionseg.model.checkpoint import load_checkpoint
 from lesionseg.training.loop import TrainingOptions, train
 
@@ -26,6 +28,7 @@ def tiny_options(data_root, output_directory, epochs):
     )
 
 
+@pytest.mark.slow
 def test_training_runs_logs_and_resumes(data_root, tmp_path):
     best = train(tiny_options(data_root, tmp_path, epochs=1))
     log = json.loads((tmp_path / "log.json").read_text())

@@ -1,4 +1,4 @@
-"""The second round of attacks, against a real server: formats that reach other programs, containers
+"""Hostile input against a real server: formats that reach other programs, containers
 that cost quadratic time, headers without limits, hostile EXIF, echoed field names, and work that
 outlives its request. Each gets a clear 4xx or a bounded log line, and /health is answered while they run.
 Nothing here is timed: work is counted (metrics), and "at once" means "before any inference ran"."""
@@ -17,6 +17,9 @@ import pytest
 from PIL import Image
 from tests.conftest import RunningServer
 from tests.hostile_files import encapsulated_postscript, png_with_exif_tags, tiff_with_pages
+
+# Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
+pytestmark = pytest.mark.slow
 
 HEADER_TIMEOUT_SECONDS = 2
 # Longer than any wait here, so a connection that the server fails to close ends the test instead of hanging it.
