@@ -27,19 +27,22 @@ def status(field):
             return int(line.split()[1]) / 1024
 
 from lesionseg.api.memory_budget import MemoryBudget
-from lesionseg.api.routes.predict import PredictOptions, predict_and_render
+from lesionseg.api.routes.predict import ResponseFormat, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.predictor import Predictor
+from lesionseg.segmenter import PredictionRequest, Segmenter
 
 backend, output, data = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
 predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS, backend)
-settings, budget = Settings(), MemoryBudget(1 << 40)
+segmenter, budget = Segmenter(predictor, Settings()), MemoryBudget(1 << 40)
 small = io.BytesIO()
 Image.new("RGB", (256, 256), (180, 140, 120)).save(small, format="PNG")
-predict_and_render(small.getvalue(), predictor, settings, PredictOptions("json", 2, 0.5, 0), budget)  # warm-up
+warm_up = PredictionRequest(samples=2, seed=0)
+predict_and_render(small.getvalue(), segmenter, warm_up, ResponseFormat("json"), budget)
 before = status("VmRSS")
 format, include_images = ("json", True) if output == "json_with_images" else (output, False)
-predict_and_render(data, predictor, settings, PredictOptions(format, 10, 0.5, 0, include_images=include_images), budget)
+request, response = PredictionRequest(samples=10, seed=0), ResponseFormat(format, include_images=include_images)
+predict_and_render(data, segmenter, request, response, budget)
 print(json.dumps({"before": before, "peak": status("VmHWM"), "after": status("VmRSS")}))
 """
 

@@ -182,3 +182,13 @@ def test_a_missing_optional_extra_is_named_in_our_words(real_image_path, tmp_pat
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "pip install 'lesionseg[openvino]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_help_imports_nothing_heavy():
+    """Counted, not timed: the modules that made `lesionseg --help` take a second are never imported for it."""
+    probe = (
+        "import sys; from lesionseg.cli import build_parser; build_parser().format_help(); "
+        "print(' '.join(sorted({'numpy', 'cv2', 'PIL', 'pydantic', 'pydantic_settings', 'torch'} & set(sys.modules))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

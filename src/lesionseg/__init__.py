@@ -7,7 +7,7 @@ result = segmenter.predict("lesion.jpg")   # .mask, .probability, .uncertainty, 
 
 __version__ = "0.5.0"
 # The Python API, imported on first use so that `import lesionseg` stays light (the CLI reads only this).
-API = ("load", "Segmenter", "Result")
+API = ("load", "Segmenter", "Result", "PredictionRequest")
 
 
 def __getattr__(name: str):

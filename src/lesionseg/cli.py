@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from lesionseg import __version__
-from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
+from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
 
 
 def model_split(predictor):
@@ -29,77 +29,38 @@ def add_model_and_data_arguments(parser) -> None:
 
 
 def add_train_parser(subparsers) -> None:
+    from dataclasses import MISSING, fields
+
     from lesionseg.training.options import TrainingOptions
 
-    defaults = TrainingOptions()
     parser = subparsers.add_parser("train", help="train a model on ISIC-layout folders (resumable)")
-    parser.add_argument("--model", default=defaults.model)
-    parser.add_argument("--data-root", type=Path, default=defaults.data_root)
-    parser.add_argument("--sets", nargs="+", default=list(defaults.sets), help="set folders under --data-root")
-    parser.add_argument("--output-directory", type=Path, help="default: runs/MODEL")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--samples-per-epoch", type=int, default=defaults.samples_per_epoch)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    parser.add_argument(
-        "--held-out-fraction",
-        type=float,
-        default=defaults.held_out_fraction,
-        help="of each set's groups, kept from training: half for validation, half for test",
-    )
+    # One flag per TrainingOptions field, its type, default and help taken from the field.
+    for option in fields(TrainingOptions):
+        if option.metadata.get("flag") is False:
+            continue
+        keywords = {key: value for key, value in option.metadata.items() if value is not None}
+        default = option.default if option.default is not MISSING else option.default_factory()
+        if option.type == tuple[str, ...]:
+            keywords.update(nargs="+", default=list(default))
+        else:
+            # Path | None takes a path; the rest are plain int, float, str and Path.
+            keywords.update(type=Path if option.type == Path | None else option.type, default=default)
+        parser.add_argument("--" + option.name.replace("_", "-"), **keywords)
     # The name before 0.4.0, when the held-out pairs were all called validation.
     parser.add_argument("--validation-fraction", dest="held_out_fraction", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--split-seed", type=int, default=defaults.split_seed)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--encoder-weights", choices=["imagenet", "none"], default=defaults.encoder_weights)
-    parser.add_argument(
-        "--initial-weights", type=Path, help="fine-tune this .safetensors checkpoint (same model) instead"
-    )
-    parser.add_argument(
-        "--augmentation",
-        choices=["camera", "basic"],
-        default=defaults.augmentation,
-        help="camera: also other devices' colour, exposure, vignette, blur, resolution, JPEG and close-ups",
-    )
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads; 0 = torch's choice")
-    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, help="steps")
-    parser.add_argument(
-        "--loader-workers",
-        type=int,
-        default=defaults.loader_workers,
-        help="processes augmenting the next batches; 0 augments in the training process",
-    )
-    parser.add_argument("--limit-pairs", type=int, default=0, help="use only the first N pairs of each set")
 
 
 def run_train(arguments: argparse.Namespace) -> None:
+    from dataclasses import fields
+
     from lesionseg.training.loop import train
     from lesionseg.training.options import TrainingOptions
 
-    options = TrainingOptions(
-        model=arguments.model,
-        data_root=arguments.data_root,
-        sets=tuple(arguments.sets),
-        output_directory=arguments.output_directory or Path("runs") / arguments.model,
-        epochs=arguments.epochs,
-        samples_per_epoch=arguments.samples_per_epoch,
-        batch_size=arguments.batch_size,
-        learning_rate=arguments.learning_rate,
-        weight_decay=arguments.weight_decay,
-        held_out_fraction=arguments.held_out_fraction,
-        split_seed=arguments.split_seed,
-        seed=arguments.seed,
-        encoder_weights=arguments.encoder_weights,
-        initial_weights=arguments.initial_weights,
-        augmentation=arguments.augmentation,
-        threads=arguments.threads,
-        checkpoint_every=arguments.checkpoint_every,
-        loader_workers=arguments.loader_workers,
-        limit_pairs=arguments.limit_pairs,
-        command=["lesionseg", *sys.argv[1:]],
-    )
-    best = train(options)
+    given = {
+        option.name: getattr(arguments, option.name) for option in fields(TrainingOptions) if option.name != "command"
+    }
+    given["sets"] = tuple(given["sets"])
+    best = train(TrainingOptions(**given, command=["lesionseg", *sys.argv[1:]]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, every rank returns here; one says it
         print(f"best checkpoint: {best}")
 
@@ -164,14 +125,33 @@ def add_predict_parser(subparsers) -> None:
         help="all: ID_mask.png, ID_uncertainty.png (16-bit) and ID_combined.png; isic: ID_segmentation.png only",
     )
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
-    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    add_prediction_arguments(parser)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+
+
+def add_prediction_arguments(parser) -> None:
+    """A PredictionRequest's fields, for `predict` and `batch`; left out, the settings' defaults apply."""
+    parser.add_argument("--samples", type=int, help=f"MC-dropout passes (default {DEFAULT_SAMPLES})")
+    parser.add_argument("--threshold", type=float, help=f"mask = mean probability ≥ this (default {DEFAULT_THRESHOLD})")
     parser.add_argument(
         "--coverage", type=float, help="instead of --threshold: keep this expected fraction of lesion pixels (0.5–0.99)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="fixes the dropout masks (default 0)")
     parser.add_argument("--tta", action="store_true", help="also sample each image flipped both ways (3× the time)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+
+
+def prediction_request(arguments: argparse.Namespace, settings=None):
+    from lesionseg.config import Settings
+    from lesionseg.segmenter import PredictionRequest
+
+    return PredictionRequest.with_defaults(
+        settings or Settings(),
+        arguments.samples,
+        arguments.seed,
+        arguments.threshold,
+        arguments.coverage,
+        arguments.tta,
+    )
 
 
 def expand_image_paths(paths: list[Path]) -> list[Path]:
@@ -190,24 +170,15 @@ def run_predict(arguments: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from lesionseg.imaging.decode import ImageRejected
-    from lesionseg.imaging.render import (
-        PANELS_PALETTE,
-        combined_panels,
-        encode_mask_png,
-        encode_png,
-        uncertainty_to_uint16,
-    )
     from lesionseg.segmenter import load
 
     segmenter = load(arguments.weights, arguments.backend)
-    settings = segmenter.settings
+    request = prediction_request(arguments, segmenter.settings)
     arguments.out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for image_path in tqdm(expand_image_paths(arguments.images), desc="segmenting", unit="image"):
         try:
-            result = segmenter.predict(
-                image_path, arguments.samples, arguments.seed, arguments.threshold, arguments.coverage, arguments.tta
-            )
+            result = segmenter.predict(image_path, request)
         except (ImageRejected, OSError) as error:
             tqdm.write(f"{image_path}: skipped: {error}", file=sys.stderr)
             failures += 1
@@ -217,13 +188,10 @@ def run_predict(arguments: argparse.Namespace) -> None:
             tqdm.write(warning, file=sys.stderr)
         stem = image_path.stem
         if arguments.format == "isic":
-            (arguments.out / f"{stem}_segmentation.png").write_bytes(encode_mask_png(result.mask))
+            (arguments.out / f"{stem}_segmentation.png").write_bytes(result.render("mask"))
             continue
-        (arguments.out / f"{stem}_mask.png").write_bytes(encode_mask_png(result.mask))
-        uncertainty = result.prediction.bands("uncertainty_std")
-        (arguments.out / f"{stem}_uncertainty.png").write_bytes(encode_png(uncertainty_to_uint16(uncertainty)))
-        combined = combined_panels(result.mask, uncertainty, settings.heatmap_scale, settings.heatmap_scale_max)
-        (arguments.out / f"{stem}_combined.png").write_bytes(encode_png(combined, PANELS_PALETTE))
+        for suffix, output in (("mask", "mask"), ("uncertainty", "uncertainty"), ("combined", "png")):
+            (arguments.out / f"{stem}_{suffix}.png").write_bytes(result.render(output))
     if failures:
         sys.exit(1)
 
@@ -248,13 +216,7 @@ def add_batch_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=0, help="threads per worker; 0: all cores (local), 1 (ray)")
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
-    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    parser.add_argument(
-        "--coverage", type=float, help="instead of --threshold: keep this expected fraction of lesion pixels (0.5–0.99)"
-    )
-    parser.add_argument("--tta", action="store_true", help="also sample each image flipped both ways (3× the time)")
+    add_prediction_arguments(parser)
 
 
 def run_batch(arguments: argparse.Namespace) -> None:
@@ -268,12 +230,8 @@ def run_batch(arguments: argparse.Namespace) -> None:
     job = JobSettings(
         weights=str((arguments.weights or Settings().weights).resolve()),
         backend=resolve_backend(arguments.backend),  # the job's record names the engine that ran
-        samples=arguments.samples,
-        seed=arguments.seed,
-        threshold=arguments.threshold,
+        request=prediction_request(arguments),
         threads=arguments.threads,
-        coverage=arguments.coverage,
-        tta=arguments.tta,
     )
     items = list_inputs(arguments.input)
     if not items:
@@ -292,7 +250,7 @@ def run_batch(arguments: argparse.Namespace) -> None:
 
 
 def add_evaluate_parser(subparsers) -> None:
-    from lesionseg.data.splits import SUBSETS
+    from lesionseg.data import SUBSETS
 
     parser = subparsers.add_parser("evaluate", help="ISIC 2018 Task 1 metrics at each image's own size")
     add_model_and_data_arguments(parser)
@@ -830,12 +788,19 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command's arguments. Building it imports nothing heavy (no NumPy, OpenCV, pydantic or torch):
+    `lesionseg --help` answers at once, and each command imports what it needs when it runs."""
     parser = argparse.ArgumentParser(prog="lesionseg", description=__doc__)
     parser.add_argument("--version", action="version", version=f"lesionseg {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add_parser, _ in COMMANDS.values():
         add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     arguments = parser.parse_args(argv)
     from lesionseg.model.sidecar import CheckpointError
 

@@ -6,12 +6,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
+
 PACKAGE_DIRECTORY = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = PACKAGE_DIRECTORY / "weights" / "default.safetensors"
-# The one place the defaults of a prediction are written: Settings, the CLI, the Python API, the batch job
-# and the evaluation commands all take them from here.
-DEFAULT_SAMPLES = 10
-DEFAULT_THRESHOLD = 0.5
 # What an API key may do, least first: read cases; also add and review them; also delete them.
 ROLES = ("reader", "reviewer", "admin")
 

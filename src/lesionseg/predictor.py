@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from lesionseg.backends.batching import TrunkBatcher
-from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
+from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
 from lesionseg.imaging import preprocess
 from lesionseg.imaging.render import BAND_ROWS, bands_of
 from lesionseg.model.config import ModelConfig

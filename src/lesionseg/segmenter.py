@@ -8,21 +8,27 @@
     >>> result.review_recommended, result.out_of_distribution
     (False, False)
     >>> summary = result.to_json()                       # what POST /predict/?format=json returns
+    >>> png = result.render("overlay")                   # what POST /predict/?format=overlay returns
 
 Files and bytes are decoded exactly as uploads are (the same formats, limits and EXIF rotation). Every
-map comes at the image's own size.
+map comes at the image's own size. A `PredictionRequest` is how every caller asks: HTTP, the CLI, batch
+jobs and the review worklist build the same one, with its defaults and checks here.
 """
 
+import base64
+import json
 import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from lesionseg import cancellation
 from lesionseg.config import Settings
+from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
 from lesionseg.imaging.decode import (
     DecodedImage,
     ImageRejected,
@@ -32,9 +38,71 @@ from lesionseg.imaging.decode import (
     to_rgb,
 )
 from lesionseg.imaging.regions import bounding_box, outline_polygons, rle_encode
+from lesionseg.imaging.render import (
+    PANELS_PALETTE,
+    HeatmapScale,
+    combined_panels,
+    encode_mask_png,
+    encode_png,
+    outline_overlay,
+    uncertainty_heatmap,
+    uncertainty_to_uint16,
+)
 from lesionseg.predictor import Prediction, Predictor
+from lesionseg.uncertainty.coverage import MAX_COVERAGE, MIN_COVERAGE
+from lesionseg.uncertainty.sampling import check_samples
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
+OutputFormat = Literal["png", "mask", "uncertainty", "overlay", "json"]
+MEDIA_TYPES = {
+    "png": "image/png",
+    "mask": "image/png",
+    "uncertainty": "image/png",
+    "overlay": "image/png",
+    "json": "application/json",
+}
+MAX_SEED = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    """How to segment one image. Checked when built, so a bad value is refused before any work, in the
+    same words everywhere; `with_defaults` fills what the caller left out from the settings."""
+
+    samples: int = DEFAULT_SAMPLES
+    seed: int | None = None  # None: drawn per image, and the result says which
+    threshold: float = DEFAULT_THRESHOLD
+    coverage: float | None = None  # replaces `threshold` by the checkpoint's conformal threshold
+    tta: bool = False  # also sample the image flipped both ways (3× the inference)
+
+    def __post_init__(self) -> None:
+        check_samples(self.samples)
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if self.coverage is not None and not MIN_COVERAGE <= self.coverage <= MAX_COVERAGE:
+            raise ValueError(f"coverage must be between {MIN_COVERAGE} and {MAX_COVERAGE}, got {self.coverage}")
+
+    @classmethod
+    def with_defaults(
+        cls,
+        settings: Settings,
+        samples: int | None = None,
+        seed: int | None = None,
+        threshold: float | None = None,
+        coverage: float | None = None,
+        tta: bool = False,
+    ) -> "PredictionRequest":
+        if coverage is not None and threshold is not None:
+            raise ValueError("give either threshold or coverage: coverage chooses the threshold itself")
+        return cls(
+            samples=settings.default_samples if samples is None else samples,
+            seed=seed,
+            threshold=settings.default_threshold if threshold is None else threshold,
+            coverage=coverage,
+            tta=tta,
+        )
 
 
 @dataclass
@@ -45,6 +113,7 @@ class Result:
     prediction: Prediction
     review_threshold: float
     model: dict[str, str]
+    settings: Settings  # the heatmap's colour scale
 
     @property
     def width(self) -> int:
@@ -114,9 +183,46 @@ class Result:
             "timings_ms": prediction.timings_ms,
         }
 
-    def to_json(self) -> dict:
-        """The summary POST /predict/?format=json returns (without images), as a dict."""
-        return dict(self._json)
+    def to_json(self, include_images: bool = False) -> dict:
+        """The summary POST /predict/?format=json returns, as a dict; `include_images` adds the overlay, the
+        mask and the heatmap as PNG data URLs."""
+        body = dict(self._json)
+        if include_images:
+            heatmap = uncertainty_heatmap(self.uncertainty_bands(), "absolute", self.settings.heatmap_scale_max)
+            body["images"] = {
+                "overlay": data_url(self.render("overlay")),
+                "mask": data_url(self.render("mask")),
+                "heatmap": data_url(encode_png(heatmap)),
+            }
+        return body
+
+    def uncertainty_bands(self):
+        return self.prediction.bands("uncertainty_std")
+
+    def render(self, format: OutputFormat, heatmap: HeatmapScale | None = None, include_images: bool = False) -> bytes:
+        """The bytes of an output format (MEDIA_TYPES says its type): `png` the mask and heatmap side by side,
+        `mask` 8-bit 0/255, `uncertainty` 16-bit round(std / 0.5 × 65535), `overlay` the photo with the outline
+        and uncertainty, `json` the summary. `heatmap` overrides the settings' colour scale for `png`. The
+        uncertainty map is drawn a band at a time, never held whole at the image's size."""
+        if format == "json":
+            return json.dumps(self.to_json(include_images)).encode()
+        if format == "mask":
+            return encode_mask_png(self.mask)
+        if format == "uncertainty":
+            return encode_png(uncertainty_to_uint16(self.uncertainty_bands()))
+        scale_max = self.settings.heatmap_scale_max
+        if format == "png":
+            panels = combined_panels(
+                self.mask, self.uncertainty_bands(), heatmap or self.settings.heatmap_scale, scale_max
+            )
+            return encode_png(panels, palette=PANELS_PALETTE)
+        if format == "overlay":
+            return encode_png(outline_overlay(self.decoded.rgb, self.mask, self.uncertainty_bands(), scale_max))
+        raise ValueError(f"unknown format {format!r}; use one of {', '.join(MEDIA_TYPES)}")
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def mean_in_mask(bands, mask: np.ndarray, area: int) -> float | None:
@@ -164,18 +270,15 @@ class Segmenter:
         self.settings = settings or Settings()
 
     def predict(
-        self,
-        image: ImageInput,
-        samples: int | None = None,
-        seed: int | None = None,
-        threshold: float | None = None,
-        coverage: float | None = None,
-        tta: bool = False,
-        full_pixels: bool = False,
+        self, image: ImageInput, request: PredictionRequest | None = None, full_pixels: bool = False, **options
     ) -> Result:
-        """`samples` and `threshold` default to the settings'; `seed` None draws one (the result says
-        which). `coverage` replaces `threshold` (see `lesionseg calibrate-coverage`); `tta` also samples
-        the flipped image. `full_pixels` decodes a large JPEG at full size, for outputs that show it."""
+        """`request`, or its fields as keywords (`samples`, `seed`, `threshold`, `coverage`, `tta`), the
+        settings' defaults for those left out; `seed` None draws one (the result says which). `full_pixels`
+        decodes a large JPEG at full size, for outputs that show the photo."""
+        if request is None:
+            request = PredictionRequest.with_defaults(self.settings, **options)
+        elif options:
+            raise TypeError("give a PredictionRequest or its fields as keywords, not both")
         started = time.perf_counter()
         draft_size = None if full_pixels else 2 * self.predictor.input_size
         decoded = decode_image(image, self.settings, draft_size)
@@ -183,19 +286,19 @@ class Segmenter:
         cancellation.check()
         prediction = self.predictor.predict(
             decoded.rgb,
-            samples=samples or self.settings.default_samples,
-            seed=seed,
-            threshold=threshold or self.settings.default_threshold,
+            samples=request.samples,
+            seed=request.seed,
+            threshold=request.threshold,
             output_size=(decoded.original_width, decoded.original_height),
-            coverage=coverage,
-            tta=tta,
+            coverage=request.coverage,
+            tta=request.tta,
         )
         prediction.timings_ms = {"decode": decode_ms, **prediction.timings_ms}
         cancellation.check()
         review_threshold = self.settings.review_threshold
         if review_threshold is None:
             review_threshold = self.predictor.review_threshold
-        return Result(decoded, prediction, review_threshold, self.predictor.identity)
+        return Result(decoded, prediction, review_threshold, self.predictor.identity, self.settings)
 
 
 def load(

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 from tests.conftest import decode_png
 
-from lesionseg.api.routes.predict import PredictOptions, segment_upload
+from lesionseg.api.routes.predict import ResponseFormat, segment_upload
 from lesionseg.config import Settings
+from lesionseg.segmenter import PredictionRequest, Segmenter
 
 # Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
 pytestmark = pytest.mark.slow
@@ -188,6 +189,7 @@ def test_exif_rotated_photo_is_segmented_upright(client, real_image_path):
 )
 def test_include_images_decodes_the_photo_in_full_only_for_json(predictor, large_jpeg_path, format, full_pixels):
     """Only outputs that show the photo itself need its every pixel; the rest decode a 1024 px JPEG reduced."""
-    options = PredictOptions(format, samples=2, threshold=0.5, seed=0, include_images=True)
-    decoded = segment_upload(large_jpeg_path.read_bytes(), predictor, Settings(), options).decoded
+    shows_photo = ResponseFormat(format, include_images=True).shows_photo
+    segmenter = Segmenter(predictor, Settings())
+    decoded = segment_upload(large_jpeg_path.read_bytes(), segmenter, PredictionRequest(2, seed=0), shows_photo).decoded
     assert (decoded.rgb.shape[1] == 1024) == full_pixels

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from tests.conftest import RunningServer
 
 from lesionseg.api.memory_budget import MemoryBudget
-from lesionseg.api.routes.predict import PredictOptions, predict_and_render
+from lesionseg.api.routes.predict import ResponseFormat, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.data.pairs import read_image, read_truth
 from lesionseg.data.splits import Split, select_pairs
@@ -22,6 +22,7 @@ from lesionseg.evaluation.metrics import score_masks
 from lesionseg.imaging.regions import rle_decode
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
+from lesionseg.segmenter import PredictionRequest, Segmenter
 
 # Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
 pytestmark = pytest.mark.slow
@@ -126,9 +127,10 @@ def test_a_checkpoint_without_the_gate_reports_it_unavailable_never_in_domain(
 ):
     predictor = Predictor.from_checkpoint(checkpoint_before_the_trust_layer)
     assert predictor.gate is None
-    options = PredictOptions("json", samples=4, threshold=0.5, seed=0)
+    segmenter, request = Segmenter(predictor, Settings()), PredictionRequest(samples=4, seed=0)
     budget = MemoryBudget(512 * 1024 * 1024)
-    content, _, headers = predict_and_render(real_image_path.read_bytes(), predictor, Settings(), options, budget)
+    data = real_image_path.read_bytes()
+    content, _, headers = predict_and_render(data, segmenter, request, ResponseFormat("json"), budget)
     body = json.loads(content)
     assert body["out_of_distribution"] is None and body["ood_score"] is None
     assert headers["X-Lesionseg-Out-Of-Distribution"] == "unavailable"

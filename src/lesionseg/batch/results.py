@@ -49,7 +49,10 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def job_description(job: JobSettings) -> dict:
-    return {**asdict(job), "model_sha256": read_sidecar(Path(job.weights))["sha256"]}
+    """job.json: the settings, the request's fields at the top level as before, and the model's checksum."""
+    settings = asdict(job)
+    request = settings.pop("request")
+    return {**settings, **request, "model_sha256": read_sidecar(Path(job.weights))["sha256"]}
 
 
 class ResultsTable:

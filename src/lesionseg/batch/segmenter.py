@@ -11,14 +11,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lesionseg.config import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, Settings
+from lesionseg.config import Settings
 from lesionseg.imaging.decode import ImageRejected, read_image_file
-from lesionseg.imaging.render import encode_mask_png, encode_png, uncertainty_to_uint16
 from lesionseg.model.sidecar import read_sidecar
 from lesionseg.predictor import Predictor
-from lesionseg.segmenter import Segmenter
-from lesionseg.uncertainty.coverage import MAX_COVERAGE, MIN_COVERAGE
-from lesionseg.uncertainty.sampling import check_samples
+from lesionseg.segmenter import PredictionRequest, Segmenter
 
 RESULT_COLUMNS = [
     "identifier",
@@ -47,26 +44,19 @@ class JobSettings:
     """What decides an image's outputs; a resumed job must use the same, or its table would mix runs."""
 
     weights: str
-    backend: str = "pytorch"
-    samples: int = DEFAULT_SAMPLES
-    seed: int = 0
-    threshold: float = DEFAULT_THRESHOLD
+    backend: str = "auto"
+    # A fixed seed (never drawn): rerunning a job, or resuming it, gives the same masks.
+    request: PredictionRequest = PredictionRequest(seed=0)
     threads: int = 0  # per worker; 0 = the backend's choice
-    coverage: float | None = None  # replaces threshold by the checkpoint's conformal threshold
-    tta: bool = False  # also sample the flipped views
 
     def __post_init__(self) -> None:
         # Refused before the job starts, rather than as the same error in every image's row.
-        check_samples(self.samples)
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {self.threshold}")
         if self.threads < 0:
             raise ValueError(f"threads must be 0 (the backend's choice) or more, got {self.threads}")
-        if self.coverage is not None:
-            if not MIN_COVERAGE <= self.coverage <= MAX_COVERAGE:
-                raise ValueError(f"coverage must be between {MIN_COVERAGE} and {MAX_COVERAGE}, got {self.coverage}")
-            if not read_sidecar(Path(self.weights)).get("coverage"):
-                raise ValueError("this model has no coverage calibration, so coverage cannot be guaranteed")
+        if self.request.seed is None:
+            raise ValueError("a batch job needs a fixed seed, so that a resumed job gives the same masks")
+        if self.request.coverage is not None and not read_sidecar(Path(self.weights)).get("coverage"):
+            raise ValueError("this model has no coverage calibration, so coverage cannot be guaranteed")
 
 
 @dataclass
@@ -120,18 +110,14 @@ class ImageSegmenter:
         try:
             data = read_image_file(Path(path), self.settings.max_upload_bytes)
             row["read_ms"] = elapsed_ms(started)
-            job = self.job
-            result = self.segmenter.predict(data, job.samples, job.seed, job.threshold, job.coverage, job.tta)
+            result = self.segmenter.predict(data, self.job.request)
             timings = result.prediction.timings_ms
             row["decode_ms"] = timings["decode"]
             row["inference_ms"] = round(timings["preprocess"] + timings["inference"], 2)
             encode_started = time.perf_counter()
             mask = result.mask
             names = output_files(identifier)
-            files = {
-                names["mask"]: encode_mask_png(mask),
-                names["uncertainty"]: encode_png(uncertainty_to_uint16(result.prediction.bands("uncertainty_std"))),
-            }
+            files = {names["mask"]: result.render("mask"), names["uncertainty"]: result.render("uncertainty")}
             row["encode_ms"] = elapsed_ms(encode_started)
         except Exception as error:  # noqa: BLE001 - one bad image must never stop an archive's job
             # Unreadable files, rejected images and anything else go in the table, with the reason.

@@ -13,11 +13,10 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from lesionseg.data import SUBSETS
 from lesionseg.data.near_duplicates import NEAR_DUPLICATES
 from lesionseg.data.pairs import PairRecord, discover_pairs
 from lesionseg.model.sidecar import file_sha256
-
-SUBSETS = ("training", "validation", "test", "held-out", "all")
 
 
 def hash_fraction(seed: int, source: str, group: str) -> float:

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.config import DEFAULT_THRESHOLD
 from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord, read_image, read_truth
+from lesionseg.defaults import DEFAULT_THRESHOLD
 from lesionseg.evaluation.metrics import METRIC_NAMES, mean_scores, score_masks
 from lesionseg.evaluation.uncertainty_metrics import (
     PixelAccumulator,

@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.config import DEFAULT_SAMPLES, Settings
+from lesionseg.config import Settings
 from lesionseg.data.pairs import PairRecord, read_image, read_truth
 from lesionseg.data.splits import Split, select_pairs
+from lesionseg.defaults import DEFAULT_SAMPLES
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.imaging.shifts import SHIFTS, random_camera_shift
 from lesionseg.model.sidecar import file_sha256

@@ -8,7 +8,6 @@ import binascii
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -22,20 +21,9 @@ from lesionseg.imaging.regions import rle_decode, rle_encode
 from lesionseg.reviews.database import Case, Review, connect
 from lesionseg.reviews.errors import CaseNotFound, ImageMissing, InvalidCursor, InvalidMask, StaleReview
 from lesionseg.reviews.storage import DEFAULT_ORPHAN_GRACE_SECONDS, ImageStore
-from lesionseg.segmenter import Result
+from lesionseg.segmenter import PredictionRequest, Result
 
 WorklistOrder = Literal["uncertainty", "newest"]
-
-
-@dataclass(frozen=True)
-class RequestSettings:
-    """How the prediction was asked for, recorded with the case."""
-
-    samples: int
-    seed: int
-    threshold: float
-    coverage: float | None
-    tta: bool
 
 
 def now() -> datetime:
@@ -153,7 +141,9 @@ class CaseStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def add(self, data: bytes, media_type: str, result: Result, settings: RequestSettings) -> dict:
+    def add(self, data: bytes, media_type: str, result: Result, request: PredictionRequest) -> dict:
+        """Keeps the image and the model's result as a pending case, with how it was asked for: the seed
+        and threshold the prediction used (a drawn seed, a coverage's threshold), the rest as requested."""
         created = now()
         case = Case(
             id=uuid.uuid4().hex,
@@ -166,11 +156,11 @@ class CaseStore:
             model_name=result.model["name"],
             model_version=result.model["version"],
             model_sha256=result.model["sha256"],
-            samples=settings.samples,
-            seed=settings.seed,
-            threshold=settings.threshold,
-            coverage=settings.coverage,
-            tta=settings.tta,
+            samples=request.samples,
+            seed=result.prediction.seed,
+            threshold=result.prediction.threshold,
+            coverage=request.coverage,
+            tta=request.tta,
             uncertainty_score=result.score,
             review_recommended=result.review_recommended,
             out_of_distribution=result.out_of_distribution,

@@ -1,33 +1,49 @@
-"""Training options, with their defaults: plain data, so the CLI can show them without importing torch."""
+"""Training options, with their defaults and help: plain data, declared once. `lesionseg train` makes its
+flags from these fields (`--held-out-fraction` from `held_out_fraction`), so the CLI can show them without
+importing torch, and a new option needs no second declaration."""
 
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
+def option(default, help: str | None = None, **argparse_keywords):
+    """A field with what `lesionseg train --help` says about it (and, say, its `choices`)."""
+    return field(default=default, metadata={"help": help, **argparse_keywords})
+
+
 @dataclass
 class TrainingOptions:
-    model: str = "efficientnet_lite0_upernet"
-    data_root: Path = Path("../shared/data")
-    sets: tuple[str, ...] = ("isic2018", "ham10000")
-    output_directory: Path = Path("runs/efficientnet_lite0_upernet")
-    epochs: int = 12
-    samples_per_epoch: int = 4000
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_fraction: float = 0.03
-    held_out_fraction: float = 0.1
-    split_seed: int = 0
-    seed: int = 0
-    encoder_weights: str = "imagenet"
-    # A checkpoint to start from (fine-tuning), instead of ImageNet's encoder and a fresh decoder.
-    initial_weights: Path | None = None
-    # "camera": also another clinic's light, optics and compression (lesionseg.imaging.shifts); "basic": 0.4.0's.
-    augmentation: str = "camera"
-    threads: int = 0
-    checkpoint_every: int = 50
-    # Processes that augment the next batches while this one trains; 0 augments in this process.
-    loader_workers: int = 2
-    limit_pairs: int = 0
-    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    model: str = option("efficientnet_lite0_upernet", "a name from lesionseg.model.config")
+    data_root: Path = option(Path("../shared/data"), "the folder holding the set folders")
+    sets: tuple[str, ...] = option(("isic2018", "ham10000"), "set folders under --data-root")
+    output_directory: Path | None = option(None, "default: runs/MODEL")
+    epochs: int = option(12)
+    samples_per_epoch: int = option(4000, "pairs drawn per epoch, balanced across the sets")
+    batch_size: int = option(16)
+    learning_rate: float = option(1e-3, "the peak, after a linear warm-up; cosine decay to the end")
+    weight_decay: float = option(1e-4)
+    warmup_fraction: float = option(0.03, "of all steps")
+    held_out_fraction: float = option(
+        0.1, "of each set's groups, kept from training: half for validation, half for test"
+    )
+    split_seed: int = option(0)
+    seed: int = option(0)
+    encoder_weights: str = option("imagenet", choices=["imagenet", "none"])
+    initial_weights: Path | None = option(None, "fine-tune this .safetensors checkpoint (same model) instead")
+    augmentation: str = option(
+        "camera",
+        "camera: also other devices' colour, exposure, vignette, blur, resolution, JPEG and close-ups "
+        "(lesionseg.imaging.shifts); basic: 0.4.0's flips, affine moves and colour jitter",
+        choices=["camera", "basic"],
+    )
+    threads: int = option(0, "torch threads; 0 = torch's choice")
+    checkpoint_every: int = option(50, "steps")
+    loader_workers: int = option(2, "processes augmenting the next batches; 0 augments in the training process")
+    limit_pairs: int = option(0, "use only the first N pairs of each set")
+    # How the run was started, for its record; not a flag.
+    command: list[str] = field(default_factory=lambda: list(sys.argv), metadata={"flag": False})
+
+    def __post_init__(self) -> None:
+        if self.output_directory is None:
+            self.output_directory = Path("runs") / self.model

@@ -7,29 +7,28 @@ a stale review or a bad mask raise `reviews.errors.CaseError`, which the service
 """
 
 import io
+from functools import partial
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
+from fastapi import APIRouter, File, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
-from lesionseg.api.deps import Caller, get_case_store, get_predictor, get_settings, require_role
-from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
-from lesionseg.api.routes.predict import (
-    CoverageQuery,
-    FlipQuery,
-    PredictOptions,
-    SamplesQuery,
-    SeedQuery,
-    ThresholdQuery,
-    read_single_upload,
-    segment_upload,
+from lesionseg.api.deps import (
+    AdminDependency,
+    CaseStoreDependency,
+    PredictionRequestDependency,
+    ReaderDependency,
+    ReviewerDependency,
+    SegmenterDependency,
+    SettingsDependency,
 )
+from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
+from lesionseg.api.routes.predict import read_single_upload, segment_upload
 from lesionseg.api.schemas import CaseBody, ErrorBody, ReviewChange, Worklist
-from lesionseg.config import Settings
 from lesionseg.imaging.containers import image_length
 from lesionseg.imaging.render import encode_mask_png
-from lesionseg.predictor import Predictor
+from lesionseg.segmenter import PredictionRequest, Segmenter
 
 router = APIRouter(tags=["cases"])
 
@@ -40,19 +39,13 @@ RESPONSES = {status: {"model": ErrorBody} for status in (401, 403, 404, 422)}
 
 
 def segment_and_store(
-    data: bytes, predictor: Predictor, settings: Settings, options: PredictOptions, budget: MemoryBudget, store
+    data: bytes, segmenter: Segmenter, request: PredictionRequest, budget: MemoryBudget, store
 ) -> dict:
-    from lesionseg.reviews.cases import RequestSettings
-
     with budget.reserve(estimate_bytes(data, "json")):
-        result = segment_upload(data, predictor, settings, options)
+        result = segment_upload(data, segmenter, request)
         media_type = MEDIA_TYPES.get(Image.open(io.BytesIO(data)).format, "application/octet-stream")
-        prediction = result.prediction
-        requested = RequestSettings(
-            options.samples, prediction.seed, prediction.threshold, options.coverage, options.tta
-        )
         # What follows the picture's own end (a JPEG's EOI, a PNG's IEND) is no part of it, and is not kept.
-        case = store.add(data[: image_length(data)], media_type, result, requested)
+        case = store.add(data[: image_length(data)], media_type, result, request)
     store.expire_old_cases()
     return case
 
@@ -64,38 +57,28 @@ def segment_and_store(
     responses={**RESPONSES, 400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
 )
 async def create_case(
-    file: Annotated[UploadFile | None, File(description="the dermoscopic image (JPEG, PNG, TIFF, ...)")] = None,
-    samples: SamplesQuery = None,
-    threshold: ThresholdQuery = None,
-    seed: SeedQuery = None,
-    tta: FlipQuery = False,
-    coverage: CoverageQuery = None,
-    *,
+    prediction_request: PredictionRequestDependency,
+    segmenter: SegmenterDependency,
+    settings: SettingsDependency,
+    caller: ReviewerDependency,
+    store: CaseStoreDependency,
     request: Request,
-    caller: Caller = Depends(require_role("reviewer")),
-    store=Depends(get_case_store),
-    predictor: Predictor = Depends(get_predictor),
-    settings: Settings = Depends(get_settings),
+    file: Annotated[UploadFile | None, File(description="the dermoscopic image (JPEG, PNG, TIFF, ...)")] = None,
 ) -> JSONResponse:
     """Segments the image as POST /predict/ does, and keeps it as a case waiting for review."""
-    data = await read_single_upload(request, file, settings, predictor, threshold, coverage)
-    options = PredictOptions.with_defaults(settings, "json", samples, threshold, seed, coverage=coverage, tta=tta)
-    with request.app.state.inference_gate.admit() as admission:
-        case = await admission.run(
-            request.app.state.inference_executor,
-            segment_and_store,
-            data,
-            predictor,
-            settings,
-            options,
-            request.app.state.memory_budget,
-            store,
-        )
+    data = await read_single_upload(request, file, settings)
+    state = request.app.state
+    budget = state.memory_budget
+    work = partial(segment_and_store, data, segmenter=segmenter, request=prediction_request, budget=budget, store=store)
+    with state.inference_gate.admit() as admission:
+        case = await admission.run(state.inference_executor, work)
     return JSONResponse(case, status_code=201)
 
 
 @router.get("/cases", response_model=Worklist, responses=RESPONSES)
 def worklist(
+    caller: ReaderDependency,
+    store: CaseStoreDependency,
     status: Annotated[
         Literal["pending", "accepted", "corrected", "rejected"] | None, Query(description="only these; all if unset")
     ] = None,
@@ -105,8 +88,6 @@ def worklist(
     ] = "uncertainty",
     limit: Annotated[int, Query(ge=1, le=200, description="cases in one page")] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
-    caller: Caller = Depends(require_role("reader")),
-    store=Depends(get_case_store),
 ) -> dict:
     """The worklist, a page at a time."""
     cases, next_cursor = store.worklist(status, order, limit, cursor)
@@ -114,7 +95,7 @@ def worklist(
 
 
 @router.get("/cases/{case_id}", response_model=CaseBody, responses=RESPONSES)
-def get_case(case_id: CaseId, caller: Caller = Depends(require_role("reader")), store=Depends(get_case_store)) -> dict:
+def get_case(case_id: CaseId, caller: ReaderDependency, store: CaseStoreDependency) -> dict:
     return store.get(case_id)
 
 
@@ -123,7 +104,7 @@ def get_case(case_id: CaseId, caller: Caller = Depends(require_role("reader")), 
     response_class=Response,
     responses={**RESPONSES, 200: {"content": {"image/*": {}}, "description": "the image as uploaded"}},
 )
-def case_image(case_id: CaseId, caller: Caller = Depends(require_role("reader")), store=Depends(get_case_store)):
+def case_image(case_id: CaseId, caller: ReaderDependency, store: CaseStoreDependency):
     data, media_type = store.image(case_id)
     return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
 
@@ -135,11 +116,11 @@ def case_image(case_id: CaseId, caller: Caller = Depends(require_role("reader"))
 )
 def case_mask(
     case_id: CaseId,
+    caller: ReaderDependency,
+    store: CaseStoreDependency,
     source: Annotated[
         Literal["current", "model"], Query(description="current: the correction if there is one; model: the model's")
     ] = "current",
-    caller: Caller = Depends(require_role("reader")),
-    store=Depends(get_case_store),
 ):
     return Response(
         encode_mask_png(store.mask(case_id, source)), media_type="image/png", headers={"Cache-Control": "no-store"}
@@ -150,8 +131,8 @@ def case_mask(
 def review_case(
     case_id: CaseId,
     change: ReviewChange,
-    caller: Caller = Depends(require_role("reviewer")),
-    store=Depends(get_case_store),
+    caller: ReviewerDependency,
+    store: CaseStoreDependency,
 ) -> dict:
     """Accept the model's mask, save a corrected one, reject the case, or set it back to pending."""
     mask = change.mask_rle.model_dump() if change.mask_rle is not None else None
@@ -159,7 +140,7 @@ def review_case(
 
 
 @router.delete("/cases/{case_id}", status_code=204, response_class=Response, responses=RESPONSES)
-def delete_case(case_id: CaseId, caller: Caller = Depends(require_role("admin")), store=Depends(get_case_store)):
+def delete_case(case_id: CaseId, caller: AdminDependency, store: CaseStoreDependency):
     """Deletes the case, its review, and its image unless another case has the same image."""
     store.delete(case_id)
     return Response(status_code=204)

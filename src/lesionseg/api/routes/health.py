@@ -1,13 +1,12 @@
 """The probes and what the service says of itself: /health, /ready, /metrics, /info."""
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from lesionseg import __version__
-from lesionseg.api.deps import get_predictor
+from lesionseg.api.deps import PredictorDependency
 from lesionseg.api.schemas import ErrorBody, Health, ModelCard
-from lesionseg.predictor import Predictor
 
 router = APIRouter(tags=["service"])
 
@@ -20,7 +19,7 @@ def health(request: Request) -> Health:
 
 
 @router.get("/ready", response_model=Health, responses={503: {"model": ErrorBody}})
-def ready(predictor: Predictor = Depends(get_predictor)) -> Health:
+def ready(predictor: PredictorDependency) -> Health:
     """200 once the model is loaded, its checksum verified and one warm-up pass done."""
     return Health(status="ready", model=predictor.config.name, version=__version__)
 
@@ -32,7 +31,7 @@ def metrics(request: Request) -> PlainTextResponse:
 
 
 @router.get("/info", response_model=ModelCard)
-def info(predictor: Predictor = Depends(get_predictor)) -> ModelCard:
+def info(predictor: PredictorDependency) -> ModelCard:
     """The model card: what the model is, how it was trained and measured, and its limits."""
     identity = predictor.identity
     return ModelCard(**identity, card=predictor.model_card)
