@@ -19,11 +19,11 @@ import onnxruntime
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from lesionseg.backends.onnx_backend import OnnxBackend, onnx_paths
+from lesionseg.backends.onnx_backend import OnnxBackend
 from lesionseg.config import DEFAULT_WEIGHTS
 from lesionseg.data.splits import Split, select_pairs
 from lesionseg.evaluation.evaluate import evaluate_pairs
-from lesionseg.model.sidecar import read_sidecar
+from lesionseg.model.sidecar import onnx_paths, read_sidecar
 from lesionseg.predictor import Predictor
 
 REPOSITORY = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionseg.data.pairs import FAILURE_JACCARD
+from lesionseg.evaluation.metrics import FAILURE_JACCARD
 
 METRICS = ("jaccard", "thresholded_jaccard", "dice", "sensitivity", "specificity")
 

@@ -223,7 +223,7 @@ def run_batch(arguments: argparse.Namespace) -> None:
     from lesionseg.batch.engines import run_batch
     from lesionseg.batch.inputs import list_inputs
     from lesionseg.batch.results import ResultsTable
-    from lesionseg.batch.segmenter import JobSettings
+    from lesionseg.batch.worker import JobSettings
     from lesionseg.config import Settings
     from lesionseg.predictor import resolve_backend
 
@@ -650,14 +650,14 @@ def run_info(arguments: argparse.Namespace) -> None:
         print(json.dumps({**predictor.identity, "card": predictor.model_card}, indent=2))
 
 
-def add_export_parser(subparsers) -> None:
+def add_export_weights_parser(subparsers) -> None:
     parser = subparsers.add_parser("export-weights", help="copy a checkpoint, optionally in float16 (to ship it)")
     parser.add_argument("source", type=Path)
     parser.add_argument("destination", type=Path)
     parser.add_argument("--half", action="store_true", help="store floating-point tensors as float16")
 
 
-def run_export(arguments: argparse.Namespace) -> None:
+def run_export_weights(arguments: argparse.Namespace) -> None:
     from lesionseg.model.checkpoint import config_from_sidecar, load_checkpoint, save_checkpoint
 
     model, sidecar = load_checkpoint(arguments.source)
@@ -666,12 +666,12 @@ def run_export(arguments: argparse.Namespace) -> None:
     print(f"wrote {arguments.destination}")
 
 
-def add_onnx_parser(subparsers) -> None:
+def add_export_onnx_parser(subparsers) -> None:
     parser = subparsers.add_parser("export", help="export a checkpoint to ONNX (trunk and tail) for --backend onnx")
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
 
 
-def run_onnx_export(arguments: argparse.Namespace) -> None:
+def run_export_onnx(arguments: argparse.Namespace) -> None:
     from lesionseg.config import Settings
     from lesionseg.model.export import export_onnx
 
@@ -689,8 +689,8 @@ def add_quantise_parser(subparsers) -> None:
 
 
 def run_quantise(arguments: argparse.Namespace) -> None:
+    from lesionseg.backends.quantise import quantise_trunk
     from lesionseg.config import Settings
-    from lesionseg.model.quantise import quantise_trunk
 
     weights = arguments.weights or Settings().weights
     record = quantise_trunk(weights, arguments.data_root, arguments.sets, arguments.images_per_set, arguments.seed)
@@ -780,8 +780,8 @@ COMMANDS = {
     "calibrate-site": (add_calibrate_site_parser, run_calibrate_site),
     "info": (add_info_parser, run_info),
     "train": (add_train_parser, run_train),
-    "export-weights": (add_export_parser, run_export),
-    "export": (add_onnx_parser, run_onnx_export),
+    "export-weights": (add_export_weights_parser, run_export_weights),
+    "export": (add_export_onnx_parser, run_export_onnx),
     "quantise": (add_quantise_parser, run_quantise),
     "import-seed": (add_import_seed_parser, run_import_seed),
     "export-reviews": (add_export_reviews_parser, run_export_reviews),

@@ -45,7 +45,7 @@ def test_int8_trunk_is_refused_when_it_does_not_belong_to_the_float_export():
 
 def test_quantise_calibrates_on_training_images_only_and_records_the_graph(data_root, tmp_path):
     pytest.importorskip("onnx", reason="quantising needs onnx, part of lesionseg[train]")
-    from lesionseg.model.quantise import calibration_image_paths, quantise_trunk
+    from lesionseg.backends.quantise import calibration_image_paths, quantise_trunk
 
     sidecar = read_sidecar(DEFAULT_WEIGHTS)
     sets = ["isic2018", "ham10000"]

@@ -3,7 +3,7 @@
 A request's working memory grows with its image's pixel count and its output format: at the 64-megapixel
 limit, from about 0.2 GB (`mask`) and 0.3 GB (`png`) to 0.7 GB (`overlay`, which holds the photo itself),
 measured with benchmarks/memory.py. Full-size probability and uncertainty maps are never held whole (see
-`predictor.MapBands`); what remains is the mask, the picture being encoded and, for `overlay`, the photo. Before
+`imaging.bands.MapBands`); what remains is the mask, the picture being encoded and, for `overlay`, the photo. Before
 decoding, a request reads its image's size from the header and reserves its estimate here; it waits
 while the reservations of others leave no room. One request larger than the whole budget runs alone.
 After a large request, memory the allocator keeps is handed back to the system.

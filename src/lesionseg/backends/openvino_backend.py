@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import openvino
 
-from lesionseg.backends.onnx_backend import graph_paths, has_descriptor
+from lesionseg.model.sidecar import graph_paths, has_descriptor
 
 Precision = Literal["auto", "f32"]
 

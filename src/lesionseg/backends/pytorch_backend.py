@@ -3,11 +3,11 @@
 import numpy as np
 import torch
 
-from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.network import SegmentationNetwork
 
 
 class TorchBackend:
-    def __init__(self, model: LesionSegmenter, input_size: int, threads: int = 0) -> None:
+    def __init__(self, model: SegmentationNetwork, input_size: int, threads: int = 0) -> None:
         self.model = model.eval()
         self.input_size = input_size
         if threads:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from lesionseg.batch.inputs import JobImage
 from lesionseg.batch.results import ResultsTable
-from lesionseg.batch.segmenter import ImageOutcome, ImageSegmenter, JobSettings
+from lesionseg.batch.worker import BatchWorker, ImageOutcome, JobSettings
 
 # Images in flight per worker (the local process, or each Ray actor): while one is in inference, the
 # others are read, decoded or PNG-encoded, which are single-threaded and would leave cores idle.
@@ -23,7 +23,7 @@ IMAGES_IN_FLIGHT = 3
 
 
 def run_local(pending: list[JobImage], job: JobSettings, table: ResultsTable) -> None:
-    segmenter = ImageSegmenter(job, max_batch_size=IMAGES_IN_FLIGHT)
+    segmenter = BatchWorker(job, max_batch_size=IMAGES_IN_FLIGHT)
     remaining = iter(pending)
     with (
         ThreadPoolExecutor(max_workers=IMAGES_IN_FLIGHT) as pool,
@@ -47,7 +47,7 @@ class RaySegmenter:
     threads (Ray's `max_concurrency`)."""
 
     def __init__(self, job: JobSettings) -> None:
-        self.segmenter = ImageSegmenter(job, max_batch_size=IMAGES_IN_FLIGHT)
+        self.segmenter = BatchWorker(job, max_batch_size=IMAGES_IN_FLIGHT)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outcomes = [

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lesionseg.batch.inputs import JobImage
-from lesionseg.batch.segmenter import RESULT_COLUMNS, ImageOutcome, JobSettings, failed_row, output_files
+from lesionseg.batch.worker import RESULT_COLUMNS, ImageOutcome, JobSettings, failed_row, output_files
 from lesionseg.model.sidecar import read_sidecar
 
 # Settings that change an image's outputs: a rerun with other values would mix two jobs in one table.

@@ -12,9 +12,6 @@ from lesionseg.imaging.decode import decode_upload
 
 # ISIC masks are 8-bit; values above this are lesion.
 MASK_CUT = 128
-# The ISIC 2018 challenge counts an image whose Jaccard is below this as a failure (scored 0 in its
-# thresholded Jaccard); the uncertainty evaluation uses the same line.
-FAILURE_JACCARD = 0.65
 # Images are read for training and evaluation as an upload is, with no size limit of the service's own.
 UNLIMITED_PIXELS = 1 << 40
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord, read_image, read_truth
+from lesionseg.data.pairs import PairRecord, read_image, read_truth
 from lesionseg.defaults import DEFAULT_THRESHOLD
-from lesionseg.evaluation.metrics import METRIC_NAMES, mean_scores, score_masks
+from lesionseg.evaluation.metrics import FAILURE_JACCARD, METRIC_NAMES, mean_scores, score_masks
 from lesionseg.evaluation.uncertainty_metrics import (
     PixelAccumulator,
     failures_removed_by_referring,

@@ -4,7 +4,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from lesionseg.data.pairs import FAILURE_JACCARD
+# The ISIC 2018 challenge counts an image whose Jaccard is below this as a failure (scored 0 in its
+# thresholded Jaccard); the uncertainty evaluation uses the same line.
+FAILURE_JACCARD = 0.65
+
 
 METRIC_NAMES = ("jaccard", "thresholded_jaccard", "dice", "sensitivity", "specificity", "accuracy")
 

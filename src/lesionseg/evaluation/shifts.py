@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.data.pairs import FAILURE_JACCARD, PairRecord
+from lesionseg.data.pairs import PairRecord
 from lesionseg.evaluation.evaluate import evaluate_pairs
+from lesionseg.evaluation.metrics import FAILURE_JACCARD
 from lesionseg.evaluation.out_of_distribution import held_out_dermoscopy, image_scores
 from lesionseg.evaluation.uncertainty_metrics import PixelAccumulator, failures_removed_by_referring
 from lesionseg.imaging.shifts import SHIFTS, Shift

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lesionseg.data.pairs import FAILURE_JACCARD
+from lesionseg.evaluation.metrics import FAILURE_JACCARD
 
 CALIBRATION_BINS = 15
 UNCERTAINTY_BINS = 2000

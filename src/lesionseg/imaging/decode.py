@@ -100,7 +100,7 @@ def decode_upload(data: bytes, max_pixels: int, min_side: int, draft_size: int |
         raise ImageRejected(400, "the uploaded file is empty")
     with collect_decoder_warnings() as decoder_warnings:
         try:
-            decoded = read_image(data, max_pixels, min_side, draft_size)
+            decoded = decode_bytes(data, max_pixels, min_side, draft_size)
         finally:
             if decoder_warnings.count:
                 # One bounded line, however many times the decoder complained.
@@ -118,7 +118,7 @@ def log_decoder_error(stage: str, error: Exception) -> None:
     )
 
 
-def read_image(data: bytes, max_pixels: int, min_side: int, draft_size: int | None) -> DecodedImage:
+def decode_bytes(data: bytes, max_pixels: int, min_side: int, draft_size: int | None) -> DecodedImage:
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:

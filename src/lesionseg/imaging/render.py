@@ -5,7 +5,6 @@ so a request that stopped waiting stops its rendering within milliseconds, even 
 """
 
 import io
-from collections.abc import Iterator
 from typing import Literal
 
 import cv2
@@ -13,24 +12,13 @@ import numpy as np
 from PIL import Image
 
 from lesionseg import cancellation
+from lesionseg.imaging.bands import bands_of
 
 HeatmapScale = Literal["absolute", "per_image"]
-# Rows computed at once where a map is an array: a few MB of temporaries even at 8000 px wide.
-BAND_ROWS = 256
 # Larger pictures are PNG-encoded in steps that can be cancelled (see encode_png).
 UNINTERRUPTED_ENCODE_PIXELS = 4_000_000
 # The standard deviation of a probability can never exceed 0.5.
 MAX_POSSIBLE_STD = 0.5
-
-
-def bands_of(values) -> Iterator[tuple[slice, np.ndarray]]:
-    """A full-size map one band of rows at a time: slices of an array, or the bands of a map that is
-    never whole (anything that iterates as (rows, band) pairs, as `predictor.MapBands` does)."""
-    if not isinstance(values, np.ndarray):
-        yield from values
-        return
-    for start in range(0, values.shape[0], BAND_ROWS):
-        yield slice(start, start + BAND_ROWS), values[start : start + BAND_ROWS]
 
 
 def mask_levels(mask: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from lesionseg import __version__
 from lesionseg.model.config import ModelConfig
 from lesionseg.model.factory import create_model
-from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.network import SegmentationNetwork
 from lesionseg.model.sidecar import (
     SIDECAR_FORMAT_VERSION,
     CheckpointError,
@@ -27,7 +27,7 @@ from lesionseg.model.sidecar import (
 
 
 def save_checkpoint(
-    model: LesionSegmenter,
+    model: SegmentationNetwork,
     config: ModelConfig,
     weights_path: Path,
     metadata: dict[str, Any] | None = None,
@@ -95,7 +95,7 @@ def mismatched_keys(
 
 def load_checkpoint(
     weights_path: Path, verify_sha256: bool = True, allow_pickle: bool = False
-) -> tuple[LesionSegmenter, dict[str, Any]]:
+) -> tuple[SegmentationNetwork, dict[str, Any]]:
     """Builds the sidecar's architecture and loads the weights into it, strictly, in float32."""
     weights_path = Path(weights_path)
     if not weights_path.is_file():

@@ -9,16 +9,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lesionseg.backends.onnx_backend import DESCRIPTOR_OUTPUT, onnx_paths
 from lesionseg.model.checkpoint import load_checkpoint
-from lesionseg.model.network import LesionSegmenter
-from lesionseg.model.sidecar import config_from_sidecar, file_sha256, update_sidecar
+from lesionseg.model.network import SegmentationNetwork
+from lesionseg.model.sidecar import DESCRIPTOR_OUTPUT, config_from_sidecar, file_sha256, onnx_paths, update_sidecar
 
 OPSET = 18
 
 
 class TrunkGraph(nn.Module):
-    def __init__(self, model: LesionSegmenter) -> None:
+    def __init__(self, model: SegmentationNetwork) -> None:
         super().__init__()
         self.model = model
 
@@ -28,7 +27,7 @@ class TrunkGraph(nn.Module):
 
 
 class TailGraph(nn.Module):
-    def __init__(self, model: LesionSegmenter, trunk_count: int, input_size: int) -> None:
+    def __init__(self, model: SegmentationNetwork, trunk_count: int, input_size: int) -> None:
         super().__init__()
         self.model = model
         self.trunk_count = trunk_count

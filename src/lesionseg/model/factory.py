@@ -5,11 +5,11 @@ from typing import Any
 from lesionseg.model.config import ModelConfig, get_config
 from lesionseg.model.decoder import UPerNetDecoder
 from lesionseg.model.encoder import TimmEncoder
-from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.network import SegmentationNetwork
 from lesionseg.model.seed_decoder import SeedUPerNetDecoder
 
 
-def create_model(config: ModelConfig | str, **overrides: Any) -> LesionSegmenter:
+def create_model(config: ModelConfig | str, **overrides: Any) -> SegmentationNetwork:
     """Builds an untrained network from a named configuration (or a config object)."""
     if isinstance(config, str):
         config = get_config(config)
@@ -17,7 +17,7 @@ def create_model(config: ModelConfig | str, **overrides: Any) -> LesionSegmenter
         config = ModelConfig(**{**config.to_dict(), **overrides})
     encoder = TimmEncoder(config.encoder_name, config.out_indices, **config.encoder_kwargs)
     if config.decoder == "seed_upernet":
-        return LesionSegmenter(
+        return SegmentationNetwork(
             encoder, SeedUPerNetDecoder(encoder.channels, config.input_size, dropout_rate=config.dropout_rate)
         )
     decoder = UPerNetDecoder(
@@ -26,4 +26,4 @@ def create_model(config: ModelConfig | str, **overrides: Any) -> LesionSegmenter
         dropout_rate=config.dropout_rate,
         dropout_placement=config.dropout_placement,
     )
-    return LesionSegmenter(encoder, decoder)
+    return SegmentationNetwork(encoder, decoder)

@@ -13,7 +13,7 @@ def channel_statistics(features: torch.Tensor) -> torch.Tensor:
     return torch.cat([features.mean(dim=(2, 3)), features.std(dim=(2, 3))], dim=1)
 
 
-class LesionSegmenter(nn.Module):
+class SegmentationNetwork(nn.Module):
     """Maps a normalised NCHW image batch to lesion logits at the input's resolution."""
 
     def __init__(self, encoder: TimmEncoder, decoder: UPerNetDecoder) -> None:

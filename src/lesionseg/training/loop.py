@@ -24,7 +24,7 @@ from lesionseg.imaging.preprocess import normalise
 from lesionseg.model.checkpoint import load_checkpoint, save_checkpoint
 from lesionseg.model.config import ModelConfig, get_config
 from lesionseg.model.factory import create_model
-from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.network import SegmentationNetwork
 from lesionseg.model.pretrained import load_imagenet_weights
 from lesionseg.model.sidecar import file_sha256
 from lesionseg.training.data import AugmentedPairs, load_square_arrays
@@ -139,7 +139,7 @@ def memory_format(device: torch.device) -> torch.memory_format:
 
 @torch.no_grad()
 def validation_scores(
-    model: LesionSegmenter,
+    model: SegmentationNetwork,
     config: ModelConfig,
     square_images: np.ndarray,
     truths: list[np.ndarray],
@@ -278,7 +278,7 @@ def train_one_epoch(
 
 
 def evaluate(
-    model: LesionSegmenter,
+    model: SegmentationNetwork,
     config: ModelConfig,
     validation_sets: list[ValidationSet],
     batch_size: int,

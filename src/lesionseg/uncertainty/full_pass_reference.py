@@ -5,13 +5,13 @@ import numpy as np
 import torch
 
 from lesionseg.model.config import ModelConfig
-from lesionseg.model.network import LesionSegmenter
+from lesionseg.model.network import SegmentationNetwork
 from lesionseg.uncertainty.sampling import check_samples, draw_channel_masks
 
 
 @torch.inference_mode()
 def full_pass_logits(
-    model: LesionSegmenter, config: ModelConfig, images: np.ndarray, samples: int, seed: int
+    model: SegmentationNetwork, config: ModelConfig, images: np.ndarray, samples: int, seed: int
 ) -> np.ndarray:
     """`samples` full passes (encoder included) with the masks `sample_logits` would draw -> N×T×S×S."""
     check_samples(samples)

@@ -4,7 +4,7 @@ MC dropout on the decoder's last layer says where a boundary is ambiguous; it ca
 photograph of a leaf is not a skin lesion, and it answers such photographs with confident masks. The
 trunk, which runs once per image anyway, also gives a descriptor of the whole image (the per-channel
 means and standard deviations of the encoder's deepest features and of the trunk's last level; see
-`LesionSegmenter.forward_trunk_and_descriptor`). A Gaussian fitted on the training images' descriptors
+`SegmentationNetwork.forward_trunk_and_descriptor`). A Gaussian fitted on the training images' descriptors
 summarises the domain, and an image far from it in Mahalanobis distance is out of distribution.
 
 A distance alone misses pictures whose statistics happen to resemble dermoscopy's (fine textures, pages of

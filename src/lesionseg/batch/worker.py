@@ -92,7 +92,7 @@ def elapsed_ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 2)
 
 
-class ImageSegmenter:
+class BatchWorker:
     def __init__(self, job: JobSettings, max_batch_size: int = 1) -> None:
         """`max_batch_size`: images segmented concurrently (from several threads) that may share a trunk run."""
         self.job = job

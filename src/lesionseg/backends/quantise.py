@@ -20,11 +20,17 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from lesionseg.backends.onnx_backend import checked_onnx_paths, int8_trunk_path
 from lesionseg.data.pairs import read_image
 from lesionseg.data.splits import Split, select_pairs
 from lesionseg.imaging.preprocess import model_input
-from lesionseg.model.sidecar import config_from_sidecar, file_sha256, read_sidecar, update_sidecar
+from lesionseg.model.sidecar import (
+    checked_onnx_paths,
+    config_from_sidecar,
+    file_sha256,
+    int8_trunk_path,
+    read_sidecar,
+    update_sidecar,
+)
 
 DEFAULT_IMAGES_PER_SET = 80
 

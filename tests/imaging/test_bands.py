@@ -1,10 +1,10 @@
-"""Full-size maps made a band at a time (`predictor.MapBands`) against OpenCV's whole resize."""
+"""Full-size maps made a band at a time (`MapBands`) against OpenCV's whole resize."""
 
 import cv2
 import numpy as np
 import pytest
 
-from lesionseg.predictor import WHOLE_MAP_PIXELS, MapBands
+from lesionseg.imaging.bands import WHOLE_MAP_PIXELS, MapBands
 
 
 @pytest.mark.parametrize(("width", "height"), [(1024, 768), (4000, 3000), (333, 7777), (8000, 8000)])
