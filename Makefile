@@ -5,11 +5,27 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: install install-test browser postgres serve serve-torch wheel test test-fast lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
+.PHONY: lock install install-test browser postgres serve serve-torch wheel test test-fast lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+# The pins are generated, never edited by hand: pyproject.toml's ranges are the one source, and `make lock`
+# compiles them, with every transitive package, into one file per install (pip-tools, in its own venv).
+LOCK_VENV ?= .venv-lock
+PIP_COMPILE = $(LOCK_VENV)/bin/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links \
+	--no-emit-trusted-host --annotation-style line --unsafe-package lesionseg
+
+$(LOCK_VENV)/bin/pip-compile:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet pip-tools==7.6.2
+
+lock: $(LOCK_VENV)/bin/pip-compile
+	$(PIP_COMPILE) --output-file requirements-onnx.txt pyproject.toml
+	$(PIP_COMPILE) --extra train --output-file requirements.txt pyproject.toml
+	$(PIP_COMPILE) --extra train --extra ray --output-file requirements-ray.txt pyproject.toml
+	$(PIP_COMPILE) --extra test --output-file requirements-test.txt pyproject.toml
 
 $(VENV)/.installed: $(BIN)/python requirements.txt pyproject.toml
 	$(BIN)/pip install -r requirements.txt

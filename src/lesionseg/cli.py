@@ -297,7 +297,6 @@ def load_predictor(weights: Path | None):
 def run_evaluate(arguments: argparse.Namespace) -> None:
     from lesionseg.data.splits import select_pairs
     from lesionseg.evaluation import evaluate
-    from lesionseg.evaluation.uncertainty_metrics import PixelAccumulator
 
     if arguments.record and arguments.limit:
         raise ValueError("--record keeps the model's numbers in its sidecar: it refuses a partial run (--limit)")
@@ -310,23 +309,15 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
         return record_report(arguments, weights, "evaluation_coverage", report)
     if arguments.shifts:
         return evaluate_shifts(arguments, weights, predictor)
-    results, counts, per_image, uncertainty = {}, {}, {}, {}
-    review_threshold = predictor.review_threshold
-    split = model_split(predictor)
-    for set_name in arguments.sets:
-        records = select_pairs(arguments.data_root, set_name, arguments.split, split)
-        records = records[: arguments.limit] if arguments.limit else records
-        accumulators = (
-            {"std": PixelAccumulator(uncertainty_max=0.5), "entropy": PixelAccumulator(uncertainty_max=1.0)}
-            if arguments.uncertainty
-            else None
-        )
-        results[set_name], per_image[set_name] = evaluate.evaluate_pairs(
-            predictor, records, arguments.samples, arguments.seed, pixel_accumulators=accumulators, tta=arguments.tta
-        )
-        counts[set_name] = len(records)
-        if accumulators:
-            uncertainty[set_name] = evaluate.uncertainty_report(accumulators, per_image[set_name], review_threshold)
+    records_by_set = {
+        set_name: select_pairs(arguments.data_root, set_name, arguments.split, model_split(predictor))[
+            : arguments.limit or None
+        ]
+        for set_name in arguments.sets
+    }
+    results, counts, per_image, uncertainty = evaluate.evaluate_sets(
+        predictor, records_by_set, arguments.samples, arguments.seed, arguments.tta, arguments.uncertainty
+    )
     print(evaluate.format_table(results, counts))
     summary = {
         "command": " ".join(["lesionseg", *sys.argv[1:]]),
@@ -389,93 +380,32 @@ def record_report(arguments: argparse.Namespace, weights: Path, key: str, report
 
 
 def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> dict:
-    """The gate and, as the alternative, MC-dropout's review flag, on held-out dermoscopy that chose
-    nothing (the test split, the unlabeled ISIC sets) against the non-dermoscopic evaluation set."""
-    from lesionseg.evaluation.out_of_distribution import (
-        detection_report,
-        held_out_dermoscopy,
-        image_scores,
-        read_ood_manifest,
-    )
+    from lesionseg.evaluation.out_of_distribution import evaluate_gate
     from lesionseg.model_card import detection_summaries, detection_table
 
-    if predictor.gate is None:
-        raise ValueError("this model has no out-of-distribution gate: run `lesionseg calibrate-ood` first")
-    limit = arguments.limit or None
-    in_domain_paths = held_out_dermoscopy(arguments.data_root, arguments.sets, "report", model_split(predictor))
-    scores = {
-        kind: {
-            name: image_scores(predictor, paths[:limit], name, arguments.samples, arguments.seed, tta=arguments.tta)
-            for name, paths in paths_by_name.items()
-        }
-        for kind, paths_by_name in (("in", in_domain_paths), ("out", read_ood_manifest(arguments.ood)))
-    }
-    gate = {
-        kind: {name: predictor.gate.scores(result["features"]) for name, result in results.items()}
-        for kind, results in scores.items()
-    }
-    dropout = {
-        kind: {name: result["uncertainty_score"] for name, result in results.items()}
-        for kind, results in scores.items()
-    }
-    methods = {"ood_gate": detection_report(gate["in"], gate["out"], 1.0)}
-    if predictor.gate.classifier is not None:  # each part alone, at its own threshold: what the other adds
-        components = {
-            kind: {name: predictor.gate.component_scores(result["features"]) for name, result in results.items()}
-            for kind, results in scores.items()
-        }
-        for part in ("distance", "classifier"):
-            alone = {kind: {name: parts[part] for name, parts in sets.items()} for kind, sets in components.items()}
-            methods[f"ood_gate_{part}_alone"] = detection_report(alone["in"], alone["out"], 1.0)
-    methods["mc_dropout_review_flag"] = detection_report(dropout["in"], dropout["out"], predictor.review_threshold)
+    methods = evaluate_gate(
+        predictor,
+        model_split(predictor),
+        arguments.data_root,
+        arguments.sets,
+        arguments.ood,
+        arguments.samples,
+        arguments.seed,
+        arguments.tta,
+        arguments.limit or None,
+    )
     print("\n".join([*detection_table(methods), *detection_summaries(methods)]))
     return {"samples": arguments.samples, "seed": arguments.seed, "methods": methods}
 
 
 def evaluate_coverage(arguments: argparse.Namespace, predictor) -> dict:
-    """Realised miss rate and precision of coverage masks over repeated random calibration/test splits
-    of each set's held-out pairs (validation and test), and of the shipped thresholds on the test split."""
-    import numpy as np
+    from lesionseg.evaluation.coverage import evaluate_coverage_sets, format_coverage_tables
 
-    from lesionseg.data.pairs import discover_pairs
-    from lesionseg.evaluation.coverage import pair_curves, repeated_splits, shipped_thresholds_report
-
-    reports = {}
-    split = model_split(predictor)
-    for set_name in arguments.sets:
-        every_pair = discover_pairs(arguments.data_root / set_name)
-        records = split.select(every_pair, "held-out")
-        records = records[: arguments.limit] if arguments.limit else records
-        missed, precision = pair_curves(predictor, records, arguments.samples, arguments.seed, set_name)
-        reports[set_name] = repeated_splits(missed, precision)
-        if predictor.coverage_thresholds:
-            # From the whole set, not `records`: a test photo is left out when its near-duplicate was trained
-            # on, and the training pairs are not among the held-out ones.
-            testing = {record.identifier for record in split.select(every_pair, "test")}
-            rows = np.array([record.identifier in testing for record in records])
-            reports[set_name]["shipped_on_test_split"] = {
-                "pairs": int(rows.sum()),
-                **shipped_thresholds_report(missed[rows], precision[rows], predictor.coverage_thresholds),
-            }
-    print("| set | coverage | allowed miss | realised miss (mean) | 5–95 % of splits | within bound | precision |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for set_name, report in reports.items():
-        for coverage, row in report["coverages"].items():
-            low, high = row["missed_fraction_5_95"]
-            print(
-                f"| {set_name} | {coverage} | {row['allowed_missed_fraction']:.3f} | {row['missed_fraction_mean']:.4f} "
-                f"| {low:.4f}–{high:.4f} | {row['splits_within_bound']:.0%} | {row['precision_mean']:.4f} |"
-            )
-    print("\nThe shipped thresholds on the test split (never calibrated on):")
-    print("| set | pairs | coverage | threshold | realised miss | precision |\n|---|---:|---:|---:|---:|---:|")
-    for set_name, report in reports.items():
-        shipped = dict(report.get("shipped_on_test_split", {}))
-        pairs = shipped.pop("pairs", 0)
-        for coverage, row in shipped.items():
-            print(
-                f"| {set_name} | {pairs} | {coverage} | {row['threshold']} | {row['missed_fraction']:.4f} "
-                f"| {row['precision']:.4f} |"
-            )
+    limit = arguments.limit or None
+    reports = evaluate_coverage_sets(
+        predictor, model_split(predictor), arguments.data_root, arguments.sets, arguments.samples, arguments.seed, limit
+    )
+    print(format_coverage_tables(reports))
     return {"samples": arguments.samples, "seed": arguments.seed, "sets": reports}
 
 

@@ -303,6 +303,39 @@ def test_an_empty_database_is_migrated_to_the_current_schema(kind, request, tmp_
     plain.dispose()
 
 
+def test_a_case_flagged_not_dermoscopy_goes_to_training_only_when_a_person_confirms_it(service, pictures, tmp_path):
+    flagged = service.upload(pictures["portrait"]).json()
+    assert flagged["out_of_distribution"] is True
+    for status in ("accepted", "corrected"):
+        body = {"status": status, "version": 1}
+        if status == "corrected":
+            body["mask_rle"] = flagged["mask_rle"]
+        refused = service.review(flagged["id"], body)
+        assert refused.status_code == 409, refused.text
+        assert (
+            "not dermoscopy" in refused.json()["detail"] and "confirm_out_of_distribution" in refused.json()["detail"]
+        )
+    assert service.get(f"/cases/{flagged['id']}").json()["review"] == {**flagged["review"]}
+    # Rejecting it needs no confirmation: a rejected case never reaches an export.
+    other = service.upload(pictures["portrait"], seed=1).json()
+    assert service.review(other["id"], {"status": "rejected", "version": 1}).status_code == 200
+    confirmed = service.review(flagged["id"], {"status": "accepted", "version": 1, "confirm_out_of_distribution": True})
+    assert confirmed.status_code == 200, confirmed.text
+    # Even confirmed, an export leaves it out unless asked to keep such cases.
+    lesionseg = [sys.executable, "-m", "lesionseg.cli", "export-reviews"]
+    location = ["--database-url", service.database_url, "--storage-dir", str(service.storage)]
+    for output, extra, kept in (
+        (tmp_path / "plain", [], False),
+        (tmp_path / "all", ["--include-out-of-distribution"], True),
+    ):
+        exported = subprocess.run([*lesionseg, str(output), *location, *extra], capture_output=True, text=True)
+        assert exported.returncode == 0, exported.stderr
+        with open(output / "manifest.csv", newline="") as stream:
+            identifiers = {row["id"] for row in csv.DictReader(stream)}
+        assert (flagged["id"] in identifiers) is kept
+        assert other["id"] not in identifiers
+
+
 def test_reviewed_cases_export_as_a_training_set_that_trains(service, pictures, tmp_path):
     for index in range(4):  # accepted and corrected cases, two of each
         case = service.upload(pictures["dermoscopy"], seed=10 + index).json()

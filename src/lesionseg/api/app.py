@@ -43,6 +43,80 @@ def reviewer_id_secret(settings: Settings) -> bytes:
     return shared_secret(settings.storage_dir)
 
 
+def load_model(settings: Settings) -> Predictor:
+    """Loaded (checksum verified) and warmed before the port opens: a bad checkpoint stops start-up."""
+    predictor = Predictor.from_checkpoint(
+        settings.weights,
+        settings.backend,
+        settings.allow_pickle_checkpoints,
+        settings.inference_threads,
+        settings.max_batch_size,
+        settings.site_profile,
+    )
+    predictor.predict(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8), samples=2, seed=0)
+    return predictor
+
+
+def open_case_store(settings: Settings):
+    """The worklist, migrated and cleared of what a crash or the retention period left, before the port opens;
+    None without a database."""
+    if not settings.database_url:
+        return None
+    from lesionseg.reviews.cases import CaseStore
+
+    store = CaseStore.open(
+        settings.database_url,
+        settings.storage_dir,
+        settings.retention_days,
+        settings.storage_min_free_mb * 1024 * 1024,
+    )
+    store.clean_up(settings.orphan_grace_seconds)
+    return store
+
+
+# The headers a browser on another origin may read: the request id and what a result says about trust.
+EXPOSED_HEADERS = [
+    "X-Request-ID",
+    "X-Lesionseg-Seed",
+    "X-Lesionseg-Threshold",
+    "X-Lesionseg-Out-Of-Distribution",
+    "X-Lesionseg-Ood-Score",
+    "X-Lesionseg-Review-Recommended",
+]
+
+
+def add_middleware(app: FastAPIOffline, settings: Settings, metrics: Metrics) -> None:
+    """Added innermost first: the request context wraps everything, so every answer is logged and counted."""
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+        max_json_body_bytes=settings.max_json_bytes,
+    )
+    if settings.api_key_roles:
+        app.add_middleware(
+            ApiKeyMiddleware, api_key_roles=settings.api_key_roles, identifier_secret=reviewer_id_secret(settings)
+        )
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "X-Request-ID"],
+            expose_headers=EXPOSED_HEADERS,
+        )
+    app.add_middleware(
+        RequestGuardMiddleware,
+        allowed_hosts=allowed_host_names(settings.allowed_hosts, settings.host),
+        cors_origins=settings.cors_origin_list,
+    )
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        request_timeout_seconds=settings.request_timeout_seconds,
+        max_header_count=settings.max_header_count,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPIOffline:
     """The app; `settings` default to the environment (LESIONSEG_*), which is how workers get them."""
     settings = settings or Settings()
@@ -51,28 +125,9 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
 
     @asynccontextmanager
     async def lifespan(app):
-        # Loaded (checksum verified) and warmed before the port opens: a bad checkpoint stops start-up.
-        predictor = Predictor.from_checkpoint(
-            settings.weights,
-            settings.backend,
-            settings.allow_pickle_checkpoints,
-            settings.inference_threads,
-            settings.max_batch_size,
-            settings.site_profile,
-        )
-        predictor.predict(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8), samples=2, seed=0)
-        if settings.database_url:
-            # Migrated, and cleared of what a crash or the retention period left, before the port opens.
-            from lesionseg.reviews.cases import CaseStore
-
-            app.state.case_store = CaseStore.open(
-                settings.database_url,
-                settings.storage_dir,
-                settings.retention_days,
-                settings.storage_min_free_mb * 1024 * 1024,
-            )
-            app.state.case_store.clean_up(settings.orphan_grace_seconds)
-        app.state.predictor = predictor
+        predictor = load_model(settings)
+        app.state.case_store = open_case_store(settings)
+        app.state.predictor = predictor  # ready from here: /ready answers 200
         yield
         app.state.predictor = None
         app.state.inference_executor.shutdown(wait=True)
@@ -103,41 +158,5 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     install_error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(resources.files("lesionseg.api") / "static")), name="static")
-
-    # Added innermost first: the request context wraps everything, so every answer is logged and counted.
-    app.add_middleware(
-        BodySizeLimitMiddleware,
-        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
-        max_json_body_bytes=settings.max_json_bytes,
-    )
-    if settings.api_key_roles:
-        app.add_middleware(
-            ApiKeyMiddleware, api_key_roles=settings.api_key_roles, identifier_secret=reviewer_id_secret(settings)
-        )
-    if settings.cors_origin_list:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
-            allow_headers=["X-API-Key", "Authorization", "X-Request-ID"],
-            expose_headers=[
-                "X-Request-ID",
-                "X-Lesionseg-Seed",
-                "X-Lesionseg-Threshold",
-                "X-Lesionseg-Out-Of-Distribution",
-                "X-Lesionseg-Ood-Score",
-                "X-Lesionseg-Review-Recommended",
-            ],
-        )
-    app.add_middleware(
-        RequestGuardMiddleware,
-        allowed_hosts=allowed_host_names(settings.allowed_hosts, settings.host),
-        cors_origins=settings.cors_origin_list,
-    )
-    app.add_middleware(
-        RequestContextMiddleware,
-        metrics=metrics,
-        request_timeout_seconds=settings.request_timeout_seconds,
-        max_header_count=settings.max_header_count,
-    )
+    add_middleware(app, settings, metrics)
     return app

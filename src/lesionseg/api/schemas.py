@@ -140,3 +140,8 @@ class ReviewChange(BaseModel):
     status: Literal["pending", "accepted", "corrected", "rejected"]
     mask_rle: RunLengthMask | None = Field(None, description="the corrected mask; required with status corrected")
     version: int = Field(ge=1, le=MAX_VERSION, description="the review's version this change was made on")
+    confirm_out_of_distribution: bool = Field(
+        False,
+        description="accepting or correcting a case the gate flagged as not dermoscopy needs this: the reviewer "
+        "confirms that it is dermoscopy, and so that it may be exported for training",
+    )

@@ -2,11 +2,14 @@
 curves at the image's own size; over repeated random calibration/test splits, the realised miss rate.
 """
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.data.pairs import PairRecord, read_image, read_truth
+from lesionseg.data.pairs import PairRecord, discover_pairs, read_image, read_truth
+from lesionseg.data.splits import Split
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.coverage import (
     THRESHOLD_GRID,
@@ -81,3 +84,61 @@ def repeated_splits(
             "precision_mean": float(precisions.mean()),
         }
     return {"pairs": count, "repeats": repeats, "calibration_fraction": calibration_fraction, "coverages": report}
+
+
+def evaluate_coverage_sets(
+    predictor: Predictor,
+    split: Split,
+    data_root: Path,
+    sets: list[str],
+    samples: int,
+    seed: int,
+    limit: int | None = None,
+) -> dict[str, dict]:
+    """Realised miss rate and precision of coverage masks over repeated random calibration/test splits
+    of each set's held-out pairs (validation and test), and of the shipped thresholds on the test split."""
+    reports = {}
+    for set_name in sets:
+        every_pair = discover_pairs(data_root / set_name)
+        records = split.select(every_pair, "held-out")[:limit]
+        missed, precision = pair_curves(predictor, records, samples, seed, set_name)
+        reports[set_name] = repeated_splits(missed, precision)
+        if predictor.coverage_thresholds:
+            # From the whole set, not `records`: a test photo is left out when its near-duplicate was trained
+            # on, and the training pairs are not among the held-out ones.
+            testing = {record.identifier for record in split.select(every_pair, "test")}
+            rows = np.array([record.identifier in testing for record in records])
+            reports[set_name]["shipped_on_test_split"] = {
+                "pairs": int(rows.sum()),
+                **shipped_thresholds_report(missed[rows], precision[rows], predictor.coverage_thresholds),
+            }
+    return reports
+
+
+def format_coverage_tables(reports: dict[str, dict]) -> str:
+    lines = [
+        "| set | coverage | allowed miss | realised miss (mean) | 5–95 % of splits | within bound | precision |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for set_name, report in reports.items():
+        for coverage, row in report["coverages"].items():
+            low, high = row["missed_fraction_5_95"]
+            lines.append(
+                f"| {set_name} | {coverage} | {row['allowed_missed_fraction']:.3f} | {row['missed_fraction_mean']:.4f} "
+                f"| {low:.4f}–{high:.4f} | {row['splits_within_bound']:.0%} | {row['precision_mean']:.4f} |"
+            )
+    lines += [
+        "",
+        "The shipped thresholds on the test split (never calibrated on):",
+        "| set | pairs | coverage | threshold | realised miss | precision |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for set_name, report in reports.items():
+        shipped = dict(report.get("shipped_on_test_split", {}))
+        pairs = shipped.pop("pairs", 0)
+        for coverage, row in shipped.items():
+            lines.append(
+                f"| {set_name} | {pairs} | {coverage} | {row['threshold']} | {row['missed_fraction']:.4f} "
+                f"| {row['precision']:.4f} |"
+            )
+    return "\n".join(lines)

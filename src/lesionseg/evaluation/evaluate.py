@@ -57,6 +57,31 @@ def evaluate_pairs(
     return mean_scores(scores), rows
 
 
+def evaluate_sets(
+    predictor: Predictor,
+    records_by_set: dict[str, list[PairRecord]],
+    samples: int,
+    seed: int,
+    tta: bool = False,
+    with_uncertainty: bool = False,
+) -> tuple[dict, dict, dict, dict]:
+    """Each set's mean metrics, pair count, per-image rows and (`with_uncertainty`) uncertainty report."""
+    results, counts, per_image, uncertainty = {}, {}, {}, {}
+    for set_name, records in records_by_set.items():
+        accumulators = (
+            {"std": PixelAccumulator(uncertainty_max=0.5), "entropy": PixelAccumulator(uncertainty_max=1.0)}
+            if with_uncertainty
+            else None
+        )
+        results[set_name], per_image[set_name] = evaluate_pairs(
+            predictor, records, samples, seed, pixel_accumulators=accumulators, tta=tta
+        )
+        counts[set_name] = len(records)
+        if accumulators:
+            uncertainty[set_name] = uncertainty_report(accumulators, per_image[set_name], predictor.review_threshold)
+    return results, counts, per_image, uncertainty
+
+
 def uncertainty_report(accumulators: dict[str, PixelAccumulator], rows: list[dict], review_threshold: float) -> dict:
     scores = np.array([row["uncertainty_score"] for row in rows])
     jaccards = np.array([row["jaccard"] for row in rows])

@@ -285,3 +285,48 @@ def read_ood_manifest(folder: Path) -> dict[str, list[Path]]:
         for row in csv.DictReader(stream):
             groups.setdefault(row["group"], []).append(Path(folder) / row["path"])
     return groups
+
+
+def evaluate_gate(
+    predictor: Predictor,
+    split: Split,
+    data_root: Path,
+    sets: list[str],
+    ood_manifest: Path,
+    samples: int,
+    seed: int,
+    tta: bool = False,
+    limit: int | None = None,
+) -> dict:
+    """The gate and, as the alternative, MC-dropout's review flag, on held-out dermoscopy that chose
+    nothing (the test split, the unlabeled ISIC sets) against the non-dermoscopic evaluation set: a
+    detection report per method."""
+    if predictor.gate is None:
+        raise ValueError("this model has no out-of-distribution gate: run `lesionseg calibrate-ood` first")
+    in_domain_paths = held_out_dermoscopy(data_root, sets, "report", split)
+    scores = {
+        kind: {
+            name: image_scores(predictor, paths[:limit], name, samples, seed, tta=tta)
+            for name, paths in paths_by_name.items()
+        }
+        for kind, paths_by_name in (("in", in_domain_paths), ("out", read_ood_manifest(ood_manifest)))
+    }
+    gate = {
+        kind: {name: predictor.gate.scores(result["features"]) for name, result in results.items()}
+        for kind, results in scores.items()
+    }
+    dropout = {
+        kind: {name: result["uncertainty_score"] for name, result in results.items()}
+        for kind, results in scores.items()
+    }
+    methods = {"ood_gate": detection_report(gate["in"], gate["out"], 1.0)}
+    if predictor.gate.classifier is not None:  # each part alone, at its own threshold: what the other adds
+        components = {
+            kind: {name: predictor.gate.component_scores(result["features"]) for name, result in results.items()}
+            for kind, results in scores.items()
+        }
+        for part in ("distance", "classifier"):
+            alone = {kind: {name: parts[part] for name, parts in sets.items()} for kind, sets in components.items()}
+            methods[f"ood_gate_{part}_alone"] = detection_report(alone["in"], alone["out"], 1.0)
+    methods["mc_dropout_review_flag"] = detection_report(dropout["in"], dropout["out"], predictor.review_threshold)
+    return methods

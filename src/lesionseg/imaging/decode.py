@@ -47,6 +47,7 @@ class DecodedImage:
     rgb: np.ndarray  # H×W×3 uint8, possibly reduced in scale
     original_width: int
     original_height: int
+    format: str | None = None  # Pillow's name (JPEG, PNG, ...) for decoded bytes; None for arrays
 
 
 # Alpha premultiplied into the colours: Pillow has them, and converts them only to straight alpha.
@@ -130,6 +131,7 @@ def decode_bytes(data: bytes, max_pixels: int, min_side: int, draft_size: int | 
         raise ImageRejected(400, "the image header cannot be read: the file is damaged or not what it claims") from None
 
     width, height = image.size
+    file_format = image.format
     check_pixel_count(width, height, max_pixels)
     if min(width, height) < min_side:
         raise ImageRejected(422, f"the image is {width}×{height}; each side must be at least {min_side} pixels")
@@ -155,4 +157,4 @@ def decode_bytes(data: bytes, max_pixels: int, min_side: int, draft_size: int | 
         raise ImageRejected(415, "multi-frame images (animations, stacks) are not supported: send one still image")
     if orientation in TRANSPOSING_ORIENTATIONS:
         width, height = height, width
-    return DecodedImage(rgb=np.asarray(image), original_width=width, original_height=height)
+    return DecodedImage(np.asarray(image), width, height, file_format)

@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from lesionseg.imaging.regions import rle_decode, rle_encode
 from lesionseg.reviews.database import Case, Review, connect
-from lesionseg.reviews.errors import CaseNotFound, ImageMissing, InvalidCursor, InvalidMask, StaleReview
+from lesionseg.reviews.errors import (
+    CaseNotFound,
+    ImageMissing,
+    InvalidCursor,
+    InvalidMask,
+    StaleReview,
+    UnconfirmedOutOfDistribution,
+)
 from lesionseg.reviews.storage import DEFAULT_ORPHAN_GRACE_SECONDS, ImageStore
 from lesionseg.segmenter import PredictionRequest, Result
 
@@ -242,13 +249,22 @@ class CaseStore:
             return current_mask(self.find(session, case_id), source)
 
     def review(
-        self, case_id: str, status: str, mask_rle: dict | None, version: int, reviewer_key_id: str | None
+        self,
+        case_id: str,
+        status: str,
+        mask_rle: dict | None,
+        version: int,
+        reviewer_key_id: str | None,
+        confirm_out_of_distribution: bool = False,
     ) -> dict:
-        """Sets the verdict if `version` is still the review's version; StaleReview otherwise."""
+        """Sets the verdict if `version` is still the review's version; StaleReview otherwise. Accepting or
+        correcting a case the gate flagged needs `confirm_out_of_distribution`: those verdicts send it to training."""
         if (status == "corrected") != (mask_rle is not None):
             raise InvalidMask("a corrected mask comes with status 'corrected', and 'corrected' needs one")
         with self.sessions.begin() as session:
             case = self.find(session, case_id)
+            if case.out_of_distribution and status in ("accepted", "corrected") and not confirm_out_of_distribution:
+                raise UnconfirmedOutOfDistribution(status)
             if mask_rle is not None:
                 check_mask(mask_rle, case.height, case.width)
             changed = session.execute(

@@ -27,6 +27,17 @@ class StaleReview(CaseError):
         self.current_version = current_version
 
 
+class UnconfirmedOutOfDistribution(CaseError):
+    """A verdict that would put a picture the gate called "not dermoscopy" into the training set, unconfirmed."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(
+            409,
+            f"this case was flagged as probably not dermoscopy; to mark it {status}, and so let it into an export "
+            'for training, confirm that it is dermoscopy: send "confirm_out_of_distribution": true',
+        )
+
+
 class InvalidMask(CaseError):
     def __init__(self, message: str) -> None:
         super().__init__(422, message)

@@ -310,7 +310,38 @@ def train(options: TrainingOptions) -> Path:
         return train_in_process(options, launch)
 
 
-def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
+def training_dataset(
+    records: list[PairRecord], options: TrainingOptions, config: ModelConfig, launch: Launch
+) -> AugmentedPairs:
+    images, masks = load_square_arrays(records, config.input_size, "decoding training pairs", launch.is_main)
+    camera_shifts = options.augmentation == "camera"
+    return AugmentedPairs(images, masks, config.mean, config.std, augment=True, camera_shifts=camera_shifts)
+
+
+def initialised_model(options: TrainingOptions, config: ModelConfig) -> tuple[SegmentationNetwork, str]:
+    """The model and what its weights started from: a checkpoint to fine-tune, ImageNet's encoder, or nothing."""
+    model = create_model(config)
+    if options.initial_weights:
+        model.load_state_dict(initial_state(options.initial_weights, config), strict=True)
+        sha256 = file_sha256(options.initial_weights)
+        return model, f"fine-tuned from {options.initial_weights} (sha256 {sha256})"
+    if options.encoder_weights == "imagenet":
+        return model, load_imagenet_weights(model.encoder, config.encoder_name)
+    return model, "none (random initialisation)"
+
+
+def data_record(options: TrainingOptions, training_pairs: int, validation_pairs: int) -> dict:
+    return {
+        "sets": list(options.sets),
+        "training_pairs": training_pairs,
+        "validation_pairs": validation_pairs,
+        "split": "sha256 of (split_seed, source, group) < held_out_fraction is held out; "
+        "half of that (by a second hash) is validation, half test. A group is a lesion "
+        "joined with its listed near-duplicates",
+    }
+
+
+def prepare_process(options: TrainingOptions, launch: Launch) -> None:
     if options.batch_size % launch.world_size:
         raise ValueError(
             f"--batch-size {options.batch_size} is the global batch; it must divide evenly"
@@ -321,6 +352,10 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
     # Rank 0 draws what one process would; the other ranks augment their shares differently.
     # The epoch's order of pairs does not come from these streams, so it is the same on every rank.
     seed_everything(options.seed + launch.rank)
+
+
+def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
+    prepare_process(options, launch)
     config = get_config(options.model)
     output_directory = Path(options.output_directory)
     output_directory.mkdir(parents=True, exist_ok=True)
@@ -328,26 +363,9 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
     best_path = output_directory / "best.safetensors"
 
     split, training_records, validation_records = load_records(options)
-    training_images, training_masks = load_square_arrays(
-        training_records, config.input_size, "decoding training pairs", show_progress=launch.is_main
-    )
-    dataset = AugmentedPairs(
-        training_images,
-        training_masks,
-        config.mean,
-        config.std,
-        augment=True,
-        camera_shifts=options.augmentation == "camera",
-    )
+    dataset = training_dataset(training_records, options, config, launch)
     validation_sets = load_validation_sets(validation_records, options.sets, config.input_size, launch.is_main)
-
-    model = create_model(config)
-    encoder_weights = "none (random initialisation)"
-    if options.initial_weights:
-        model.load_state_dict(initial_state(options.initial_weights, config), strict=True)
-        encoder_weights = f"fine-tuned from {options.initial_weights} (sha256 {file_sha256(options.initial_weights)})"
-    elif options.encoder_weights == "imagenet":
-        encoder_weights = load_imagenet_weights(model.encoder, config.encoder_name)
+    model, encoder_weights = initialised_model(options, config)
     device = launch.device
     model.to(device, memory_format=memory_format(device))
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
@@ -393,30 +411,17 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
         if selection > state.best_jaccard:
             state.best_jaccard = selection
             if launch.is_main:
-                save_checkpoint(
-                    model,
-                    config,
-                    best_path,
-                    metadata={
-                        "training": {
-                            "command": " ".join(options.command),
-                            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-                            "encoder_weights": encoder_weights,
-                            "split": split.record(),
-                            "data": {
-                                "sets": list(options.sets),
-                                "training_pairs": len(training_records),
-                                "validation_pairs": len(validation_records),
-                                "split": "sha256 of (split_seed, source, group) < held_out_fraction is held out; "
-                                "half of that (by a second hash) is validation, half test. A group is a lesion "
-                                "joined with its listed near-duplicates",
-                            },
-                            "epoch": state.epoch + 1,
-                            "processes": launch.world_size,
-                        },
-                        "validation_during_training": row,
-                    },
-                )
+                training = {
+                    "command": " ".join(options.command),
+                    "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+                    "encoder_weights": encoder_weights,
+                    "split": split.record(),
+                    "data": data_record(options, len(training_records), len(validation_records)),
+                    "epoch": state.epoch + 1,
+                    "processes": launch.world_size,
+                }
+                metadata = {"training": training, "validation_during_training": row}
+                save_checkpoint(model, config, best_path, metadata=metadata)
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
         if launch.is_main:
             write_logs(output_directory, state.history)

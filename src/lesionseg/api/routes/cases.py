@@ -6,13 +6,11 @@ saying so. Readers may look, reviewers may also add and review, admins may also 
 a stale review or a bad mask raise `reviews.errors.CaseError`, which the service's error handlers answer.
 """
 
-import io
 from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Path, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from PIL import Image
 
 from lesionseg.api.deps import (
     AdminDependency,
@@ -43,7 +41,7 @@ def segment_and_store(
 ) -> dict:
     with budget.reserve(estimate_bytes(data, "json")):
         result = segment_upload(data, segmenter, request)
-        media_type = MEDIA_TYPES.get(Image.open(io.BytesIO(data)).format, "application/octet-stream")
+        media_type = MEDIA_TYPES.get(result.decoded.format, "application/octet-stream")
         # What follows the picture's own end (a JPEG's EOI, a PNG's IEND) is no part of it, and is not kept.
         case = store.add(data[: image_length(data)], media_type, result, request)
     store.expire_old_cases()
@@ -136,7 +134,8 @@ def review_case(
 ) -> dict:
     """Accept the model's mask, save a corrected one, reject the case, or set it back to pending."""
     mask = change.mask_rle.model_dump() if change.mask_rle is not None else None
-    return store.review(case_id, change.status, mask, change.version, caller.key_id)
+    confirmed = change.confirm_out_of_distribution
+    return store.review(case_id, change.status, mask, change.version, caller.key_id, confirmed)
 
 
 @router.delete("/cases/{case_id}", status_code=204, response_class=Response, responses=RESPONSES)

@@ -214,6 +214,13 @@ async function decide(status) {
   showError("");
   const body = { status, version: state.current.review.version };
   if (status === "corrected") body.mask_rle = maskRle();
+  if (state.current.out_of_distribution && (status === "accepted" || status === "corrected")) {
+    /* Accepted and corrected cases are exported for training: a picture the gate doubted needs a person's word. */
+    const question = "This picture was flagged as probably not dermoscopy. Marking it " + status +
+      " lets it into an export for training. Is it a dermoscopic image of a skin lesion?";
+    if (!window.confirm(question)) return;
+    body.confirm_out_of_distribution = true;
+  }
   try {
     const response = await api(`cases/${state.current.id}/review`, {
       method: "PUT", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -226,8 +233,9 @@ async function decide(status) {
     document.getElementById("saved").textContent = `Saved: ${status} (version ${saved.review.version}).`;
   } catch (failure) {
     if (failure.status === 409) {
-      showError("Someone else changed this case meanwhile; it has been reloaded, decide again.");
+      /* Reloaded first: opening a case clears the message, and this one must stay on screen. */
       await openCase(state.current.id);
+      showError(`Not saved: ${failure.message}. The case has been reloaded; decide again.`);
     } else {
       showError(failure.message);
     }

@@ -1,7 +1,7 @@
-"""The packages import one another in one direction: no loop between any two of them, however long.
+"""The shape of the code, kept: packages import one another in one direction, and functions stay short.
 
-A loop (backends -> model -> backends) means neither can be understood, tested or moved alone. Lazy imports
-inside functions count too: they are the same dependency, only later."""
+A package loop (backends -> model -> backends) means neither can be understood, tested or moved alone. Lazy
+imports inside functions count too: they are the same dependency, only later."""
 
 import ast
 from collections import defaultdict
@@ -55,3 +55,17 @@ def test_no_package_imports_one_that_imports_it_back():
         if reaches(target, source)
     ]
     assert not loops, "\n".join(sorted(loops))
+
+
+LONGEST_FUNCTION_LINES = 80
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONGEST_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}: {lines} lines")
+    assert not long, "\n".join(long)
