@@ -17,6 +17,7 @@ def predictors() -> dict[str, Predictor]:
     return {name: Predictor.from_checkpoint(DEFAULT_WEIGHTS, name) for name in ("onnx", "onnx-int8")}
 
 
+@pytest.mark.slow  # quantises, or runs two graphs, over real images
 def test_int8_trunk_moves_the_mask_boundary_by_no_more_than_its_precision(predictors, isic_validation_pairs):
     """On any x86 CPU, VNNI or not: see tests/backends/mask_agreement.py for the bound."""
     input_size = predictors["onnx"].config.input_size
@@ -43,6 +44,7 @@ def test_int8_trunk_is_refused_when_it_does_not_belong_to_the_float_export():
     assert OnnxBackend(DEFAULT_WEIGHTS, never_quantised).has_descriptor, "the float backend does not need it"
 
 
+@pytest.mark.slow  # quantises, or runs two graphs, over real images
 def test_quantise_calibrates_on_training_images_only_and_records_the_graph(data_root, tmp_path):
     pytest.importorskip("onnx", reason="quantising needs onnx, part of lesionseg[train]")
     from lesionseg.backends.quantise import calibration_image_paths, quantise_trunk
