@@ -182,6 +182,13 @@ def test_bad_reviews_get_a_clear_4xx(service, pictures):
     assert service.review(case["id"], {"status": "corrected", "version": 1}).status_code == 422
     assert service.review(case["id"], {"status": "approved", "version": 1}).status_code == 422
     assert service.review("0" * 32, {"status": "accepted", "version": 1}).status_code == 404
+    # A body that is not even text: a 400 in our words, never the framework's.
+    garbled = httpx.put(
+        f"{service.url}/cases/{case['id']}/review",
+        content=b"\xca\xff{",
+        headers={**as_("reviewer"), "Content-Type": "application/json"},
+    )
+    assert garbled.status_code == 400 and "UTF-8 JSON" in garbled.json()["detail"], garbled.text
     assert service.get("/cases/not-an-id").status_code in (404, 422)
     assert service.get(f"/cases/{case['id']}").json()["review"]["version"] == 1
 

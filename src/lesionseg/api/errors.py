@@ -18,7 +18,18 @@ class RequestRejected(HTTPException):
         super().__init__(status_code=status_code, detail=detail, headers=headers)
 
 
+# FastAPI's own words when a body cannot even be decoded (JSON that is not UTF-8, say), and ours for it.
+FASTAPI_BODY_ERROR = "There was an error parsing the body"
+UNREADABLE_BODY = "the request body cannot be read: send UTF-8 JSON, or multipart/form-data, as this route documents"
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HTTPException)
+    async def http_exception(request: Request, error: HTTPException) -> JSONResponse:
+        """Our refusals as they are; a library's vague body error in our words."""
+        detail = UNREADABLE_BODY if error.detail == FASTAPI_BODY_ERROR else error.detail
+        return JSONResponse(status_code=error.status_code, content={"detail": detail}, headers=error.headers)
+
     @app.exception_handler(ImageRejected)
     async def image_rejected(request: Request, error: ImageRejected) -> JSONResponse:
         return JSONResponse(status_code=error.status_code, content={"detail": error.message})

@@ -125,7 +125,11 @@ def case_mask(
     )
 
 
-@router.put("/cases/{case_id}/review", response_model=CaseBody, responses={**RESPONSES, 409: {"model": ErrorBody}})
+@router.put(
+    "/cases/{case_id}/review",
+    response_model=CaseBody,
+    responses={**RESPONSES, 400: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
 def review_case(
     case_id: CaseId,
     change: ReviewChange,
