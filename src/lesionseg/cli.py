@@ -56,9 +56,9 @@ def run_train(arguments: argparse.Namespace) -> None:
     from lesionseg.training.loop import train
     from lesionseg.training.options import TrainingOptions
 
-    given = {
-        option.name: getattr(arguments, option.name) for option in fields(TrainingOptions) if option.name != "command"
-    }
+    # The fields that are flags (add_train_parser's rule); `command` records how the run was started.
+    flags = [option.name for option in fields(TrainingOptions) if option.metadata.get("flag") is not False]
+    given = {name: getattr(arguments, name) for name in flags}
     given["sets"] = tuple(given["sets"])
     best = train(TrainingOptions(**given, command=["lesionseg", *sys.argv[1:]]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, every rank returns here; one says it
