@@ -41,12 +41,22 @@ def test_paint_a_correction_save_reload_and_it_persisted(service, real_image_pat
         wait_until(page, "document.getElementById('canvas').width > 0")
         # A stroke across the top-left corner of the image, where the model found no lesion.
         box = page.locator("#canvas").bounding_box()
-        page.mouse.move(box["x"] + 0.05 * box["width"], box["y"] + 0.08 * box["height"])
-        page.mouse.down()
-        for step in range(1, 11):
-            page.mouse.move(box["x"] + (0.05 + 0.025 * step) * box["width"], box["y"] + 0.08 * box["height"])
-        page.mouse.up()
+
+        def stroke() -> None:
+            page.mouse.move(box["x"] + 0.05 * box["width"], box["y"] + 0.08 * box["height"])
+            page.mouse.down()
+            for step in range(1, 11):
+                page.mouse.move(box["x"] + (0.05 + 0.025 * step) * box["width"], box["y"] + 0.08 * box["height"])
+            page.mouse.up()
+
+        stroke()
         assert page.is_enabled("#undo")
+        # Ctrl+Z from the page body undoes the stroke, and never reaches back into the API key field.
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.keyboard.press("Control+z")
+        assert page.input_value("#api-key") == KEYS["reviewer"]
+        assert not page.is_enabled("#undo")
+        stroke()
         page.screenshot(path=str(tmp_path / "editor.png"))
         page.click("#save")
         # Saved, then on to the next case in the list.

@@ -185,6 +185,16 @@ document.getElementById("undo").addEventListener("click", () => {
   document.getElementById("undo").disabled = state.history.length === 0;
   draw();
 });
+/* Ctrl+Z (or ⌘Z) undoes the editor's last stroke wherever the focus is, except in a field, where the browser's
+   own undo belongs to the field. Left to the browser, an undo from the page body reached back into the API key
+   field and emptied it, and every later decision failed. */
+document.addEventListener("keydown", (event) => {
+  const inField = event.target instanceof Element && event.target.closest("input, textarea, select, [contenteditable]");
+  if (inField || !(event.ctrlKey || event.metaKey) || event.key.toLowerCase() !== "z") return;
+  event.preventDefault();
+  const editing = !document.getElementById("case-view").classList.contains("hidden");
+  if (editing && !event.shiftKey) document.getElementById("undo").click();
+});
 document.getElementById("reset").addEventListener("click", async () => {
   remember();
   const { width, height } = state.current.image;
