@@ -81,3 +81,41 @@ def test_paint_a_correction_save_reload_and_it_persisted(service, real_image_pat
     assert np.array_equal(served, corrected)
     listed = {item["id"] for item in service.get("/cases", limit=200).json()["cases"]}
     assert len(listed) == 2 and uploaded["id"] in listed and first in listed
+
+
+def test_a_correction_refused_by_a_409_keeps_its_message_and_its_strokes(service, real_image_path):
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed: `make test` installs it"
+    )
+    case = service.upload(real_image_path.read_bytes(), seed=7).json()
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(service.url + "/review")
+        page.fill("#api-key", KEYS["reviewer"])
+        page.dispatch_event("#api-key", "change")
+        page.wait_for_selector(f"#worklist li[data-id='{case['id']}']", timeout=30_000)
+        page.click(f"#worklist li[data-id='{case['id']}']")
+        page.wait_for_selector("#case-view:not(.hidden)")
+        wait_until(page, "document.getElementById('canvas').width > 0")
+        box = page.locator("#canvas").bounding_box()
+        page.mouse.move(box["x"] + 0.05 * box["width"], box["y"] + 0.08 * box["height"])
+        page.mouse.down()
+        for step in range(1, 11):
+            page.mouse.move(box["x"] + (0.05 + 0.025 * step) * box["width"], box["y"] + 0.08 * box["height"])
+        page.mouse.up()
+        # Meanwhile another reviewer accepts the case.
+        assert service.review(case["id"], {"status": "accepted", "version": 1}).status_code == 200
+        page.click("#save")
+        wait_until(page, "document.getElementById('error').textContent.includes('Not saved')")
+        assert "version 1" in page.inner_text("#error") and "strokes kept" in page.inner_text("#error")
+        # Deciding again, on the latest version, saves the strokes that were refused.
+        page.click("#save")
+        wait_until(page, "document.getElementById('saved').textContent.includes('corrected')")
+        browser.close()
+    saved = service.get(f"/cases/{case['id']}").json()
+    assert saved["review"]["status"] == "corrected" and saved["review"]["version"] == 3
+    corrected, model = rle_decode(saved["review"]["mask_rle"]), rle_decode(case["mask_rle"])
+    height, width = corrected.shape
+    row, columns = int(0.08 * height), slice(int(0.06 * width), int(0.29 * width))
+    assert corrected[row - 4 : row + 4, columns].all() and not model[row - 4 : row + 4, columns].any()

@@ -243,9 +243,21 @@ async function decide(status) {
     document.getElementById("saved").textContent = `Saved: ${status} (version ${saved.review.version}).`;
   } catch (failure) {
     if (failure.status === 409) {
-      /* Reloaded first: opening a case clears the message, and this one must stay on screen. */
-      await openCase(state.current.id);
-      showError(`Not saved: ${failure.message}. The case has been reloaded; decide again.`);
+      /* The case is reloaded, with the reviewer's strokes laid back on it (the reloaded mask one Undo away),
+         and the reason stays on screen: opening a case clears the message, so it is shown after. */
+      const mine = state.mask;
+      const caseId = state.current.id;
+      await openCase(caseId);
+      const same = state.current && state.current.id === caseId && mine.width === state.mask.width &&
+        mine.height === state.mask.height;
+      if (same && status === "corrected") {
+        remember();
+        state.mask = mine;
+        draw();
+      }
+      showError(`Not saved: ${failure.message}. The case has been reloaded` +
+        (same && status === "corrected" ? " with your strokes kept (Undo shows the saved mask)" : "") +
+        "; decide again.");
     } else {
       showError(failure.message);
     }
