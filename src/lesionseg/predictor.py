@@ -45,6 +45,8 @@ class Prediction:
     ood_score: float | None = None
     # The coverage whose conformal threshold made the mask (None: the plain `threshold` did).
     coverage: float | None = None
+    # The trunk's image descriptor, which the gate scored (None when the trunk gives none).
+    descriptor: np.ndarray | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -246,7 +248,8 @@ class Predictor:
             logits = pooled_views(logits)
         maps = summarise(logits, self.temperature)
         # The first view is the image as given; flipped views describe the same picture.
-        ood_score = float(self.gate.scores(descriptor[:1])[0]) if self.gate is not None else None
+        image_descriptor = None if descriptor is None else descriptor[0]
+        ood_score = float(self.gate.scores(image_descriptor[None])[0]) if self.gate is not None else None
         sampled = time.perf_counter()
         model_probability = maps.mean_probability[0]
         return Prediction(
@@ -260,6 +263,7 @@ class Predictor:
             uncertainty_score=expected_dice_error(model_probability, model_probability >= threshold),
             ood_score=ood_score,
             coverage=coverage,
+            descriptor=image_descriptor,
             timings_ms={
                 "preprocess": round((prepared - started) * 1000, 2),
                 "inference": round((sampled - prepared) * 1000, 2),

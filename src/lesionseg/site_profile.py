@@ -10,17 +10,14 @@ the gate's two thresholds, the review threshold and the coverage thresholds. It 
 import json
 from pathlib import Path
 
+from lesionseg.files import write_atomically
 from lesionseg.model.sidecar import CheckpointError, file_sha256
 
 PROFILE_FORMAT = "lesionseg-site-profile/1"
 
 
 def write_site_profile(path: Path, profile: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps({"format": PROFILE_FORMAT, **profile}, indent=2) + "\n")
-    temporary.replace(path)
+    write_atomically(path, (json.dumps({"format": PROFILE_FORMAT, **profile}, indent=2) + "\n").encode())
 
 
 def read_site_profile(path: Path) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lesionseg.batch.inputs import JobImage
 from lesionseg.batch.worker import RESULT_COLUMNS, ImageOutcome, JobSettings, failed_row, output_files
+from lesionseg.files import write_atomically
 from lesionseg.model.sidecar import read_sidecar
 
 # Settings that change an image's outputs: a rerun with other values would mix two jobs in one table.
@@ -39,13 +40,6 @@ def as_written(row: dict) -> dict:
         else value
         for key, value in row.items()
     }
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)  # a reader, or a crash, sees the old file or the new one, never half
 
 
 def job_description(job: JobSettings) -> dict:

@@ -69,9 +69,12 @@ def image_scores(
             continue
         if reduce_with is not None:
             rgb = reduced(rgb, reduce_with)
-        features.append(descriptor(predictor, rgb))
-        if samples:
-            uncertainty.append(predictor.predict(rgb, samples=samples, seed=seed, tta=tta).uncertainty_score)
+        if not samples:
+            features.append(descriptor(predictor, rgb))
+            continue
+        prediction = predictor.predict(rgb, samples=samples, seed=seed, tta=tta)  # one trunk run gives both
+        features.append(prediction.descriptor)
+        uncertainty.append(prediction.uncertainty_score)
     return {"features": np.array(features), "uncertainty_score": np.array(uncertainty)}
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionseg.data.pairs import PairRecord, discover_pairs, read_image, read_truth
-from lesionseg.evaluation.out_of_distribution import descriptor, image_scores, read_ood_manifest
+from lesionseg.evaluation.out_of_distribution import image_scores, read_ood_manifest
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.coverage import THRESHOLD_GRID, calibrated_thresholds, missed_fraction_curve
 from lesionseg.uncertainty.out_of_distribution import sigmoid
@@ -55,10 +55,10 @@ def measure_cases(predictor: Predictor, records: list[PairRecord], samples: int,
     distances, logits, scores, curves = [], [], [], []
     for record in tqdm(records, desc="site cases", unit="case"):
         rgb, truth = read_image(record.image_path), read_truth(record.mask_path)
-        features = descriptor(predictor, rgb)[None]
+        prediction = predictor.predict(rgb, samples=samples, seed=seed)  # its trunk run gives the descriptor too
+        features = prediction.descriptor[None]
         distances.append(gate.summary.distances(features)[0])
         logits.append(gate.classifier.logits(features)[0] if gate.classifier is not None else np.nan)
-        prediction = predictor.predict(rgb, samples=samples, seed=seed)
         scores.append(prediction.uncertainty_score)
         curves.append(missed_fraction_curve(prediction.mean_probability, truth))
     return SiteCases(

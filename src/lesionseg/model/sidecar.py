@@ -3,11 +3,10 @@ it vouches for lie (the ONNX graphs, the int8 trunk), checked against it. No tor
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from lesionseg.files import write_atomically
 from lesionseg.model.config import ModelConfig
 
 SIDECAR_FORMAT_VERSION = 1
@@ -46,14 +45,7 @@ def update_sidecar(weights_path: Path, key: str, value: Any) -> None:
     path = sidecar_path(weights_path)
     sidecar = json.loads(path.read_text())
     sidecar[key] = value
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w") as stream:
-            stream.write(json.dumps(sidecar, indent=2) + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, (json.dumps(sidecar, indent=2) + "\n").encode())
 
 
 def config_from_sidecar(sidecar: dict[str, Any]) -> ModelConfig:
