@@ -36,14 +36,17 @@ MEDIA_TYPES |= {"BMP": "image/bmp", "WEBP": "image/webp", "GIF": "image/gif"}
 RESPONSES = {status: {"model": ErrorBody} for status in (401, 403, 404, 422)}
 
 
+def store_upload(data: bytes, segmenter: Segmenter, request: PredictionRequest, store) -> dict:
+    result = segment_upload(data, segmenter, request)
+    media_type = MEDIA_TYPES.get(result.decoded.format, "application/octet-stream")
+    # What follows the picture's own end (a JPEG's EOI, a PNG's IEND) is no part of it, and is not kept.
+    return store.add(data[: image_length(data)], media_type, result, request)
+
+
 def segment_and_store(
     data: bytes, segmenter: Segmenter, request: PredictionRequest, budget: MemoryBudget, store
 ) -> dict:
-    with budget.reserve(estimate_bytes(data, "json")):
-        result = segment_upload(data, segmenter, request)
-        media_type = MEDIA_TYPES.get(result.decoded.format, "application/octet-stream")
-        # What follows the picture's own end (a JPEG's EOI, a PNG's IEND) is no part of it, and is not kept.
-        case = store.add(data[: image_length(data)], media_type, result, request)
+    case = budget.run(estimate_bytes(data, "json"), partial(store_upload, data, segmenter, request, store))
     store.expire_old_cases()
     return case
 

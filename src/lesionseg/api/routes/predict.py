@@ -119,15 +119,21 @@ def trust_headers(result: Result) -> dict[str, str]:
     }
 
 
+def render_upload(
+    data: bytes, segmenter: Segmenter, request: PredictionRequest, response: ResponseFormat
+) -> tuple[bytes, str, dict[str, str]]:
+    result = segment_upload(data, segmenter, request, response.shows_photo)
+    content = result.render(response.format, response.heatmap, response.include_images)
+    return content, MEDIA_TYPES[response.format], trust_headers(result)
+
+
 def predict_and_render(
     data: bytes, segmenter: Segmenter, request: PredictionRequest, response: ResponseFormat, budget: MemoryBudget
 ) -> tuple[bytes, str, dict[str, str]]:
     """Blocking work (decode, inference, render): runs in a worker thread, off the event loop, once the
     memory its image needs is reserved."""
-    with budget.reserve(estimate_bytes(data, response.memory_profile)):
-        result = segment_upload(data, segmenter, request, response.shows_photo)
-        content = result.render(response.format, response.heatmap, response.include_images)
-        return content, MEDIA_TYPES[response.format], trust_headers(result)
+    estimate = estimate_bytes(data, response.memory_profile)
+    return budget.run(estimate, partial(render_upload, data, segmenter, request, response))
 
 
 @router.post("/predict/", response_class=Response, responses=PREDICT_RESPONSES)
@@ -160,8 +166,7 @@ async def predict(
 
 
 def summarise_upload(data: bytes, segmenter: Segmenter, request: PredictionRequest, budget: MemoryBudget) -> dict:
-    with budget.reserve(estimate_bytes(data, "json")):
-        return segment_upload(data, segmenter, request).to_json()
+    return budget.run(estimate_bytes(data, "json"), lambda: segment_upload(data, segmenter, request).to_json())
 
 
 @router.post("/predict/batch", response_model=BatchResult, responses=ERROR_RESPONSES)
