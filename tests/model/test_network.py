@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from lesionseg.model.config import MODEL_CONFIGS
+from lesionseg.model.config import MODEL_CONFIGS, ModelConfig, get_config
 from lesionseg.model.decoder import ChannelDropout
 from lesionseg.model.factory import create_model
 from lesionseg.model.pretrained import load_imagenet_weights
+from lesionseg.uncertainty.sampling import draw_channel_masks
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
@@ -58,3 +59,26 @@ def test_trunk_and_tail_compose_to_the_forward_pass():
     image = torch.randn(1, 3, 192, 192)
     with torch.no_grad():
         assert torch.allclose(model(image), model.forward_tail(model.forward_trunk(image), (192, 192)))
+
+
+@pytest.mark.parametrize(
+    ("name", "placement"),
+    [("efficientnet_lite0_upernet", "fusion"), ("efficientnet_lite0_upernet", "pyramid"), ("seed_swin_upernet", None)],
+)
+def test_samples_from_the_trunk_given_once_equal_the_tail_on_the_trunk_repeated(name, placement):
+    """The served path folds each sample's mask into the head (fusion) or repeats inside the graph (the rest);
+    either must give what the dropout layers give on one copy of the trunk per sample, to float rounding."""
+    overrides = {"dropout_placement": placement} if placement else {}
+    config = ModelConfig(**{**get_config(name).to_dict(), **overrides})
+    model = create_model(config).eval()
+    size = config.input_size
+    images, samples = 2, 5
+    masks = [torch.from_numpy(mask) for mask in draw_channel_masks(config, images * samples, seed=4)]
+    with torch.no_grad():
+        trunk = model.forward_trunk(torch.randn(images, 3, size, size))
+        repeated = [level.repeat_interleave(samples, dim=0) for level in trunk]
+        expected = model.forward_tail(repeated, (size, size), masks)
+        given_once = model.forward_samples(trunk, (size, size), masks)
+    assert given_once.shape == (images * samples, 1, size, size)
+    # float32 sums of 64 products in another order: differences of a few units in the last place of the logits.
+    torch.testing.assert_close(given_once, expected, rtol=1e-5, atol=1e-5)

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from lesionseg.model.sidecar import graph_paths, has_descriptor
+from lesionseg.model.sidecar import graph_paths, has_descriptor, tail_repeats_trunk
+from lesionseg.uncertainty.sampling import repeated_for_samples
 
 
 class OnnxBackend:
@@ -22,6 +23,7 @@ class OnnxBackend:
         self.trunk_session, self.tail_session = self.sessions
         self.tail_inputs = [item.name for item in self.tail_session.get_inputs()]
         self.has_descriptor = has_descriptor(self.trunk_session.get_outputs()[-1].name, weights_path, sidecar)
+        self.repeats_trunk = tail_repeats_trunk(sidecar)
 
     def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
         outputs = self.trunk_session.run(None, {"image": images})
@@ -30,5 +32,7 @@ class OnnxBackend:
         return outputs, None
 
     def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+        if self.repeats_trunk:
+            trunk = repeated_for_samples(trunk, masks)
         feeds = dict(zip(self.tail_inputs, [*trunk, *masks], strict=True))
         return self.tail_session.run(None, feeds)[0]

@@ -12,7 +12,8 @@ from typing import Literal
 import numpy as np
 import openvino
 
-from lesionseg.model.sidecar import graph_paths, has_descriptor
+from lesionseg.model.sidecar import graph_paths, has_descriptor, tail_repeats_trunk
+from lesionseg.uncertainty.sampling import repeated_for_samples
 
 Precision = Literal["auto", "f32"]
 
@@ -38,6 +39,7 @@ class OpenVinoBackend:
         self.tail_model = core.compile_model(core.read_model(tail_path), "CPU", config)
         self.precision = self.trunk_model.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.has_descriptor = has_descriptor(self.trunk_model.outputs[-1].get_any_name(), weights_path, sidecar)
+        self.repeats_trunk = tail_repeats_trunk(sidecar)
 
     def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
         # A compiled model is not safe to run from two threads at once; each call gets its own request.
@@ -48,5 +50,7 @@ class OpenVinoBackend:
         return outputs, None
 
     def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
+        if self.repeats_trunk:
+            trunk = repeated_for_samples(trunk, masks)
         results = self.tail_model.create_infer_request().infer([*trunk, *masks])
         return np.asarray(results[self.tail_model.outputs[0]])

@@ -20,7 +20,7 @@ class TorchBackend:
 
     @torch.inference_mode()
     def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
-        logits = self.model.forward_tail(
+        logits = self.model.forward_samples(
             [torch.from_numpy(level) for level in trunk],
             (self.input_size, self.input_size),
             [torch.from_numpy(mask) for mask in masks],

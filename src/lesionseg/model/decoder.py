@@ -11,6 +11,15 @@ from torch import nn
 from lesionseg.model.config import DropoutPlacement
 
 
+def repeat_for_samples(trunk: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each image's trunk once per sample, for a tail whose dropout comes before a non-linear layer."""
+    images = trunk[0].shape[0]
+    return [
+        level.unsqueeze(1).expand(images, masks[0].shape[0] // images, *level.shape[1:]).flatten(0, 1)
+        for level in trunk
+    ]
+
+
 def conv_norm_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
@@ -100,6 +109,20 @@ class UPerNetDecoder(nn.Module):
         else:
             fused = trunk[0]
         return self.head(self.fusion_dropout(fused, masks[-1]))
+
+    def forward_samples(self, trunk: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+        """All MC samples from each image's trunk, given once: `trunk` holds N images, each mask N·T rows;
+        logits N·T×1×h×w, row n·T + t sample t of image n. With the dropout just before the 1×1 head
+        ("fusion"), a sample's logits are that head with the sample's mask folded into its weights, since
+        head(fused · mask) = (weight · mask) · fused + bias: one (T×C)·(C×hw) product per image, and no
+        per-sample copy of the fused map, which cost more than the rest of the tail together."""
+        if self.dropout_placement != "fusion":
+            return self.forward_tail(repeat_for_samples(trunk, masks), masks)
+        fused = trunk[0]
+        images, channels, height, width = fused.shape
+        weights = masks[-1].reshape(images, -1, channels) * self.head.weight.reshape(1, 1, channels)
+        logits = torch.matmul(weights, fused.reshape(images, channels, height * width)) + self.head.bias
+        return logits.reshape(-1, 1, height, width)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.forward_tail(self.forward_trunk(features))

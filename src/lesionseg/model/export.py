@@ -1,7 +1,7 @@
 """Export to ONNX: the trunk and the sampled tail as two graphs, the dropout masks as inputs.
 
-Masks stay outside the graph so a seed reproduces a result on either backend; the batch axis is
-dynamic, so the tail takes all MC samples of all images in one run.
+Masks stay outside the graph so a seed reproduces a result on either backend; both batch axes are
+dynamic, so the tail takes each image's trunk once and all MC samples' masks in one run.
 """
 
 from pathlib import Path
@@ -35,24 +35,26 @@ class TailGraph(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         trunk, masks = list(inputs[: self.trunk_count]), list(inputs[self.trunk_count :])
-        return self.model.forward_tail(trunk, (self.input_size, self.input_size), masks)
+        return self.model.forward_samples(trunk, (self.input_size, self.input_size), masks)
 
 
 def export_onnx(weights_path: Path) -> dict:
     """Writes WEIGHTS.trunk.onnx and WEIGHTS.tail.onnx and records their sha256 in the sidecar."""
     model, sidecar = load_checkpoint(weights_path)
     size = sidecar["architecture"]["input_size"]
-    image = torch.zeros(1, 3, size, size)
+    # Two images and three samples each, so that neither batch axis is taken for a constant 1 or for the other.
+    image = torch.zeros(2, 3, size, size)
     with torch.inference_mode():
         trunk = model.forward_trunk(image)
-    masks = [torch.ones(1, channels, 1, 1) for channels in config_from_sidecar(sidecar).mask_channels]
+    masks = [torch.ones(6, channels, 1, 1) for channels in config_from_sidecar(sidecar).mask_channels]
     trunk_path, tail_path = onnx_paths(weights_path)
     trunk_names = [f"trunk_{index}" for index in range(len(trunk))]
     mask_names = [f"mask_{index}" for index in range(len(masks))]
     batch = torch.export.Dim("batch", min=1, max=4096)
+    rows = torch.export.Dim("rows", min=1, max=4096 * 64)  # images × samples
     torch.onnx.export(
         TrunkGraph(model).eval(),
-        (image,),
+        (image[:1],),
         str(trunk_path),
         input_names=["image"],
         output_names=[*trunk_names, DESCRIPTOR_OUTPUT],
@@ -67,7 +69,8 @@ def export_onnx(weights_path: Path) -> dict:
         str(tail_path),
         input_names=[*trunk_names, *mask_names],
         output_names=["logits"],
-        dynamic_shapes=(tuple({0: batch} for _ in [*trunk, *masks]),),  # one entry: the *inputs tuple
+        # One entry: the *inputs tuple.
+        dynamic_shapes=(tuple({0: batch} for _ in trunk) + tuple({0: rows} for _ in masks),),
         opset_version=OPSET,
         dynamo=True,
         external_data=False,
@@ -79,6 +82,8 @@ def export_onnx(weights_path: Path) -> dict:
         "weights_sha256": sidecar["sha256"],
         "trunk": {"file": trunk_path.name, "sha256": file_sha256(trunk_path)},
         "tail": {"file": tail_path.name, "sha256": file_sha256(tail_path)},
+        # Graphs exported before 0.6.0 took the trunk repeated once per sample (see `tail_repeats_trunk`).
+        "tail_takes_trunk_once": True,
     }
     update_sidecar(weights_path, "onnx", record)
     return record

@@ -42,5 +42,13 @@ class SegmentationNetwork(nn.Module):
         logits = self.decoder.forward_tail(trunk, masks)
         return F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
 
+    def forward_samples(
+        self, trunk: list[torch.Tensor], output_size: tuple[int, int], masks: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """The tail for T samples of each of N images, from the trunk of each image given once: logits
+        N·T×1×H×W, the same as `forward_tail` on the trunk repeated T times."""
+        logits = self.decoder.forward_samples(trunk, masks)
+        return F.interpolate(logits, size=output_size, mode="bilinear", align_corners=False)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.forward_tail(self.forward_trunk(image), tuple(image.shape[-2:]))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lesionseg.model.decoder import ChannelDropout
+from lesionseg.model.decoder import ChannelDropout, repeat_for_samples
 
 POOL_SIZES = (1, 2, 3, 6)
 
@@ -85,6 +85,10 @@ class SeedUPerNetDecoder(nn.Module):
         fused0 = self.conv1[1](self.conv1[0](upsample_to(fused1, lateral0) + lateral0), masks[2])
         size = (self.output_size, self.output_size)
         return self.segmentation_head(F.interpolate(fused0, size=size, mode="bilinear", align_corners=False))
+
+    def forward_samples(self, trunk: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+        """All MC samples from each image's trunk, given once (see `UPerNetDecoder.forward_samples`)."""
+        return self.forward_tail(repeat_for_samples(trunk, masks), masks)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         return self.forward_tail(self.forward_trunk(features))

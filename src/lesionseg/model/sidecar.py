@@ -125,3 +125,9 @@ def has_descriptor(last_output: str, weights_path: Path, sidecar: dict) -> bool:
             f"{Path(weights_path).name}: the ONNX trunk predates the out-of-distribution gate; export again"
         )
     return found
+
+
+def tail_repeats_trunk(sidecar: dict) -> bool:
+    """Whether the exported tail graph wants each image's trunk repeated once per sample, as graphs exported
+    before 0.6.0 did; the backends repeat it for them, so that old exports still serve."""
+    return not sidecar["onnx"].get("tail_takes_trunk_once", False)
