@@ -72,3 +72,19 @@ def test_premultiplied_alpha_images_are_converted_like_any_other(segmenter, real
     for mode in ("La", "RGBa"):
         result = segmenter.predict(photo.convert(mode), samples=1, seed=0)
         assert result.mask.shape == (photo.height, photo.width)
+
+
+def test_flip_tta_is_the_default_and_a_setting_turns_it_off(segmenter, real_image_path):
+    """Pooled over three views, ten samples' spread comes from 30 draws: the default's result equals an explicit
+    tta=True one and differs from tta=False; LESIONSEG_DEFAULT_TTA=false (Settings) makes plain sampling the
+    default."""
+    from lesionseg.config import Settings
+
+    predictor = segmenter.predictor
+    default, flipped, plain = (
+        segmenter.predict(real_image_path, seed=0, **options) for options in ({}, {"tta": True}, {"tta": False})
+    )
+    assert np.array_equal(default.uncertainty, flipped.uncertainty)
+    assert not np.array_equal(default.uncertainty, plain.uncertainty)
+    without = lesionseg.Segmenter(predictor, Settings(default_tta=False)).predict(real_image_path, seed=0)
+    assert np.array_equal(without.uncertainty, plain.uncertainty)

@@ -15,7 +15,9 @@ def test_the_recorded_isic_test_numbers_are_measured_again(predictor, data_root)
     assert recorded["split"] == "test"
     records = Split.of_model(predictor.sidecar).select(discover_pairs(data_root / "isic2018"), "test")
     assert len(records) == recorded["pairs"]["isic2018"]
-    means, _ = evaluate_pairs(predictor, records, samples=recorded["samples"], seed=recorded["seed"])
+    means, _ = evaluate_pairs(
+        predictor, records, samples=recorded["samples"], seed=recorded["seed"], tta=recorded["tta"]
+    )
     for name, value in recorded["metrics"]["isic2018"].items():
         assert means[name] == pytest.approx(value, abs=1e-6), name
 

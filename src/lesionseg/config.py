@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
+from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
 
 PACKAGE_DIRECTORY = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = PACKAGE_DIRECTORY / "weights" / "default.safetensors"
@@ -32,6 +32,8 @@ class Settings(BaseSettings):
 
     default_samples: int = Field(DEFAULT_SAMPLES, ge=1, le=64)
     default_threshold: float = Field(DEFAULT_THRESHOLD, gt=0.0, lt=1.0)
+    # Flip test-time augmentation unless a request says otherwise: more accurate, three trunk runs per image.
+    default_tta: bool = DEFAULT_TTA
     # The heatmap's colour scale: this standard deviation (and above) is the hottest colour. On the
     # validation split 99.9 % of pixels have std below 0.038 (10 samples), so 0.05 uses the whole scale.
     heatmap_scale_max: float = Field(0.05, gt=0.0, le=0.5)
@@ -43,7 +45,7 @@ class Settings(BaseSettings):
     # Answer 422 instead of a mask when an image does not look like dermoscopy (out_of_distribution).
     refuse_out_of_distribution: bool = False
 
-    # pytorch (eager), onnx (ONNX Runtime on the graphs `lesionseg export` wrote beside the weights), or
+    # pytorch (eager), onnx (ONNX Runtime on the graphs `lesionseg export-onnx` wrote beside the weights), or
     # auto: PyTorch where it is installed, else ONNX Runtime (the lean install, `pip install lesionseg`).
     # openvino: OpenVINO on the same graphs (`pip install 'lesionseg[openvino]'`), in its CPU's fastest
     # precision (bfloat16 where the CPU has it); openvino-f32: OpenVINO in float32. onnx-int8 and

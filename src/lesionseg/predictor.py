@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lesionseg.backends.batching import TrunkBatcher
-from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
+from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
 from lesionseg.imaging import preprocess
 from lesionseg.imaging.bands import MapBands
 from lesionseg.model.config import ModelConfig
@@ -217,6 +217,19 @@ class Predictor:
         """H×W×3 uint8 -> the normalised 1×3×S×S batch the backend takes."""
         return preprocess.model_input(rgb, self.input_size, self.config.mean, self.config.std)
 
+    def sample(
+        self, batch: np.ndarray, samples: int, seed: int, tta: bool = DEFAULT_TTA
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One model input (1×3×S×S) -> its MC logits, 1×T×S×S (1×3T×S×S with `tta`), and the image's
+        descriptor for the gate. What serving, calibration and evaluation all sample through, so that what is
+        calibrated is what is served."""
+        check_samples(samples)
+        trunk, descriptor = self.batcher.trunk(flipped_views(batch) if tta else batch)
+        with self.batcher.inference_lock:
+            logits = sample_tail(self.backend, self.config, trunk, samples, seed)
+        # The first view is the image as given; flipped views describe the same picture.
+        return (pooled_views(logits) if tta else logits), (None if descriptor is None else descriptor[0])
+
     def predict(
         self,
         rgb: np.ndarray,
@@ -225,7 +238,7 @@ class Predictor:
         threshold: float = DEFAULT_THRESHOLD,
         output_size: tuple[int, int] | None = None,
         coverage: float | None = None,
-        tta: bool = False,
+        tta: bool = DEFAULT_TTA,
     ) -> Prediction:
         """`rgb` is H×W×3 uint8; `output_size` (width, height) defaults to the array's own size.
         `coverage` replaces `threshold` by the conformal threshold calibrated for that coverage. `tta`
@@ -237,18 +250,9 @@ class Predictor:
         width, height = output_size or (rgb.shape[1], rgb.shape[0])
         started = time.perf_counter()
         batch = self.model_input(rgb)
-        if tta:
-            batch = flipped_views(batch)
         prepared = time.perf_counter()
-        check_samples(samples)
-        trunk, descriptor = self.batcher.trunk(batch)
-        with self.batcher.inference_lock:
-            logits = sample_tail(self.backend, self.config, trunk, samples, seed)
-        if tta:
-            logits = pooled_views(logits)
+        logits, image_descriptor = self.sample(batch, samples, seed, tta)
         maps = summarise(logits, self.temperature)
-        # The first view is the image as given; flipped views describe the same picture.
-        image_descriptor = None if descriptor is None else descriptor[0]
         ood_score = float(self.gate.scores(image_descriptor[None])[0]) if self.gate is not None else None
         sampled = time.perf_counter()
         model_probability = maps.mean_probability[0]

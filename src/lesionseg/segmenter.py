@@ -28,7 +28,7 @@ from PIL import Image, ImageOps
 
 from lesionseg import cancellation
 from lesionseg.config import Settings
-from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD
+from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
 from lesionseg.imaging.decode import (
     DecodedImage,
     ImageRejected,
@@ -73,7 +73,7 @@ class PredictionRequest:
     seed: int | None = None  # None: drawn per image, and the result says which
     threshold: float = DEFAULT_THRESHOLD
     coverage: float | None = None  # replaces `threshold` by the checkpoint's conformal threshold
-    tta: bool = False  # also sample the image flipped both ways (3× the inference)
+    tta: bool = DEFAULT_TTA  # also sample the image flipped both ways, pooled (3× the trunk's work)
 
     def __post_init__(self) -> None:
         check_samples(self.samples)
@@ -92,7 +92,7 @@ class PredictionRequest:
         seed: int | None = None,
         threshold: float | None = None,
         coverage: float | None = None,
-        tta: bool = False,
+        tta: bool | None = None,
     ) -> "PredictionRequest":
         if coverage is not None and threshold is not None:
             raise ValueError("give either threshold or coverage: coverage chooses the threshold itself")
@@ -101,7 +101,7 @@ class PredictionRequest:
             seed=seed,
             threshold=settings.default_threshold if threshold is None else threshold,
             coverage=coverage,
-            tta=tta,
+            tta=settings.default_tta if tta is None else tta,
         )
 
 

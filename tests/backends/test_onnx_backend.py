@@ -91,6 +91,6 @@ def test_graphs_exported_from_other_weights_are_refused(tmp_path):
         OnnxBackend(DEFAULT_WEIGHTS, retrained)
     unlinked = {key: value for key, value in sidecar["onnx"].items() if key != "weights_sha256"}
     older_export = {**sidecar, "onnx": unlinked}
-    with pytest.raises(CheckpointError, match="run `lesionseg export` again"):
+    with pytest.raises(CheckpointError, match="run `lesionseg export-onnx` again"):
         OnnxBackend(DEFAULT_WEIGHTS, older_export)
     assert OnnxBackend(DEFAULT_WEIGHTS, sidecar).has_descriptor

@@ -39,7 +39,7 @@ def test_the_exported_tail_takes_each_trunk_once_and_matches_pytorch(tmp_path, p
         np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
 
 
-def test_graphs_exported_before_060_get_the_trunk_repeated_once_per_sample():
+def test_graphs_exported_by_050_and_earlier_get_the_trunk_repeated_once_per_sample():
     trunk = [np.arange(2 * 3, dtype=np.float32).reshape(2, 3, 1, 1)]
     masks = [np.ones((2 * 5, 3, 1, 1), np.float32)]
     repeated = repeated_for_samples(trunk, masks)

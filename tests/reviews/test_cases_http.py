@@ -110,7 +110,7 @@ def test_an_upload_becomes_a_pending_case_with_the_model_and_settings_that_made_
     width, height = Image.open(io.BytesIO(pictures["dermoscopy"])).size
     assert case["image"]["width"] == width and case["image"]["height"] == height
     assert case["image"]["bytes"] == len(pictures["dermoscopy"]) and case["image"]["media_type"] == "image/jpeg"
-    assert case["settings"] == {"samples": 6, "seed": 0, "threshold": 0.5, "coverage": None, "tta": False}
+    assert case["settings"] == {"samples": 6, "seed": 0, "threshold": 0.5, "coverage": None, "tta": True}
     info = httpx.get(f"{service.url}/info", headers=as_("reader")).json()
     assert case["model"] == {"name": info["name"], "version": info["version"], "sha256": info["sha256"]}
     assert case["review"]["status"] == "pending" and case["review"]["version"] == 1

@@ -2,6 +2,7 @@
 it, and their file."""
 
 import numpy as np
+import pytest
 
 from lesionseg.evaluation.out_of_distribution import fit_gate
 from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
@@ -80,3 +81,21 @@ def test_the_thresholds_bound_the_worst_group_not_the_pooled_rate():
     assert (pooled.scores(shifted) >= 1.0).mean() > 0.1
     for features in groups.values():
         assert (worst.scores(features) >= 1.0).mean() <= 0.02 + 1e-9
+
+
+def test_the_classifiers_score_keeps_ranking_far_out_pictures_and_flags_at_its_line():
+    """A probability ratio stops at 1 / P(line); the surprise ratio keeps growing with the logit, and is 1.0 at
+    the line, so the same pictures are flagged."""
+    training, held_out, others, unseen_others = separable_features(6)
+    gate = fit_gate(training, {"held out": held_out}, 0.02, others)
+    logits = gate.classifier_threshold + np.array([-5.0, 0.0, 10.0, 20.0, 40.0])
+    scores = gate.classifier_scores(logits)
+    assert scores[1] == 1.0
+    assert np.all(np.diff(scores) > 0)
+    # Far above zero softplus(logit) is the logit itself: the score grows linearly, with no ceiling.
+    line = np.logaddexp(0.0, gate.classifier_threshold)
+    assert scores[-1] == pytest.approx((gate.classifier_threshold + 40.0) / line, rel=1e-9)
+    assert scores[-1] > 1.0 + np.exp(-gate.classifier_threshold)  # the old ratio's ceiling, 1 / P(line)
+    probabilities = 1.0 / (1.0 + np.exp(-gate.classifier.logits(unseen_others)))
+    old_flags = probabilities >= 1.0 / (1.0 + np.exp(-gate.classifier_threshold))
+    assert np.array_equal(gate.component_scores(unseen_others)["classifier"] >= 1.0, old_flags)

@@ -6,20 +6,25 @@ import torch
 from tqdm import tqdm
 
 from lesionseg.data.pairs import PairRecord, read_image, read_square_truth
+from lesionseg.defaults import DEFAULT_TTA
 from lesionseg.predictor import Predictor
-from lesionseg.uncertainty.sampling import sample_logits
 from lesionseg.uncertainty.scores import expected_dice_error
 from lesionseg.uncertainty.temperature import choose_review_threshold, fit_temperature, mean_probability
 
 
 def calibrate(
-    predictor: Predictor, records: list[PairRecord], samples: int, seed: int, referred_fraction: float
+    predictor: Predictor,
+    records: list[PairRecord],
+    samples: int,
+    seed: int,
+    referred_fraction: float,
+    tta: bool = DEFAULT_TTA,
 ) -> dict:
     size = predictor.input_size
     logits, truths = [], []
     for record in tqdm(records, desc="sampling calibration pairs", unit="image"):
         batch = predictor.model_input(read_image(record.image_path))
-        logits.append(torch.from_numpy(sample_logits(predictor.backend, predictor.config, batch, samples, seed)[0]))
+        logits.append(torch.from_numpy(predictor.sample(batch, samples, seed, tta)[0][0]))
         truths.append(torch.from_numpy(read_square_truth(record.mask_path, size)).float())
     stacked = torch.stack(logits)
     temperature, losses = fit_temperature(stacked, torch.stack(truths))
@@ -39,5 +44,6 @@ def calibrate(
             "sets": sorted({r.source for r in records}),
             "samples": samples,
             "seed": seed,
+            "tta": tta,
         },
     }

@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from lesionseg.data.pairs import PairRecord, discover_pairs, read_image, read_truth
 from lesionseg.data.splits import Split
+from lesionseg.defaults import DEFAULT_TTA
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.coverage import (
     THRESHOLD_GRID,
@@ -17,20 +18,25 @@ from lesionseg.uncertainty.coverage import (
     mask_precision_curve,
     missed_fraction_curve,
 )
-from lesionseg.uncertainty.sampling import sample_logits, summarise
+from lesionseg.uncertainty.sampling import summarise
 
 REPORTED_COVERAGES = (0.8, 0.9, 0.95)
 
 
 def pair_curves(
-    predictor: Predictor, records: list[PairRecord], samples: int, seed: int, description: str
+    predictor: Predictor,
+    records: list[PairRecord],
+    samples: int,
+    seed: int,
+    description: str,
+    tta: bool = DEFAULT_TTA,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(missed, precision), each pairs×grid, from the served probability: the MC mean at the calibrated
     temperature, resized to the image's own size as a response is."""
     missed, precision = [], []
     for record in tqdm(records, desc=description, unit="image"):
         rgb = read_image(record.image_path)
-        logits = sample_logits(predictor.backend, predictor.config, predictor.model_input(rgb), samples, seed)
+        logits = predictor.sample(predictor.model_input(rgb), samples, seed, tta)[0]
         model_probability = summarise(logits, predictor.temperature).mean_probability[0]
         truth = read_truth(record.mask_path)
         probability = cv2.resize(model_probability, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_LINEAR)
@@ -94,6 +100,7 @@ def evaluate_coverage_sets(
     samples: int,
     seed: int,
     limit: int | None = None,
+    tta: bool = DEFAULT_TTA,
 ) -> dict[str, dict]:
     """Realised miss rate and precision of coverage masks over repeated random calibration/test splits
     of each set's held-out pairs (validation and test), and of the shipped thresholds on the test split."""
@@ -101,7 +108,7 @@ def evaluate_coverage_sets(
     for set_name in sets:
         every_pair = discover_pairs(data_root / set_name)
         records = split.select(every_pair, "held-out")[:limit]
-        missed, precision = pair_curves(predictor, records, samples, seed, set_name)
+        missed, precision = pair_curves(predictor, records, samples, seed, set_name, tta)
         reports[set_name] = repeated_splits(missed, precision)
         if predictor.coverage_thresholds:
             # From the whole set, not `records`: a test photo is left out when its near-duplicate was trained

@@ -7,7 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionseg.data.pairs import PairRecord, read_image, read_truth
-from lesionseg.defaults import DEFAULT_THRESHOLD
+from lesionseg.defaults import DEFAULT_THRESHOLD, DEFAULT_TTA
 from lesionseg.evaluation.metrics import FAILURE_JACCARD, METRIC_NAMES, mean_scores, score_masks
 from lesionseg.evaluation.uncertainty_metrics import (
     PixelAccumulator,
@@ -26,7 +26,7 @@ def evaluate_pairs(
     seed: int,
     threshold: float = DEFAULT_THRESHOLD,
     pixel_accumulators: dict[str, PixelAccumulator] | None = None,
-    tta: bool = False,
+    tta: bool = DEFAULT_TTA,
     shift: Shift | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Mean metrics and one row per image. The mask is the MC mean ≥ threshold, as served.
@@ -62,7 +62,7 @@ def evaluate_sets(
     records_by_set: dict[str, list[PairRecord]],
     samples: int,
     seed: int,
-    tta: bool = False,
+    tta: bool = DEFAULT_TTA,
     with_uncertainty: bool = False,
 ) -> tuple[dict, dict, dict, dict]:
     """Each set's mean metrics, pair count, per-image rows and (`with_uncertainty`) uncertainty report."""

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from lesionseg.config import Settings
 from lesionseg.data.pairs import PairRecord, read_image, read_truth
 from lesionseg.data.splits import Split, select_pairs
-from lesionseg.defaults import DEFAULT_SAMPLES
+from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_TTA
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.imaging.shifts import SHIFTS, random_camera_shift
 from lesionseg.model.sidecar import file_sha256
@@ -57,7 +57,7 @@ def image_scores(
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     reduce_with: np.random.Generator | None = None,
-    tta: bool = False,
+    tta: bool = DEFAULT_TTA,
 ) -> dict[str, np.ndarray]:
     """Per image: the trunk's descriptor and, unless `samples` is 0, the MC-dropout uncertainty score
     (the alternative the gate is measured against). `reduce_with` first lowers each image's resolution
@@ -217,10 +217,11 @@ def calibrate_gate(
         name: image_scores(predictor, paths, name, samples=0)["features"]
         for name, paths in held_out_dermoscopy(data_root, sets, "threshold", split).items()
     }
-    validation = [
-        record for name in sets for record in select_pairs(data_root, name, "validation", split)[:shifted_pairs]
-    ]
-    held_out |= {f"validation, {name}": features for name, features in shift_groups(predictor, validation).items()}
+    # One group per set and shift: pooled, HAM10000's rarely flagged photos hid ISIC's flags under a shift.
+    for set_name in sets:
+        validation = select_pairs(data_root, set_name, "validation", split)[:shifted_pairs]
+        groups = shift_groups(predictor, validation)
+        held_out |= {f"{set_name} validation, {shift}": features for shift, features in groups.items()}
     others = None
     if negatives:
         paths = [path for group in read_ood_manifest(negatives).values() for path in group]
@@ -237,8 +238,9 @@ def calibrate_gate(
         "threshold": gate.threshold,
         "threshold_chosen": f"at most {flagged_fraction:.0%} of any group of held-out dermoscopy flagged"
         + ("" if others is None else ", half by each threshold")
-        + f" (the validation split, the even-numbered unlabeled ISIC 2017 and full-size images, and {shifted_pairs} "
-        "validation pairs of each set under each camera-like shift of the test bed)",
+        + f" (each set's validation split, the even-numbered unlabeled ISIC 2017 and full-size images, and "
+        f"{shifted_pairs} validation pairs of each set under each camera-like shift of the test bed, each set and "
+        "shift a group of its own)",
         "held_out_flagged": flagged,
         "fitted_on": {
             "descriptors": len(fitting),
@@ -298,7 +300,7 @@ def evaluate_gate(
     ood_manifest: Path,
     samples: int,
     seed: int,
-    tta: bool = False,
+    tta: bool = DEFAULT_TTA,
     limit: int | None = None,
 ) -> dict:
     """The gate and, as the alternative, MC-dropout's review flag, on held-out dermoscopy that chose

@@ -9,6 +9,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lesionseg.data.pairs import PairRecord
+from lesionseg.defaults import DEFAULT_TTA
 from lesionseg.evaluation.evaluate import evaluate_pairs
 from lesionseg.evaluation.metrics import FAILURE_JACCARD
 from lesionseg.evaluation.out_of_distribution import held_out_dermoscopy, image_scores
@@ -18,12 +19,12 @@ from lesionseg.predictor import Predictor
 
 
 def evaluate_shift(
-    predictor: Predictor, records: list[PairRecord], shift: Shift, samples: int, seed: int
+    predictor: Predictor, records: list[PairRecord], shift: Shift, samples: int, seed: int, tta: bool = DEFAULT_TTA
 ) -> tuple[dict, list[dict]]:
     """One set under one shift: (its summary row, one row per image)."""
     accumulator = PixelAccumulator(uncertainty_max=0.5)
     means, rows = evaluate_pairs(
-        predictor, records, samples, seed, pixel_accumulators={"std": accumulator}, shift=shift
+        predictor, records, samples, seed, pixel_accumulators={"std": accumulator}, shift=shift, tta=tta
     )
     jaccards = np.array([row["jaccard"] for row in rows])
     summary = {
@@ -60,13 +61,14 @@ def evaluate_shift_bed(
     samples: int,
     seed: int,
     shifts: tuple[Shift, ...] = SHIFTS,
+    tta: bool = DEFAULT_TTA,
 ) -> dict:
     """{"shifts": {set: {shift: summary}}, "unlabeled": flag rates, "per_image": {"set | shift": rows}}."""
     table: dict[str, dict[str, dict]] = {}
     per_image: dict[str, list[dict]] = {}
     for set_name, records in records_by_set.items():
         for shift in tqdm(shifts, desc=f"shifts of {set_name}", unit="shift"):
-            summary, rows = evaluate_shift(predictor, records, shift, samples, seed)
+            summary, rows = evaluate_shift(predictor, records, shift, samples, seed, tta)
             table.setdefault(set_name, {})[shift.name] = summary
             per_image[f"{set_name} | {shift.name}"] = rows
     unlabeled = unlabeled_flag_rates(predictor, data_root, split) if predictor.gate is not None else {}

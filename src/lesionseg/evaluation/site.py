@@ -24,7 +24,7 @@ from lesionseg.data.pairs import PairRecord, discover_pairs, read_image, read_tr
 from lesionseg.evaluation.out_of_distribution import image_scores, read_ood_manifest
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.coverage import THRESHOLD_GRID, calibrated_thresholds, missed_fraction_curve
-from lesionseg.uncertainty.out_of_distribution import sigmoid
+from lesionseg.uncertainty.out_of_distribution import logit_of_surprise, surprise
 from lesionseg.uncertainty.temperature import choose_review_threshold
 
 REPORTED_COVERAGE = "0.90"
@@ -82,13 +82,12 @@ def conformal_line(scores: np.ndarray, flagged_fraction: float) -> float:
 def site_gate_thresholds(gate, cases: SiteCases, flagged_fraction: float) -> dict:
     scores = cases.distances / gate.threshold
     if gate.classifier is not None:
-        scores = np.maximum(scores, sigmoid(cases.logits) / sigmoid(gate.classifier_threshold))
+        scores = np.maximum(scores, gate.classifier_scores(cases.logits))
     # Just above the line, so that the case at it passes (the gate flags at a score of 1.0 or more).
     scale = max(1.0, conformal_line(scores, flagged_fraction) * (1 + 1e-9))
     thresholds = {"threshold": gate.threshold * scale}
     if gate.classifier is not None:
-        probability = min(float(sigmoid(gate.classifier_threshold)) * scale, 1 - 1e-12)
-        thresholds["classifier_threshold"] = float(np.log(probability / (1 - probability)))
+        thresholds["classifier_threshold"] = logit_of_surprise(float(surprise(gate.classifier_threshold)) * scale)
     return thresholds
 
 

@@ -82,7 +82,7 @@ def export_onnx(weights_path: Path) -> dict:
         "weights_sha256": sidecar["sha256"],
         "trunk": {"file": trunk_path.name, "sha256": file_sha256(trunk_path)},
         "tail": {"file": tail_path.name, "sha256": file_sha256(tail_path)},
-        # Graphs exported before 0.6.0 took the trunk repeated once per sample (see `tail_repeats_trunk`).
+        # Graphs exported by 0.5.0 and earlier took the trunk repeated once per sample (see `tail_repeats_trunk`).
         "tail_takes_trunk_once": True,
     }
     update_sidecar(weights_path, "onnx", record)

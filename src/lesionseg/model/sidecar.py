@@ -61,7 +61,7 @@ DESCRIPTOR_OUTPUT = "descriptor"
 
 
 def onnx_paths(weights_path: Path) -> tuple[Path, Path]:
-    """Where `lesionseg export` puts the two graphs: beside the checkpoint."""
+    """Where `lesionseg export-onnx` puts the two graphs: beside the checkpoint."""
     stem = Path(weights_path).with_suffix("")
     return stem.with_name(stem.name + ".trunk.onnx"), stem.with_name(stem.name + ".tail.onnx")
 
@@ -70,16 +70,16 @@ def checked_onnx_paths(weights_path: Path, sidecar: dict) -> tuple[Path, Path]:
     """The two graphs, once they are known to be the ones the sidecar recorded, from these weights."""
     exported = sidecar.get("onnx")
     if not exported:
-        raise CheckpointError(f"{Path(weights_path).name} has no ONNX export: run `lesionseg export` first")
+        raise CheckpointError(f"{Path(weights_path).name} has no ONNX export: run `lesionseg export-onnx` first")
     if exported.get("weights_sha256") != sidecar["sha256"]:
         raise CheckpointError(
             f"{Path(weights_path).name}: its ONNX graphs were exported from other weights (or before 0.3.0, "
-            "which did not record them); run `lesionseg export` again"
+            "which did not record them); run `lesionseg export-onnx` again"
         )
     paths = onnx_paths(weights_path)
     for path, part in zip(paths, ("trunk", "tail"), strict=True):
         if not path.is_file():
-            raise CheckpointError(f"ONNX graph {path.name} is missing: run `lesionseg export`")
+            raise CheckpointError(f"ONNX graph {path.name} is missing: run `lesionseg export-onnx`")
         if file_sha256(path) != exported[part]["sha256"]:
             raise CheckpointError(f"{path.name}: sha256 does not match the sidecar; export again")
     return paths
@@ -129,5 +129,5 @@ def has_descriptor(last_output: str, weights_path: Path, sidecar: dict) -> bool:
 
 def tail_repeats_trunk(sidecar: dict) -> bool:
     """Whether the exported tail graph wants each image's trunk repeated once per sample, as graphs exported
-    before 0.6.0 did; the backends repeat it for them, so that old exports still serve."""
+    by lesionseg 0.5.0 and earlier did; the backends repeat it for them, so that old exports still serve."""
     return not sidecar["onnx"].get("tail_takes_trunk_once", False)

@@ -56,8 +56,15 @@ class LinearClassifier:
         return ((features - self.feature_mean) / self.feature_scale) @ self.weights + self.bias
 
 
-def sigmoid(logits: np.ndarray | float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+def surprise(logits: np.ndarray | float) -> np.ndarray:
+    """−log P(dermoscopy) under the classifier, softplus(logit): near 0 for clear dermoscopy, and growing
+    without bound, about as the logit, as a picture looks less like it."""
+    return np.logaddexp(0.0, np.asarray(logits, np.float64))
+
+
+def logit_of_surprise(value: float) -> float:
+    """The logit whose `surprise` is `value` (> 0): softplus's inverse."""
+    return float(np.log(np.expm1(value)))
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,15 @@ class OutOfDistributionGate:
         """Each part's score on its own (1.0 = its own line), for measuring one against the other."""
         scores = {"distance": self.summary.distances(descriptors) / self.threshold}
         if self.classifier is not None:
-            scores["classifier"] = sigmoid(self.classifier.logits(descriptors)) / sigmoid(self.classifier_threshold)
+            scores["classifier"] = self.classifier_scores(self.classifier.logits(descriptors))
         return scores
+
+    def classifier_scores(self, logits: np.ndarray) -> np.ndarray:
+        """The classifier's part: its surprise over the surprise at its line. Until 0.5.0 this was a ratio of
+        probabilities, which cannot exceed 1 / P(line) (14.17 for the 0.5.0 gate), so a chart, a page of text
+        and a face all scored the same; this ranks them, and flags exactly the same images, as both are
+        increasing in the logit and 1.0 at the line."""
+        return surprise(logits) / surprise(self.classifier_threshold)
 
     def save_statistics(self, path: Path) -> None:
         """The Gaussian and the classifier, in one file; the thresholds go in the sidecar."""

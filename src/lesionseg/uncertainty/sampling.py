@@ -58,7 +58,7 @@ def draw_channel_masks(config: ModelConfig, count: int, seed: int) -> list[np.nd
 
 
 def repeated_for_samples(trunk: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
-    """Each image's trunk once per sample, for tail graphs exported before 0.6.0, which took it so."""
+    """Each image's trunk once per sample, for tail graphs exported by lesionseg 0.5.0 and earlier, which took it so."""
     samples = masks[0].shape[0] // trunk[0].shape[0]
     return [np.repeat(level, samples, axis=0) for level in trunk]
 
