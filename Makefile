@@ -50,15 +50,21 @@ $(SERVE_VENV)/.installed: requirements-onnx.txt pyproject.toml
 	touch $@
 
 serve: $(SERVE_VENV)/.installed
+	@echo "lesionseg's command line is $(SERVE_VENV)/bin/lesionseg (or: . $(SERVE_VENV)/bin/activate)"
 	$(SERVE_VENV)/bin/lesionseg serve --host $(HOST) --port $(PORT)
 
 # The same service on PyTorch, from the full environment (training, evaluation, tests).
 serve-torch: install
 	$(BIN)/lesionseg serve --backend pytorch --host $(HOST) --port $(PORT)
 
-# The wheel users install: weights, ONNX graphs, the gate's statistics and the page's files inside.
-wheel: install
-	$(BIN)/pip wheel --no-deps --no-build-isolation --wheel-dir dist .
+# The wheel users install: weights, ONNX graphs, the gate's statistics and the page's files inside. Built in
+# an isolated environment (pip fetches the build backend pyproject.toml names), so it needs no full install.
+BUILD_VENV ?= .venv-build
+$(BUILD_VENV)/bin/pip:
+	$(PYTHON) -m venv $(BUILD_VENV)
+
+wheel: $(BUILD_VENV)/bin/pip
+	$(BUILD_VENV)/bin/pip wheel --quiet --no-deps --wheel-dir dist .
 
 # The same app replicated by Ray Serve; replicas and autoscaling are set in deploy/ray-serve.yaml.
 $(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt

@@ -1,6 +1,7 @@
 """What users install is what is tested: the wheel, in a fresh virtual environment outside the source
 tree, with the base dependencies only (ONNX Runtime, no PyTorch)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -126,3 +127,16 @@ def test_the_installed_split_is_the_checkouts_with_its_near_duplicate_list(insta
     assert completed.returncode == 0, completed.stderr[-2000:]
     expected = Split.for_training(0.1, 0).select(discover_pairs(data_root / "isic2018"), "test")
     assert completed.stdout.split() == [record.identifier for record in expected]
+
+
+def test_the_model_card_prints_in_the_lean_install(installed, tmp_path):
+    completed = subprocess.run(
+        [str(installed / "lesionseg"), "info"], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    card = json.loads(completed.stdout)
+    assert card["name"] == "efficientnet_lite0_upernet" and card["card"]["calibration"]["fitted_on"]["tta"] is True
+    markdown = subprocess.run(
+        [str(installed / "lesionseg"), "info", "--markdown"], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert markdown.returncode == 0 and markdown.stdout.startswith("# "), markdown.stderr[-2000:]
