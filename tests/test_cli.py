@@ -9,6 +9,8 @@ import cv2
 import pytest
 from PIL import Image
 
+import lesionseg
+
 # Slow tier (`make test-fast` leaves it out): each test runs the lesionseg command in its own process on real images.
 pytestmark = pytest.mark.slow
 
@@ -29,6 +31,24 @@ def test_predict_writes_mask_uncertainty_and_combined_at_the_image_size(original
     assert mask.shape == (height, width) and set(mask.flatten().tolist()) <= {0, 255}
     assert uncertainty.shape == (height, width) and uncertainty.dtype.name == "uint16"
     assert combined.shape == (height, 2 * width, 3)
+
+
+def test_predict_reports_each_image_as_a_table_row_or_a_json_line(real_image_path, tmp_path):
+    """What a person reads, and what a pipe reads: the same facts as the server's JSON for that image."""
+    table = run("predict", str(real_image_path), "--out", str(tmp_path / "table"), "--samples", "4").stdout
+    header, row = table.strip().splitlines()
+    assert header.split()[:3] == ["image", "lesion", "%"]
+    assert row.startswith(real_image_path.name) and f"{real_image_path.stem}_mask.png" in row
+    lines = run("predict", str(real_image_path), "--out", str(tmp_path / "json"), "--samples", "4", "--json").stdout
+    (report,) = [json.loads(line) for line in lines.strip().splitlines()]
+    expected = lesionseg.load(backend="pytorch").predict(real_image_path, samples=4, seed=0).to_json()
+    for key in ("lesion_area_fraction", "review_recommended", "out_of_distribution", "width", "height", "seed"):
+        assert report[key] == expected[key], key
+    assert report["uncertainty_score"] == pytest.approx(expected["uncertainty_score"], rel=1e-6)
+    assert [os.path.basename(path) for path in report["files"]] == [
+        f"{real_image_path.stem}_{suffix}.png" for suffix in ("mask", "uncertainty", "combined")
+    ]
+    assert f"{100 * report['lesion_area_fraction']:.1f}" in row
 
 
 def test_predict_reports_a_bad_file_and_fails(tmp_path):

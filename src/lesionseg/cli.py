@@ -127,6 +127,7 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     add_prediction_arguments(parser)
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    parser.add_argument("--json", action="store_true", help="report one JSON object per image instead of a table")
 
 
 def add_prediction_arguments(parser) -> None:
@@ -180,7 +181,11 @@ def run_predict(arguments: argparse.Namespace) -> None:
     request = prediction_request(arguments, segmenter.settings)
     arguments.out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for image_path in tqdm(expand_image_paths(arguments.images), desc="segmenting", unit="image"):
+    image_paths = expand_image_paths(arguments.images)
+    if not arguments.json:
+        print(PREDICT_TABLE_HEADER)
+    # The progress bar goes to stderr and only to a terminal: stdout carries the report, for a person or a pipe.
+    for image_path in tqdm(image_paths, desc="segmenting", unit="image", disable=None, file=sys.stderr):
         try:
             result = segmenter.predict(image_path, request)
         except (ImageRejected, OSError) as error:
@@ -190,14 +195,47 @@ def run_predict(arguments: argparse.Namespace) -> None:
         if result.out_of_distribution:
             warning = f"{image_path}: does not look like dermoscopy (ood_score {result.ood_score:.2f})"
             tqdm.write(warning, file=sys.stderr)
-        stem = image_path.stem
-        if arguments.format == "isic":
-            (arguments.out / f"{stem}_segmentation.png").write_bytes(result.render("mask"))
-            continue
-        for suffix, output in (("mask", "mask"), ("uncertainty", "uncertainty"), ("combined", "png")):
-            (arguments.out / f"{stem}_{suffix}.png").write_bytes(result.render(output))
+        written = write_predict_outputs(result, image_path.stem, arguments.out, arguments.format)
+        tqdm.write(predict_report(image_path, result, written, arguments.json))
     if failures:
         sys.exit(1)
+
+
+PREDICT_TABLE_HEADER = (
+    f"{'image':<32} {'lesion %':>8} {'uncertainty':>11} {'review':>6} {'not dermoscopy? (ood_score)':>27}  files"
+)
+PREDICT_OUTPUTS = {"all": (("mask", "mask"), ("uncertainty", "uncertainty"), ("combined", "png")), "isic": ()}
+
+
+def write_predict_outputs(result, stem: str, folder: Path, layout: str) -> list[Path]:
+    """The files `lesionseg predict` writes for one image, in the layout `--format` chose."""
+    outputs = [(f"{stem}_segmentation.png", "mask")] if layout == "isic" else []
+    outputs += [(f"{stem}_{suffix}.png", output) for suffix, output in PREDICT_OUTPUTS[layout]]
+    for name, output in outputs:
+        (folder / name).write_bytes(result.render(output))
+    return [folder / name for name, _ in outputs]
+
+
+def predict_report(image_path: Path, result, written: list[Path], as_json: bool) -> str:
+    """One image's line: a table row, or (`--json`) one JSON object with the same facts and more."""
+    summary = result.to_json()
+    facts = {
+        "image": str(image_path),
+        "lesion_area_fraction": summary["lesion_area_fraction"],
+        "uncertainty_score": summary["uncertainty_score"],
+        "review_recommended": summary["review_recommended"],
+        "out_of_distribution": summary["out_of_distribution"],
+        "ood_score": summary["ood_score"],
+        "files": [str(path) for path in written],
+    }
+    if as_json:
+        return json.dumps({**facts, **{key: summary[key] for key in ("width", "height", "seed", "threshold")}})
+    unknown = result.out_of_distribution is None
+    gate = "unavailable" if unknown else f"{'yes' if result.out_of_distribution else 'no'} ({result.ood_score:.2f})"
+    return (
+        f"{image_path.name[:32]:<32} {100 * facts['lesion_area_fraction']:>8.1f} {facts['uncertainty_score']:>11.3f} "
+        f"{'yes' if facts['review_recommended'] else 'no':>6} {gate:>27}  {' '.join(path.name for path in written)}"
+    )
 
 
 # Exit statuses of `lesionseg batch` for a scheduler: 2 (argparse's, and ours) means it could not start.

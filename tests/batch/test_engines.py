@@ -81,6 +81,9 @@ def test_a_corrupt_image_is_recorded_with_its_error_and_does_not_stop_the_job(lo
     assert not (local_output / "masks" / "corrupt_segmentation.png").exists()
     summary = json.loads((local_output / "summary.json").read_text())
     assert (summary["ok"], summary["failed"]) == (IMAGES, 1)
+    rows = read_rows(local_output)
+    for flag in ("review_recommended", "out_of_distribution"):
+        assert summary[flag] == sum(row[flag] == "True" for row in rows), flag
 
 
 def test_a_rerun_skips_finished_images_retries_failed_ones_and_keeps_one_row_each(

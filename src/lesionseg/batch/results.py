@@ -59,7 +59,8 @@ class ResultsTable:
         self.check_same_job()
         self.finished = self.keep_finished_rows()
         self.recorded: set[str] = set()
-        self.counts = {"ok": 0, "failed": 0}
+        # This run's rows: how many were segmented or failed, and of the segmented, how many a person should see.
+        self.counts = {"ok": 0, "failed": 0, "review_recommended": 0, "out_of_distribution": 0}
         self.stream = open(self.table_path, "a", newline="")
         self.writer = csv.DictWriter(self.stream, fieldnames=RESULT_COLUMNS)
         if self.stream.tell() == 0:
@@ -120,6 +121,8 @@ class ResultsTable:
         self.writer.writerow(spreadsheet_safe(row))
         self.stream.flush()
         self.counts[row["status"]] += 1
+        for flag in ("review_recommended", "out_of_distribution"):
+            self.counts[flag] += row["status"] == "ok" and row[flag] in (True, "True")
 
     def close(self) -> None:
         self.stream.close()
