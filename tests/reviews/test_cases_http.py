@@ -293,14 +293,58 @@ def test_a_kill_during_a_burst_of_uploads_leaves_no_case_without_its_image_nor_a
         service.stop()
 
 
+def test_a_case_keeps_its_file_name_its_external_id_and_every_verdict(service, pictures):
+    """Provenance, to map a case back to a researcher's records, and the audit trail: who said what, when."""
+    files = {"file": ("../clinic 3/ISIC 0042.jpg", pictures["dermoscopy"], "image/jpeg")}
+    response = httpx.post(
+        f"{service.url}/cases",
+        files=files,
+        params={"seed": 0, "samples": 2, "external_id": "MRN-0042/visit 7"},
+        headers=as_("reviewer"),
+        timeout=120,
+    )
+    assert response.status_code == 201, response.text
+    case = response.json()
+    assert case["image"]["filename"] == "ISIC 0042.jpg", "the name without its folders"
+    assert case["external_id"] == "MRN-0042/visit 7"
+    assert service.get(f"/cases/{case['id']}").json()["external_id"] == "MRN-0042/visit 7"
+    accepted = service.review(case["id"], {"status": "accepted", "version": 1})
+    assert accepted.status_code == 200, accepted.text
+    mask = np.zeros((case["image"]["height"], case["image"]["width"]), bool)
+    mask[10:40, 20:60] = True
+    corrected = service.review(
+        case["id"], {"status": "corrected", "mask_rle": rle_encode(mask), "version": 2}, role="second reviewer"
+    )
+    assert corrected.status_code == 200, corrected.text
+    stale = service.review(case["id"], {"status": "rejected", "version": 2})
+    assert stale.status_code == 409  # refused changes leave no trace in the history
+    history = service.get(f"/cases/{case['id']}/history")
+    assert history.status_code == 200, history.text
+    events = history.json()["events"]
+    assert [(event["version"], event["status"], event["reviewer"]) for event in events] == [
+        (1, "pending", None),
+        (2, "accepted", service.reviewer_id("reviewer")),
+        (3, "corrected", service.reviewer_id("second reviewer")),
+    ]
+    assert np.array_equal(rle_decode(events[2]["mask_rle"]), mask) and events[1]["mask_rle"] is None
+    assert [event["at"] for event in events] == sorted(event["at"] for event in events)
+
+
+def test_an_external_id_with_control_characters_or_too_long_is_refused_in_our_words(service, pictures):
+    for external_id in ("line\nbreak", "x" * 129):
+        response = service.upload(pictures["dermoscopy"], samples=2, external_id=external_id)
+        assert response.status_code == 422 and "external_id" in response.json()["detail"], response.text
+    assert service.get(f"/cases/{'0' * 32}/history").status_code == 404
+
+
 @pytest.mark.parametrize("kind", DATABASES)
 def test_an_empty_database_is_migrated_to_the_current_schema(kind, request, tmp_path):
     url = new_database_url(kind, request, tmp_path)
     engine = connect(url)
     try:
-        assert {"cases", "reviews", "alembic_version"} <= set(inspect(engine).get_table_names())
+        assert {"cases", "reviews", "review_events", "alembic_version"} <= set(inspect(engine).get_table_names())
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
         connect(url).dispose()  # a second start finds it current and changes nothing
     finally:
         engine.dispose()

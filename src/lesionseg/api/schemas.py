@@ -97,6 +97,7 @@ class CaseImage(BaseModel):
     media_type: str
     width: int
     height: int
+    filename: str | None = Field(description="the upload's file name, as the client sent it (no folders)")
 
 
 class CaseSettings(BaseModel):
@@ -119,6 +120,7 @@ class CaseBody(BaseModel):
     id: str
     created_at: str
     image: CaseImage
+    external_id: str | None = Field(description="the identifier the uploader gave (`external_id` at POST /cases)")
     model: ModelIdentity
     settings: CaseSettings
     uncertainty_score: float
@@ -127,6 +129,19 @@ class CaseBody(BaseModel):
     ood_score: float | None
     mask_rle: RunLengthMask | None = Field(None, description="the model's mask (not in worklist pages)")
     review: CaseReview
+
+
+class ReviewEventBody(BaseModel):
+    version: int = Field(description="the review's version this verdict made")
+    status: Literal["pending", "accepted", "corrected", "rejected"]
+    reviewer: str | None = Field(description="the identifier of the API key that gave it; none for the upload")
+    at: str
+    mask_rle: RunLengthMask | None = Field(None, description="the corrected mask, when status is corrected")
+
+
+class CaseHistory(BaseModel):
+    case_id: str
+    events: list[ReviewEventBody] = Field(description="every verdict the case has had, oldest first")
 
 
 class Worklist(BaseModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lesionseg.batch.inputs import JobImage
 from lesionseg.batch.worker import RESULT_COLUMNS, ImageOutcome, JobSettings, failed_row, output_files
-from lesionseg.files import write_atomically
+from lesionseg.files import as_written, spreadsheet_safe, write_atomically
 from lesionseg.model.sidecar import read_sidecar
 
 # Settings that change an image's outputs: a rerun with other values would mix two jobs in one table.
@@ -22,26 +22,6 @@ DECIDING_SETTINGS = ("model_sha256", "backend", "samples", "seed", "threshold", 
 
 # A spreadsheet takes a cell that starts with one of these as a formula (CSV injection): such a text cell is
 # written after a quote mark, which spreadsheets show as text, and read back without it.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(row: dict) -> dict:
-    return {
-        key: f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
-        for key, value in row.items()
-    }
-
-
-def as_written(row: dict) -> dict:
-    """A row read back from results.csv, as it was before `spreadsheet_safe`."""
-    return {
-        key: value[1:]
-        if isinstance(value, str) and value[1:].startswith(FORMULA_STARTS) and value[:1] == "'"
-        else value
-        for key, value in row.items()
-    }
-
-
 def job_description(job: JobSettings) -> dict:
     """job.json: the settings, the request's fields at the top level as before, and the model's checksum."""
     settings = asdict(job)

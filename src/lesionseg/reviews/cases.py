@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from lesionseg.imaging.regions import rle_decode, rle_encode
-from lesionseg.reviews.database import Case, Review, connect
+from lesionseg.reviews.database import Case, Review, ReviewEvent, connect
 from lesionseg.reviews.errors import (
     CaseNotFound,
     ImageMissing,
@@ -54,7 +54,9 @@ def describe(case: Case, include_masks: bool = True) -> dict:
             "media_type": case.image_media_type,
             "width": case.width,
             "height": case.height,
+            "filename": case.filename,
         },
+        "external_id": case.external_id,
         "model": {"name": case.model_name, "version": case.model_version, "sha256": case.model_sha256},
         "settings": {
             "samples": case.samples,
@@ -78,6 +80,16 @@ def describe(case: Case, include_masks: bool = True) -> dict:
         body["mask_rle"] = case.mask_rle
         body["review"]["mask_rle"] = review.corrected_mask_rle
     return body
+
+
+def describe_event(event: ReviewEvent) -> dict:
+    return {
+        "version": event.version,
+        "status": event.status,
+        "reviewer": event.reviewer_key_id,
+        "at": aware(event.created_at).isoformat(),
+        "mask_rle": event.corrected_mask_rle,
+    }
 
 
 def current_mask(case: Case, source: Literal["current", "model"] = "current") -> np.ndarray:
@@ -148,9 +160,18 @@ class CaseStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def add(self, data: bytes, media_type: str, result: Result, request: PredictionRequest) -> dict:
+    def add(
+        self,
+        data: bytes,
+        media_type: str,
+        result: Result,
+        request: PredictionRequest,
+        filename: str | None = None,
+        external_id: str | None = None,
+    ) -> dict:
         """Keeps the image and the model's result as a pending case, with how it was asked for: the seed
-        and threshold the prediction used (a drawn seed, a coverage's threshold), the rest as requested."""
+        and threshold the prediction used (a drawn seed, a coverage's threshold), the rest as requested;
+        and where it came from: the upload's file name and the caller's own identifier, if given."""
         created = now()
         case = Case(
             id=uuid.uuid4().hex,
@@ -173,8 +194,11 @@ class CaseStore:
             out_of_distribution=result.out_of_distribution,
             ood_score=result.ood_score,
             mask_rle=rle_encode(result.mask),
+            filename=filename,
+            external_id=external_id,
         )
         case.review = Review(status="pending", version=1, created_at=created, updated_at=created)
+        case.events = [ReviewEvent(version=1, status="pending", created_at=created)]
         with self.images.lock:  # never between another process's delete of this image and its check
             case.image_sha256 = self.images.put(data)  # on disk before the case that names it
             with self.sessions.begin() as session:
@@ -284,7 +308,28 @@ class CaseStore:
                 if current is None:  # deleted since it was found
                     raise CaseNotFound(case_id)
                 raise StaleReview(version, current)
+            # In the same transaction as the verdict: the trail has every verdict the case had, and no other.
+            session.add(
+                ReviewEvent(
+                    case_id=case_id,
+                    version=version + 1,
+                    status=status,
+                    corrected_mask_rle=mask_rle,
+                    reviewer_key_id=reviewer_key_id,
+                    created_at=now(),
+                )
+            )
         return self.get(case_id)
+
+    def history(self, case_id: str) -> list[dict]:
+        """Every verdict the case has had, oldest first (from 0002 on: an older case starts with the verdict
+        it had when the database was upgraded)."""
+        with self.sessions() as session:
+            self.find(session, case_id)
+            events = session.scalars(
+                select(ReviewEvent).where(ReviewEvent.case_id == case_id).order_by(ReviewEvent.version)
+            )
+            return [describe_event(event) for event in events]
 
     def delete(self, case_id: str) -> None:
         with self.images.lock:

@@ -60,7 +60,11 @@ class Case(Base):
     out_of_distribution: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     mask_rle: Mapped[dict] = mapped_column(JSON)
+    # Where the picture came from, so that a researcher can map a case back to their records (0002).
+    filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    external_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     review: Mapped["Review"] = relationship(back_populates="case", cascade="all, delete-orphan", uselist=False)
+    events: Mapped[list["ReviewEvent"]] = relationship(cascade="all, delete-orphan", order_by="ReviewEvent.version")
 
 
 class Review(Base):
@@ -77,6 +81,20 @@ class Review(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer)
     case: Mapped[Case] = relationship(back_populates="review")
+
+
+class ReviewEvent(Base):
+    """Every verdict a case has had, in order: the audit trail. `Review` holds only the latest (0002)."""
+
+    __tablename__ = "review_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    corrected_mask_rle: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    reviewer_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 def connect(url: str) -> Engine:

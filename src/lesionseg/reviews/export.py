@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from lesionseg.config import Settings
+from lesionseg.files import spreadsheet_safe
 from lesionseg.imaging.decode import ImageRejected, decode_upload
 from lesionseg.imaging.render import encode_mask_png
 from lesionseg.reviews.cases import CaseStore
@@ -42,6 +43,8 @@ MANIFEST_FIELDS = [
     "model_sha256",
     "uncertainty_score",
     "out_of_distribution",
+    "filename",
+    "external_id",
 ]
 
 
@@ -137,11 +140,13 @@ def write_snapshot(
                 "model_sha256": model["sha256"],
                 "uncertainty_score": case["uncertainty_score"],
                 "out_of_distribution": case["out_of_distribution"],
+                "filename": case["image"]["filename"],
+                "external_id": case["external_id"],
             }
         )
     with open(folder / "manifest.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=MANIFEST_FIELDS)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(spreadsheet_safe(row) for row in rows)
     summary.written = len(rows)
     return summary

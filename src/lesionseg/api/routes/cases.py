@@ -23,7 +23,7 @@ from lesionseg.api.deps import (
 )
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
 from lesionseg.api.routes.predict import read_single_upload, segment_upload
-from lesionseg.api.schemas import CaseBody, ErrorBody, ReviewChange, Worklist
+from lesionseg.api.schemas import CaseBody, CaseHistory, ErrorBody, ReviewChange, Worklist
 from lesionseg.imaging.containers import image_length
 from lesionseg.imaging.render import encode_mask_png
 from lesionseg.segmenter import PredictionRequest, Segmenter
@@ -36,17 +36,25 @@ MEDIA_TYPES |= {"BMP": "image/bmp", "WEBP": "image/webp", "GIF": "image/gif"}
 RESPONSES = {status: {"model": ErrorBody} for status in (401, 403, 404, 422)}
 
 
-def store_upload(data: bytes, segmenter: Segmenter, request: PredictionRequest, store) -> dict:
+def store_upload(
+    data: bytes, segmenter: Segmenter, request: PredictionRequest, store, provenance: dict[str, str | None]
+) -> dict:
     result = segment_upload(data, segmenter, request)
     media_type = MEDIA_TYPES.get(result.decoded.format, "application/octet-stream")
     # What follows the picture's own end (a JPEG's EOI, a PNG's IEND) is no part of it, and is not kept.
-    return store.add(data[: image_length(data)], media_type, result, request)
+    return store.add(data[: image_length(data)], media_type, result, request, **provenance)
 
 
 def segment_and_store(
-    data: bytes, segmenter: Segmenter, request: PredictionRequest, budget: MemoryBudget, store
+    data: bytes,
+    segmenter: Segmenter,
+    request: PredictionRequest,
+    budget: MemoryBudget,
+    store,
+    provenance: dict[str, str | None],
 ) -> dict:
-    case = budget.run(estimate_bytes(data, "json"), partial(store_upload, data, segmenter, request, store))
+    work = partial(store_upload, data, segmenter, request, store, provenance)
+    case = budget.run(estimate_bytes(data, "json"), work)
     store.expire_old_cases()
     return case
 
@@ -65,15 +73,42 @@ async def create_case(
     store: CaseStoreDependency,
     request: Request,
     file: Annotated[UploadFile | None, File(description="the dermoscopic image (JPEG, PNG, TIFF, ...)")] = None,
+    external_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            pattern=r"^[\x20-\x7e]+$",
+            description="your own identifier for this image (a record or accession number), kept with the case",
+        ),
+    ] = None,
 ) -> JSONResponse:
-    """Segments the image as POST /predict/ does, and keeps it as a case waiting for review."""
+    """Segments the image as POST /predict/ does, and keeps it as a case waiting for review, with its file
+    name and `external_id`, so that it can be traced back."""
     data = await read_single_upload(request, file, settings)
+    provenance = {"filename": upload_name(file.filename), "external_id": external_id}
     state = request.app.state
     budget = state.memory_budget
-    work = partial(segment_and_store, data, segmenter=segmenter, request=prediction_request, budget=budget, store=store)
+    work = partial(
+        segment_and_store,
+        data,
+        segmenter=segmenter,
+        request=prediction_request,
+        budget=budget,
+        store=store,
+        provenance=provenance,
+    )
     with state.inference_gate.admit() as admission:
         case = await admission.run(state.inference_executor, work)
     return JSONResponse(case, status_code=201)
+
+
+def upload_name(name: str | None) -> str | None:
+    """The client's file name without any folders, printable characters only, at most 255 of them: a label
+    to show and export, never a path."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    printable = "".join(character for character in base if character.isprintable())[:255].strip()
+    return printable or None
 
 
 @router.get("/cases", response_model=Worklist, responses=RESPONSES)
@@ -98,6 +133,12 @@ def worklist(
 @router.get("/cases/{case_id}", response_model=CaseBody, responses=RESPONSES)
 def get_case(case_id: CaseId, caller: ReaderDependency, store: CaseStoreDependency) -> dict:
     return store.get(case_id)
+
+
+@router.get("/cases/{case_id}/history", response_model=CaseHistory, responses=RESPONSES)
+def case_history(case_id: CaseId, caller: ReaderDependency, store: CaseStoreDependency) -> dict:
+    """Every verdict the case has had, oldest first, with who gave it and when: the audit trail."""
+    return {"case_id": case_id, "events": store.history(case_id)}
 
 
 @router.get(
