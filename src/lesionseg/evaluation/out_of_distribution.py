@@ -217,11 +217,13 @@ def calibrate_gate(
         name: image_scores(predictor, paths, name, samples=0)["features"]
         for name, paths in held_out_dermoscopy(data_root, sets, "threshold", split).items()
     }
-    # One group per set and shift: pooled, HAM10000's rarely flagged photos hid ISIC's flags under a shift.
-    for set_name in sets:
-        validation = select_pairs(data_root, set_name, "validation", split)[:shifted_pairs]
-        groups = shift_groups(predictor, validation)
-        held_out |= {f"{set_name} validation, {shift}": features for shift, features in groups.items()}
+    # Both sets' pairs in one group per shift. One group per set and shift was tried (README): it raised the
+    # classifier's line by 1.16 logits, caught 94.7 % of non-dermoscopy instead of 96.1 %, and left ISIC's
+    # worst shift at 6.7 % of the test bed's 60 pairs, so it was not kept.
+    validation = [
+        record for name in sets for record in select_pairs(data_root, name, "validation", split)[:shifted_pairs]
+    ]
+    held_out |= {f"validation, {name}": features for name, features in shift_groups(predictor, validation).items()}
     others = None
     if negatives:
         paths = [path for group in read_ood_manifest(negatives).values() for path in group]
@@ -238,9 +240,8 @@ def calibrate_gate(
         "threshold": gate.threshold,
         "threshold_chosen": f"at most {flagged_fraction:.0%} of any group of held-out dermoscopy flagged"
         + ("" if others is None else ", half by each threshold")
-        + f" (each set's validation split, the even-numbered unlabeled ISIC 2017 and full-size images, and "
-        f"{shifted_pairs} validation pairs of each set under each camera-like shift of the test bed, each set and "
-        "shift a group of its own)",
+        + f" (the validation split, the even-numbered unlabeled ISIC 2017 and full-size images, and {shifted_pairs} "
+        "validation pairs of each set under each camera-like shift of the test bed)",
         "held_out_flagged": flagged,
         "fitted_on": {
             "descriptors": len(fitting),

@@ -78,9 +78,9 @@ def sample_logits(backend: Backend, config: ModelConfig, images: np.ndarray, sam
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:
-    """The logistic function in float32, in place on one copy. Clipping at ±30 keeps exp finite and changes
-    nothing: past it the result rounds to 0 or 1 in float32 anyway. exp runs at about twice tanh's speed
-    on CPUs without AVX-512, and this is a full map per sample."""
+    """The logistic function in float32, in place on one copy. Clipping at ±30 keeps exp finite; past it the
+    result is within 1e-13 of 0 or 1, which no threshold, mean or heatmap can see. exp ran at 1.6× tanh's
+    speed here (no AVX-512), and this is a full map per sample."""
     result = np.clip(values, -30.0, 30.0).astype(np.float32, copy=False)
     np.negative(result, out=result)
     np.exp(result, out=result)
