@@ -9,9 +9,9 @@ throughput and p95 with 1, 4 and 16 concurrent clients; server start-up time and
 the trunk's achieved GFLOP/s against this machine's matrix-multiply GFLOP/s. Prints tables and
 writes benchmarks/results/serving.json.
 
-Then the key ratios against their targets and against the committed baseline
-(benchmarks/baseline.json): the run exits 1 when a ratio is more than 25 % worse than its baseline.
-`--update-baseline` records this run's ratios as the new baseline.
+Then the key ratios against their targets and against the committed baseline of this CPU's family
+(benchmarks/baseline.json: AVX-512 VNNI, AVX-512, AVX2): the run exits 1 when a ratio is more than 25 % worse
+than its baseline. `--update-baseline` records this run's ratios as its family's new baseline.
 """
 
 import argparse
@@ -336,6 +336,20 @@ def target_for(name: str) -> float | None:
     return next((target for format, target in TARGETS.items() if f"format={format}," in name), None)
 
 
+def cpu_family() -> str:
+    """Which baseline applies: ratios move with the instruction sets (int8 and float kernels differ most between
+    AVX-512 VNNI and AVX2), so each family keeps its own."""
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            break
+    for family, needed in (("avx512-vnni", "avx512_vnni"), ("avx512", "avx512f"), ("avx2", "avx2")):
+        if needed in flags:
+            return family
+    return "other"
+
+
 def compare_with_baseline(ratios: dict[str, float], baseline: dict[str, float]) -> list[str]:
     """Prints each ratio beside its target and baseline; returns the names of those that regressed."""
     print(f"\n{'key ratio (lower is better)':<52} {'now':>6} {'target':>7} {'baseline':>9} {'change':>7}")
@@ -380,12 +394,15 @@ def main() -> int:
     print(f"\nwritten: {RESULTS.relative_to(REPOSITORY)}")
 
     ratios = key_ratios(report)
-    baseline = json.loads(BASELINE.read_text())["ratios"] if BASELINE.is_file() else {}
-    regressed = compare_with_baseline(ratios, baseline)
+    family = cpu_family()
+    baselines = json.loads(BASELINE.read_text())["by_cpu_family"] if BASELINE.is_file() else {}
+    print(f"\nbaseline: this CPU's family, {family}" + ("" if family in baselines else " (none recorded yet)"))
+    regressed = compare_with_baseline(ratios, baselines.get(family, {}).get("ratios", {}))
     if arguments.update_baseline:
         command = " ".join(["python benchmarks/serving.py", *sys.argv[1:]])
-        BASELINE.write_text(json.dumps({"command": command, "ratios": ratios}, indent=2) + "\n")
-        print(f"baseline updated: {BASELINE.relative_to(REPOSITORY)}")
+        baselines[family] = {"command": command, "measured": time.strftime("%Y-%m-%d"), "ratios": ratios}
+        BASELINE.write_text(json.dumps({"by_cpu_family": baselines}, indent=2) + "\n")
+        print(f"baseline updated for {family}: {BASELINE.relative_to(REPOSITORY)}")
         return 0
     if regressed:
         print(f"\n{len(regressed)} ratio(s) more than {ALLOWED_REGRESSION - 1:.0%} worse than the baseline")
