@@ -204,16 +204,21 @@ def run_predict(arguments: argparse.Namespace) -> None:
 PREDICT_TABLE_HEADER = (
     f"{'image':<32} {'lesion %':>8} {'uncertainty':>11} {'review':>6} {'not dermoscopy? (ood_score)':>27}  files"
 )
-PREDICT_OUTPUTS = {"all": (("mask", "mask"), ("uncertainty", "uncertainty"), ("combined", "png")), "isic": ()}
+# Per `--format`: each file's suffix and the output rendered into it.
+PREDICT_FILES = {
+    "all": (("mask", "mask"), ("uncertainty", "uncertainty"), ("combined", "png")),
+    "isic": (("segmentation", "mask"),),
+}
 
 
 def write_predict_outputs(result, stem: str, folder: Path, layout: str) -> list[Path]:
     """The files `lesionseg predict` writes for one image, in the layout `--format` chose."""
-    outputs = [(f"{stem}_segmentation.png", "mask")] if layout == "isic" else []
-    outputs += [(f"{stem}_{suffix}.png", output) for suffix, output in PREDICT_OUTPUTS[layout]]
-    for name, output in outputs:
-        (folder / name).write_bytes(result.render(output))
-    return [folder / name for name, _ in outputs]
+    written = []
+    for suffix, output in PREDICT_FILES[layout]:
+        path = folder / f"{stem}_{suffix}.png"
+        path.write_bytes(result.render(output))
+        written.append(path)
+    return written
 
 
 def predict_report(image_path: Path, result, written: list[Path], as_json: bool) -> str:
