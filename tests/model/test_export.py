@@ -12,7 +12,7 @@ from lesionseg.model.config import ModelConfig, get_config
 from lesionseg.model.export import export_onnx
 from lesionseg.model.factory import create_model
 from lesionseg.model.sidecar import read_sidecar, tail_repeats_trunk
-from lesionseg.uncertainty.sampling import draw_channel_masks, repeated_for_samples
+from lesionseg.uncertainty.sampling import draw_channel_masks, repeat_trunk_for_old_graphs
 
 # Slow tier: each export traces the network with torch.export (half a minute on two cores).
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def test_the_exported_tail_takes_each_trunk_once_and_matches_pytorch(tmp_path, p
 def test_graphs_exported_by_050_and_earlier_get_the_trunk_repeated_once_per_sample():
     trunk = [np.arange(2 * 3, dtype=np.float32).reshape(2, 3, 1, 1)]
     masks = [np.ones((2 * 5, 3, 1, 1), np.float32)]
-    repeated = repeated_for_samples(trunk, masks)
+    repeated = repeat_trunk_for_old_graphs(trunk, masks)
     assert repeated[0].shape == (10, 3, 1, 1)
     assert np.array_equal(repeated[0][:5], np.repeat(trunk[0][:1], 5, axis=0))
     assert tail_repeats_trunk({"onnx": {"trunk": {}, "tail": {}}})

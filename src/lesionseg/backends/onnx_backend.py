@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime
 
 from lesionseg.model.sidecar import graph_paths, has_descriptor, tail_repeats_trunk
-from lesionseg.uncertainty.sampling import repeated_for_samples
+from lesionseg.uncertainty.sampling import repeat_trunk_for_old_graphs
 
 
 class OnnxBackend:
@@ -33,6 +33,6 @@ class OnnxBackend:
 
     def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
         if self.repeats_trunk:
-            trunk = repeated_for_samples(trunk, masks)
+            trunk = repeat_trunk_for_old_graphs(trunk, masks)
         feeds = dict(zip(self.tail_inputs, [*trunk, *masks], strict=True))
         return self.tail_session.run(None, feeds)[0]

@@ -13,7 +13,7 @@ import numpy as np
 import openvino
 
 from lesionseg.model.sidecar import graph_paths, has_descriptor, tail_repeats_trunk
-from lesionseg.uncertainty.sampling import repeated_for_samples
+from lesionseg.uncertainty.sampling import repeat_trunk_for_old_graphs
 
 Precision = Literal["auto", "f32"]
 
@@ -51,6 +51,6 @@ class OpenVinoBackend:
 
     def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:
         if self.repeats_trunk:
-            trunk = repeated_for_samples(trunk, masks)
+            trunk = repeat_trunk_for_old_graphs(trunk, masks)
         results = self.tail_model.create_infer_request().infer([*trunk, *masks])
         return np.asarray(results[self.tail_model.outputs[0]])

@@ -42,7 +42,8 @@ def export_onnx(weights_path: Path) -> dict:
     """Writes WEIGHTS.trunk.onnx and WEIGHTS.tail.onnx and records their sha256 in the sidecar."""
     model, sidecar = load_checkpoint(weights_path)
     size = sidecar["architecture"]["input_size"]
-    # Two images and three samples each, so that neither batch axis is taken for a constant 1 or for the other.
+    # The tail is traced on two images of three samples each, so that neither of its batch axes is taken for a
+    # constant 1 or for the other; the trunk, with one batch axis, on one image as it always was.
     image = torch.zeros(2, 3, size, size)
     with torch.inference_mode():
         trunk = model.forward_trunk(image)

@@ -57,7 +57,7 @@ def draw_channel_masks(config: ModelConfig, count: int, seed: int) -> list[np.nd
     return masks
 
 
-def repeated_for_samples(trunk: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
+def repeat_trunk_for_old_graphs(trunk: list[np.ndarray], masks: list[np.ndarray]) -> list[np.ndarray]:
     """Each image's trunk once per sample, for tail graphs exported by lesionseg 0.5.0 and earlier, which took it so."""
     samples = masks[0].shape[0] // trunk[0].shape[0]
     return [np.repeat(level, samples, axis=0) for level in trunk]
