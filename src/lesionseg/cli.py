@@ -145,6 +145,16 @@ def add_prediction_arguments(parser) -> None:
     )
 
 
+def add_served_tta_argument(parser) -> None:
+    """`--tta/--no-tta` for the commands that measure or calibrate the served predictions: on, as served."""
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_TTA,
+        help="sample each image flipped both ways too, pooled, as served (default: on)",
+    )
+
+
 def prediction_request(arguments: argparse.Namespace, settings=None):
     from lesionseg.config import Settings
     from lesionseg.segmenter import PredictionRequest
@@ -222,19 +232,22 @@ def write_predict_outputs(result, stem: str, folder: Path, layout: str) -> list[
 
 
 def predict_report(image_path: Path, result, written: list[Path], as_json: bool) -> str:
-    """One image's line: a table row, or (`--json`) one JSON object with the same facts and more."""
-    summary = result.to_json()
+    """One image's line: a table row, or (`--json`) one JSON object with the same facts and more. From the
+    result's own fields: the full JSON summary would also encode the mask's RLE and outline, unused here."""
+    mask = result.mask
     facts = {
         "image": str(image_path),
-        "lesion_area_fraction": summary["lesion_area_fraction"],
-        "uncertainty_score": summary["uncertainty_score"],
-        "review_recommended": summary["review_recommended"],
-        "out_of_distribution": summary["out_of_distribution"],
-        "ood_score": summary["ood_score"],
+        "lesion_area_fraction": int(mask.sum()) / mask.size,
+        "uncertainty_score": result.score,
+        "review_recommended": result.review_recommended,
+        "out_of_distribution": result.out_of_distribution,
+        "ood_score": result.ood_score,
         "files": [str(path) for path in written],
     }
     if as_json:
-        return json.dumps({**facts, **{key: summary[key] for key in ("width", "height", "seed", "threshold")}})
+        prediction = result.prediction
+        extra = {"width": result.width, "height": result.height, "seed": prediction.seed}
+        return json.dumps({**facts, **extra, "threshold": prediction.threshold})
     unknown = result.out_of_distribution is None
     gate = "unavailable" if unknown else f"{'yes' if result.out_of_distribution else 'no'} ({result.ood_score:.2f})"
     return (
@@ -323,12 +336,7 @@ def add_evaluate_parser(subparsers) -> None:
     parser.add_argument(
         "--coverage", action="store_true", help="instead: realised miss rate of coverage masks over repeated splits"
     )
-    parser.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULT_TTA,
-        help="sample each image flipped both ways too, pooled, as served (default: on)",
-    )
+    add_served_tta_argument(parser)
     parser.add_argument(
         "--shifts",
         action="store_true",
@@ -475,12 +483,7 @@ def add_calibrate_parser(subparsers) -> None:
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--referred-fraction", type=float, default=0.1, help="share of images to flag for review")
-    parser.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULT_TTA,
-        help="sample each image flipped both ways too, pooled, as served (default: on)",
-    )
+    add_served_tta_argument(parser)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N pairs of each set")
 
 
@@ -602,12 +605,7 @@ def add_calibrate_coverage_parser(subparsers) -> None:
     add_model_and_data_arguments(parser)
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=DEFAULT_TTA,
-        help="sample each image flipped both ways too, pooled, as served (default: on)",
-    )
+    add_served_tta_argument(parser)
 
 
 def run_calibrate_coverage(arguments: argparse.Namespace) -> None:
