@@ -10,6 +10,7 @@ from PIL import Image
 import lesionseg
 from lesionseg import segmenter as segmenter_module
 from lesionseg.imaging.decode import ImageRejected
+from lesionseg.proposals.litemedsam import InvalidBox, box_around
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,14 @@ def test_flip_tta_is_the_default_and_a_setting_turns_it_off(segmenter, real_imag
     assert not np.array_equal(default.uncertainty, plain.uncertainty)
     without = lesionseg.Segmenter(predictor, Settings(default_tta=False)).predict(real_image_path, seed=0)
     assert np.array_equal(without.uncertainty, plain.uncertainty)
+
+
+def test_a_proposal_without_a_box_takes_the_box_around_the_models_mask(segmenter, real_image_path):
+    result = segmenter.predict(real_image_path, seed=0)
+    proposal = segmenter.propose(real_image_path)
+    assert proposal.box == tuple(float(side) for side in box_around(result.mask))
+    assert proposal.mask.shape == result.mask.shape
+    again = segmenter.propose(real_image_path.read_bytes(), proposal.box)
+    assert again.embedding_kept and np.array_equal(again.mask, proposal.mask)
+    with pytest.raises(InvalidBox, match="must enclose part of the"):
+        segmenter.propose(real_image_path, (result.width + 1, 0, result.width + 9, 9))

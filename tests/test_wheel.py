@@ -78,6 +78,8 @@ def test_the_python_api_works_in_the_installed_environment(installed, real_image
         "import sys, lesionseg\n"
         "result = lesionseg.load().predict(sys.argv[1], seed=0)\n"
         "print(result.mask.shape, result.out_of_distribution, result.to_json()['model']['name'])\n"
+        "proposal = lesionseg.load().propose(sys.argv[1])\n"  # LiteMedSAM, also without torch
+        "print(proposal.mask.shape == result.mask.shape, proposal.mask.any())\n"
     )
     completed = subprocess.run(
         [str(installed / "python"), "-c", script, str(real_image_path)],
@@ -88,7 +90,14 @@ def test_the_python_api_works_in_the_installed_environment(installed, real_image
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     height, width = cv2.imread(str(real_image_path)).shape[:2]
-    assert completed.stdout.split() == [f"({height},", f"{width})", "False", "efficientnet_lite0_upernet"]
+    assert completed.stdout.split() == [
+        f"({height},",
+        f"{width})",
+        "False",
+        "efficientnet_lite0_upernet",
+        "True",
+        "True",
+    ]
 
 
 def test_training_without_torch_says_which_extra_it_needs(installed, tmp_path):

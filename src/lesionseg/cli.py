@@ -342,6 +342,12 @@ def add_evaluate_parser(subparsers) -> None:
         action="store_true",
         help="instead: the shift test bed, each set under each camera-like shift (accuracy, uncertainty, the gate)",
     )
+    parser.add_argument(
+        "--proposals",
+        action="store_true",
+        help="instead: LiteMedSAM's box-prompted proposals against the model (a box around the truth, the"
+        " model's own box, the two averaged) and their timings",
+    )
 
 
 def load_predictor(weights: Path | None):
@@ -375,6 +381,8 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
         ]
         for set_name in arguments.sets
     }
+    if arguments.proposals:
+        return evaluate_proposals(arguments, weights, predictor, records_by_set)
     results, counts, per_image, uncertainty = evaluate.evaluate_sets(
         predictor, records_by_set, arguments.samples, arguments.seed, arguments.tta, arguments.uncertainty
     )
@@ -427,6 +435,24 @@ def evaluate_shifts(arguments: argparse.Namespace, weights: Path, predictor) -> 
     summary = {"model": predictor.config.name, "split": arguments.split, "samples": arguments.samples}
     summary["tta"] = arguments.tta
     record_report(arguments, weights, "evaluation_shifts", {**summary, **report})
+
+
+def evaluate_proposals(arguments: argparse.Namespace, weights: Path, predictor, records_by_set: dict) -> None:
+    from lesionseg.evaluation.proposals import evaluate_proposals as evaluate
+    from lesionseg.evaluation.proposals import format_proposal_table
+    from lesionseg.proposals.litemedsam import BoxProposer
+
+    proposer = BoxProposer()
+    summaries, per_image = {}, {}
+    for set_name, records in records_by_set.items():
+        summaries[set_name], per_image[set_name] = evaluate(
+            predictor, proposer, records, arguments.samples, arguments.seed, arguments.tta
+        )
+    print(format_proposal_table(summaries))
+    about = ("name", "description", "parameters", "licence", "source", "training_data_note")
+    summary = {"model": predictor.config.name, "proposer": {key: proposer.sidecar[key] for key in about}}
+    summary |= {"split": arguments.split, "samples": arguments.samples, "tta": arguments.tta}
+    record_report(arguments, weights, "evaluation_proposals", {**summary, "sets": summaries, "per_image": per_image})
 
 
 def record_report(arguments: argparse.Namespace, weights: Path, key: str, report: dict) -> None:

@@ -1,6 +1,7 @@
 """MODEL_CARD.md, generated from a checkpoint's sidecar so the card and the weights never disagree."""
 
 from lesionseg.evaluation.metrics import METRIC_NAMES
+from lesionseg.evaluation.proposals import TABLE_HEADER, format_proposal_rows
 
 INTENDED_USE = (
     "Research and clinical decision support: outlining a skin lesion in a dermoscopic image and showing "
@@ -64,6 +65,7 @@ def render_model_card(sidecar: dict) -> str:
         uncertainty_section,
         out_of_distribution_section,
         coverage_section,
+        proposals_section,
     )
     lines = [line for section in sections for line in section(sidecar)]
     lines += ["## Limitations", "", *[f"- {item}" for item in LIMITATIONS], ""]
@@ -282,3 +284,24 @@ def coverage_section(sidecar: dict) -> list[str]:
                 )
         lines += ["", "```", evaluation["command"], "```", ""]
     return lines
+
+
+def proposals_section(sidecar: dict) -> list[str]:
+    """The reviewer's box-prompted proposer: what it is, whose, under which licence, and how it measured."""
+    evaluation = sidecar.get("evaluation_proposals")
+    if not evaluation:
+        return []
+    proposer = evaluation["proposer"]
+    lines = [
+        f"## Box-prompted proposals for reviewers ({proposer['name']})",
+        "",
+        f"- {proposer['description']}; {proposer['parameters']:,} parameters",
+        f"- licence: {proposer['licence']}; source: {proposer['source']}",
+        f"- training data: {proposer['training_data_note']}",
+        "- used only when a reviewer asks for a proposal (POST /cases/{id}/proposal, `Segmenter.propose`); never in"
+        " /predict/'s masks or uncertainty",
+        "",
+        *TABLE_HEADER,
+        *format_proposal_rows(evaluation["sets"]),
+    ]
+    return [*lines, "", "```", evaluation["command"], "```", ""]

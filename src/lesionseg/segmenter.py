@@ -9,6 +9,9 @@
     (False, False)
     >>> summary = result.to_json()                       # what POST /predict/?format=json returns
     >>> png = result.render("overlay")                   # what POST /predict/?format=overlay returns
+    >>> proposal = segmenter.propose("lesion.jpg")      # LiteMedSAM's mask in the box around the model's
+    >>> proposal.mask.shape == result.mask.shape
+    True
 
 Files and bytes are decoded exactly as uploads are (the same formats, limits and EXIF rotation). Every
 map comes at the image's own size. A `PredictionRequest` is how every caller asks: HTTP, the CLI, batch
@@ -49,6 +52,7 @@ from lesionseg.imaging.render import (
     uncertainty_to_uint16,
 )
 from lesionseg.predictor import Prediction, Predictor
+from lesionseg.proposals.litemedsam import ENCODER_SIZE, BoxProposer, Proposal, box_around
 from lesionseg.uncertainty.coverage import MAX_COVERAGE, MIN_COVERAGE
 from lesionseg.uncertainty.sampling import check_samples
 
@@ -299,6 +303,21 @@ class Segmenter:
         if review_threshold is None:
             review_threshold = self.predictor.review_threshold
         return Result(decoded, prediction, review_threshold, self.predictor.identity, self.settings)
+
+    @cached_property
+    def proposer(self) -> BoxProposer:
+        return BoxProposer()
+
+    def propose(self, image: ImageInput, box: tuple[float, float, float, float] | None = None) -> Proposal:
+        """LiteMedSAM's mask for the lesion inside `box` ([x0, y0, x1, y1] in the image's pixels); without a
+        box, the box around the model's own mask. A reviewer's starting point, not a prediction: it carries no
+        uncertainty. The image's embedding is kept, so a further box on the same image costs only the small
+        decoder."""
+        if box is None:
+            box = box_around(self.predict(image, seed=0).mask)
+        decoded = decode_image(image, self.settings, draft_size=2 * ENCODER_SIZE)
+        image_size = (decoded.original_height, decoded.original_width)
+        return self.proposer.propose(self.proposer.kept_embedding(decoded.rgb, image_size), box)
 
 
 def load(

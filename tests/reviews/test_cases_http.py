@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -248,6 +249,54 @@ def test_everything_persists_across_a_restart(service, pictures):
     assert again["review"]["status"] == "accepted" and again["review"]["version"] == 2
     assert again["mask_rle"] == case["mask_rle"]
     assert service.get(f"/cases/{case['id']}/image").content == pictures["dermoscopy"]
+
+
+def test_a_box_drawn_on_a_case_gets_a_proposal_and_the_next_box_costs_only_the_decoder(service, pictures):
+    case = service.upload(pictures["dermoscopy"], samples=2).json()
+    model_mask = rle_decode(case["mask_rle"])
+    rows, columns = np.nonzero(model_mask)
+    box = [int(columns.min()), int(rows.min()), int(columns.max()) + 1, int(rows.max()) + 1]
+    propose = partial(httpx.post, f"{service.url}/cases/{case['id']}/proposal", headers=as_("reviewer"), timeout=120)
+    response = propose(json={"box": box})
+    assert response.status_code == 200, response.text
+    first = response.json()
+    proposal = rle_decode(first["mask_rle"])
+    assert proposal.shape == model_mask.shape and first["model"] == "LiteMedSAM" and first["box"] == box
+    # A box asks for the object it frames: the proposal lies inside it, and finds the lesion the model found
+    # (two models, one lesion: under 0.65 Jaccard would be a failure by the ISIC challenge's line).
+    x0, y0, x1, y1 = box
+    assert proposal[y0:y1, x0:x1].sum() >= 0.95 * proposal.sum()
+    assert (proposal & model_mask).sum() / (proposal | model_mask).sum() >= 0.65
+    assert first["timings_ms"]["image_embedding"] > 0
+    # No box: the box around the model's own mask, on the embedding kept from the first.
+    again = propose()
+    assert again.status_code == 200, again.text
+    assert again.json()["box"] == box and again.json()["timings_ms"]["image_embedding"] == 0
+    assert np.array_equal(rle_decode(again.json()["mask_rle"]), proposal)
+    # Nothing is saved until the reviewer sends it.
+    assert service.get(f"/cases/{case['id']}").json()["review"]["version"] == 1
+
+
+def test_a_proposal_with_a_bad_box_or_without_the_reviewer_role_is_refused_in_our_words(service, pictures):
+    case = service.upload(pictures["dermoscopy"], samples=2).json()
+    url = f"{service.url}/cases/{case['id']}/proposal"
+    width = case["image"]["width"]
+    for body, words in (
+        ({"box": [width + 10, 0, width + 50, 40]}, "must enclose part of the"),
+        ({"box": [10, 10, 5, 20]}, "x0 < x1"),
+        ({"box": [1, 2, 3]}, "box"),
+        ({"box": [0, 0, "wide", 10]}, "box"),
+        ({"box": [0, 0, 10, 10], "points": []}, "points"),
+    ):
+        response = httpx.post(url, json=body, headers=as_("reviewer"), timeout=120)
+        assert response.status_code == 422 and words in response.json()["detail"], (body, response.text)
+    non_finite = httpx.post(
+        url, content=b'{"box": [0, 0, NaN, 10]}', headers={**as_("reviewer"), "Content-Type": "application/json"}
+    )
+    assert non_finite.status_code == 422 and "box" in non_finite.json()["detail"], non_finite.text
+    assert httpx.post(url, json={}, headers=as_("reader"), timeout=60).status_code == 403
+    unknown = httpx.post(f"{service.url}/cases/{'0' * 32}/proposal", headers=as_("reviewer"), timeout=60)
+    assert unknown.status_code == 404 and "no case" in unknown.json()["detail"]
 
 
 @pytest.mark.parametrize("kind", DATABASES)

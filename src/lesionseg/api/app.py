@@ -25,6 +25,7 @@ from lesionseg.api.observability import Metrics, configure_logging
 from lesionseg.api.routes import router
 from lesionseg.config import Settings
 from lesionseg.predictor import Predictor
+from lesionseg.segmenter import Segmenter
 
 # Multipart framing around the file: boundaries, part headers, small form fields.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -127,9 +128,11 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     async def lifespan(app):
         predictor = load_model(settings)
         app.state.case_store = open_case_store(settings)
+        # One per process: it keeps the box proposer's image embeddings from one request to the next.
+        app.state.segmenter = Segmenter(predictor, settings)
         app.state.predictor = predictor  # ready from here: /ready answers 200
         yield
-        app.state.predictor = None
+        app.state.predictor = app.state.segmenter = None
         app.state.inference_executor.shutdown(wait=True)
         if app.state.case_store is not None:
             app.state.case_store.close()
@@ -143,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.state.predictor = None
+    app.state.predictor = app.state.segmenter = None
     app.state.case_store = None
     app.state.inference_gate = InferenceGate(settings.max_queue, metrics)
     limit_malloc_arenas()

@@ -32,8 +32,9 @@ SettingsDependency = Annotated[Settings, Depends(get_settings)]
 PredictorDependency = Annotated[Predictor, Depends(get_predictor)]
 
 
-def get_segmenter(predictor: PredictorDependency, settings: SettingsDependency) -> Segmenter:
-    return Segmenter(predictor, settings)
+def get_segmenter(request: Request, predictor: PredictorDependency) -> Segmenter:
+    # `predictor` first: it answers 503 until the model is loaded, and the segmenter is made with it.
+    return request.app.state.segmenter
 
 
 SegmenterDependency = Annotated[Segmenter, Depends(get_segmenter)]

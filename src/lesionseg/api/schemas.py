@@ -1,6 +1,6 @@
 """Typed response bodies, so the OpenAPI document says exactly what comes back."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -41,6 +41,28 @@ class RunLengthMask(BaseModel):
         if any(count <= 0 for count in counts[1:]):
             raise ValueError("every run after the first must be at least one pixel long")
         return counts
+
+
+class ProposalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    box: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        None,
+        min_length=4,
+        max_length=4,
+        description="[x0, y0, x1, y1] around the lesion, in the image's pixels; without it, the box around the"
+        " model's own mask",
+    )
+
+
+class ProposalBody(BaseModel):
+    mask_rle: RunLengthMask = Field(description="the proposed mask, at the image's size")
+    model: str = Field(description="the box-prompted model that proposed it")
+    box: list[float] = Field(description="the box used, clipped to the image: [x0, y0, x1, y1]")
+    predicted_iou: float = Field(description="the proposer's own estimate of the mask's overlap with the lesion")
+    timings_ms: dict[str, float] = Field(
+        description="image_embedding (0 when this image's was kept from an earlier box) and mask_decoder"
+    )
 
 
 class PredictionSummary(BaseModel):

@@ -21,11 +21,22 @@ from lesionseg.api.deps import (
     SegmenterDependency,
     SettingsDependency,
 )
+from lesionseg.api.errors import RequestRejected
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
 from lesionseg.api.routes.predict import read_single_upload, segment_upload
-from lesionseg.api.schemas import CaseBody, CaseHistory, ErrorBody, ReviewChange, Worklist
+from lesionseg.api.schemas import (
+    CaseBody,
+    CaseHistory,
+    ErrorBody,
+    ProposalBody,
+    ProposalRequest,
+    ReviewChange,
+    Worklist,
+)
 from lesionseg.imaging.containers import image_length
+from lesionseg.imaging.regions import rle_encode
 from lesionseg.imaging.render import encode_mask_png
+from lesionseg.proposals.litemedsam import InvalidBox, box_around
 from lesionseg.segmenter import PredictionRequest, Segmenter
 
 router = APIRouter(tags=["cases"])
@@ -184,6 +195,46 @@ def review_case(
     mask = change.mask_rle.model_dump() if change.mask_rle is not None else None
     confirmed = change.confirm_out_of_distribution
     return store.review(case_id, change.status, mask, change.version, caller.key_id, confirmed)
+
+
+@router.post(
+    "/cases/{case_id}/proposal",
+    response_model=ProposalBody,
+    responses={**RESPONSES, 503: {"model": ErrorBody}},
+)
+async def propose_mask(
+    case_id: CaseId,
+    caller: ReviewerDependency,
+    store: CaseStoreDependency,
+    segmenter: SegmenterDependency,
+    request: Request,
+    proposal_request: ProposalRequest | None = None,
+) -> dict:
+    """A mask proposed by LiteMedSAM, a box-prompted medical foundation model, for the lesion in `box`; without
+    a box, for the box around the model's own mask. A starting point for a correction: nothing is saved until
+    the reviewer sends it with PUT /cases/{id}/review. The case's image is encoded once (about a second) and
+    kept; a further box costs only the mask decoder."""
+    data, _ = store.image(case_id)
+    box = proposal_request.box if proposal_request is not None else None
+    if box is None:
+        box = box_around(store.mask(case_id, "model"))
+    state = request.app.state
+    work = partial(state.memory_budget.run, estimate_bytes(data, "mask"), partial(segmenter.propose, data, box))
+    try:
+        with state.inference_gate.admit() as admission:
+            proposal = await admission.run(state.inference_executor, work)
+    except InvalidBox as error:
+        raise RequestRejected(422, str(error)) from error
+    return {
+        "mask_rle": rle_encode(proposal.mask),
+        "model": segmenter.proposer.name,
+        "box": list(proposal.box),
+        "predicted_iou": proposal.predicted_iou,
+        "timings_ms": {
+            "image_embedding": 0.0 if proposal.embedding_kept else round(proposal.embedding_seconds * 1000, 1),
+            "mask_decoder": round(proposal.seconds * 1000, 1),
+        },
+    }
 
 
 @router.delete("/cases/{case_id}", status_code=204, response_class=Response, responses=RESPONSES)
