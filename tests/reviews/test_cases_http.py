@@ -135,8 +135,13 @@ def test_the_worklist_puts_flagged_and_uncertain_cases_first_a_page_at_a_time(se
     assert flagged["out_of_distribution"] is True and flagged["review_recommended"] is True
     for seed in (1, 2):
         assert service.upload(pictures["dermoscopy"], seed=seed).status_code == 201
-    everything = service.get("/cases", status="pending", limit=200).json()["cases"]
+    listing = service.get("/cases", status="pending", limit=200).json()
+    everything = listing["cases"]
     assert everything[0]["id"] == flagged["id"]
+    # The counts are over the whole worklist, whatever the page shows.
+    every_status = service.get("/cases", limit=200).json()["cases"]
+    for status in ("pending", "accepted", "corrected", "rejected"):
+        assert listing["counts"][status] == sum(case["review"]["status"] == status for case in every_status)
     keys = [(case["review_recommended"], case["uncertainty_score"]) for case in everything]
     assert keys == sorted(keys, reverse=True)
     assert "mask_rle" not in everything[0] or everything[0]["mask_rle"] is None

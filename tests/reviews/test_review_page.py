@@ -1,6 +1,7 @@
 """The review page in headless Chromium (Debian's): open the worklist, open a case, paint a stroke, save,
 reload, and the correction is there, in the page and over HTTP."""
 
+import httpx
 import numpy as np
 import pytest
 from tests.api.test_web_page import CHROMIUM, CHROMIUM_ARGUMENTS, wait_until
@@ -32,7 +33,7 @@ def test_paint_a_correction_save_reload_and_it_persisted(service, real_image_pat
         page.goto(service.url + "/review")
         page.fill("#api-key", KEYS["reviewer"])
         page.dispatch_event("#api-key", "change")
-        page.wait_for_selector("#worklist li img[src^='blob:']", timeout=30_000)
+        page.wait_for_selector("#worklist li canvas[data-drawn]", timeout=30_000)
         page.set_input_files("#upload", str(real_image_path))
         wait_until(page, "document.querySelectorAll('#worklist li').length === 2")
         first = page.get_attribute("#worklist li:first-child", "data-id")
@@ -119,3 +120,118 @@ def test_a_correction_refused_by_a_409_keeps_its_message_and_its_strokes(service
     height, width = corrected.shape
     row, columns = int(0.08 * height), slice(int(0.06 * width), int(0.29 * width))
     assert corrected[row - 4 : row + 4, columns].all() and not model[row - 4 : row + 4, columns].any()
+
+
+def open_review_page(driver, service, viewport=(1366, 768)):
+    browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.goto(service.url + "/review")
+    page.fill("#api-key", KEYS["reviewer"])
+    page.dispatch_event("#api-key", "change")
+    return browser, page
+
+
+def open_case(page, case_id: str) -> dict:
+    page.wait_for_selector(f"#worklist li[data-id='{case_id}']", timeout=30_000)
+    page.click(f"#worklist li[data-id='{case_id}']")
+    page.wait_for_selector("#case-view:not(.hidden)")
+    wait_until(page, "document.getElementById('case-summary').textContent.includes('version')")
+    return page.locator("#canvas").bounding_box()
+
+
+def on_screen(box: dict, shape: tuple[int, int], x: float, y: float) -> tuple[float, float]:
+    """Where image pixel (x, y) is on the screen, for the canvas's bounding box as zoomed."""
+    height, width = shape
+    return box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height
+
+
+def test_a_box_becomes_a_proposal_the_brush_adjusts_and_the_keyboard_saves_at_1366_by_768(service, real_image_path):
+    """The one-gesture fix: draw a box, get LiteMedSAM's mask, touch it up, press S. With zoom, and the decision
+    bar in view on a laptop's screen."""
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed: `make test` installs it"
+    )
+    case = service.upload(real_image_path.read_bytes(), seed=3, external_id="MRN-7").json()
+    model = rle_decode(case["mask_rle"])
+    rows, columns = np.nonzero(model)
+    sent = []
+    with playwright.sync_playwright() as driver:
+        browser, page = open_review_page(driver, service)
+        page.on("request", lambda request: "/proposal" in request.url and sent.append(request.post_data_json))
+        box = open_case(page, case["id"])
+        assert "MRN-7" in page.inner_text("#case-summary")
+        for button in ("#accept", "#save", "#reject"):
+            bounds = page.locator(button).bounding_box()
+            assert bounds["y"] >= 0 and bounds["y"] + bounds["height"] <= 768, f"{button} is out of view"
+        # The wheel zooms in at the pointer, 0 fits the image again.
+        fitted = page.inner_text("#zoom-level")
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -300)
+        wait_until(page, f"document.getElementById('zoom-level').textContent !== '{fitted}'")
+        assert page.locator("#canvas").bounding_box()["width"] > 1.2 * box["width"]
+        page.keyboard.press("0")
+        assert page.inner_text("#zoom-level") == fitted
+        # X, then a box dragged around the lesion the model found.
+        page.keyboard.press("x")
+        page.mouse.move(*on_screen(box, model.shape, columns.min() - 4, rows.min() - 4))
+        page.mouse.down()
+        page.mouse.move(*on_screen(box, model.shape, columns.max() + 4, rows.max() + 4), steps=8)
+        page.mouse.up()
+        wait_until(page, "document.getElementById('saved').textContent.includes('Proposal by LiteMedSAM')")
+        # B, and a stroke across the top-left corner, where no lesion is; then S saves it all.
+        page.keyboard.press("b")
+        page.mouse.move(*on_screen(box, model.shape, 0.05 * model.shape[1], 0.08 * model.shape[0]))
+        page.mouse.down()
+        page.mouse.move(*on_screen(box, model.shape, 0.3 * model.shape[1], 0.08 * model.shape[0]), steps=10)
+        page.mouse.up()
+        page.keyboard.press("s")
+        wait_until(page, "document.getElementById('saved').textContent.includes('corrected')")
+        browser.close()
+    saved = service.get(f"/cases/{case['id']}").json()
+    assert saved["review"]["status"] == "corrected"
+    corrected = rle_decode(saved["review"]["mask_rle"])
+    # What the page was proposed, asked again over HTTP: the same box gives the same mask.
+    assert len(sent) == 1
+    proposal = httpx.post(
+        f"{service.url}/cases/{case['id']}/proposal", json=sent[0], headers={"X-API-Key": KEYS["reviewer"]}, timeout=120
+    ).json()
+    proposed = rle_decode(proposal["mask_rle"])
+    height, width = model.shape
+    stroke = np.zeros_like(model)
+    stroke[: int(0.2 * height), : int(0.4 * width)] = True
+    assert np.array_equal(corrected[~stroke], proposed[~stroke]), "outside the stroke, the proposal as it came"
+    row = int(0.08 * height)
+    assert corrected[row - 3 : row + 3, int(0.07 * width) : int(0.28 * width)].all(), "the stroke is lesion"
+
+
+def test_the_keyboard_corrects_a_case_with_a_proposal_and_never_acts_in_a_text_field(service, real_image_path):
+    """P asks for a proposal from the model's own box, S saves it: a correction without the mouse. Typed into
+    the API key field, the same letters are only text. The history lists both versions."""
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed: `make test` installs it"
+    )
+    case = service.upload(real_image_path.read_bytes(), seed=4).json()
+    with playwright.sync_playwright() as driver:
+        browser, page = open_review_page(driver, service)
+        open_case(page, case["id"])
+        page.focus("#api-key")
+        page.keyboard.type("ps")
+        assert page.input_value("#api-key") == KEYS["reviewer"] + "ps"
+        assert not page.inner_text("#saved") and service.get(f"/cases/{case['id']}").json()["review"]["version"] == 1
+        page.fill("#api-key", KEYS["reviewer"])
+        page.evaluate("document.activeElement.blur()")
+        page.keyboard.press("p")
+        wait_until(page, "document.getElementById('saved').textContent.includes('Proposal by LiteMedSAM')")
+        page.keyboard.press("s")
+        wait_until(page, "document.getElementById('saved').textContent.includes('corrected')")
+        saved = service.get(f"/cases/{case['id']}").json()
+        page.select_option("#status", "")
+        open_case(page, case["id"])
+        page.click("#history-panel summary")
+        wait_until(page, "document.querySelectorAll('#history li').length === 2")
+        assert "version 2: corrected" in page.inner_text("#history")
+        browser.close()
+    proposal = httpx.post(
+        f"{service.url}/cases/{case['id']}/proposal", headers={"X-API-Key": KEYS["reviewer"]}, timeout=120
+    ).json()
+    assert np.array_equal(rle_decode(saved["review"]["mask_rle"]), rle_decode(proposal["mask_rle"]))

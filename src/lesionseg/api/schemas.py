@@ -168,6 +168,7 @@ class CaseHistory(BaseModel):
 
 class Worklist(BaseModel):
     cases: list[CaseBody]
+    counts: dict[str, int] = Field(description="how many cases have each status, over the whole worklist")
     next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
 
 

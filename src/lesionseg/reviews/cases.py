@@ -205,6 +205,12 @@ class CaseStore:
                 session.add(case)
         return describe(case)
 
+    def counts(self) -> dict[str, int]:
+        """How many cases have each status, every status named (0 where none)."""
+        with self.sessions() as session:
+            rows = session.execute(select(Review.status, func.count()).group_by(Review.status)).all()
+        return {"pending": 0, "accepted": 0, "corrected": 0, "rejected": 0} | {status: count for status, count in rows}
+
     def worklist(
         self, status: str | None, order: WorklistOrder, limit: int, cursor: str | None
     ) -> tuple[list[dict], str | None]:

@@ -136,9 +136,9 @@ def worklist(
     limit: Annotated[int, Query(ge=1, le=200, description="cases in one page")] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
 ) -> dict:
-    """The worklist, a page at a time."""
+    """The worklist, a page at a time, with how many cases have each status."""
     cases, next_cursor = store.worklist(status, order, limit, cursor)
-    return {"cases": cases, "next_cursor": next_cursor}
+    return {"cases": cases, "next_cursor": next_cursor, "counts": store.counts()}
 
 
 @router.get("/cases/{case_id}", response_model=CaseBody, responses=RESPONSES)
