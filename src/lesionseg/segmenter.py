@@ -32,6 +32,7 @@ from PIL import Image, ImageOps
 from lesionseg import cancellation
 from lesionseg.config import Settings
 from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
+from lesionseg.imaging.bands import bands_of
 from lesionseg.imaging.decode import (
     DecodedImage,
     ImageRejected,
@@ -189,7 +190,8 @@ class Result:
 
     def to_json(self, include_images: bool = False) -> dict:
         """The summary POST /predict/?format=json returns, as a dict; `include_images` adds the overlay, the
-        mask and the heatmap as PNG data URLs."""
+        mask, the heatmap and the mean probability (8-bit, round(255 p), for a threshold moved in the page
+        without asking again) as PNG data URLs."""
         body = dict(self._json)
         if include_images:
             heatmap = uncertainty_heatmap(self.uncertainty_bands(), "absolute", self.settings.heatmap_scale_max)
@@ -197,6 +199,7 @@ class Result:
                 "overlay": data_url(self.render("overlay")),
                 "mask": data_url(self.render("mask")),
                 "heatmap": data_url(encode_png(heatmap)),
+                "probability": data_url(encode_png(probability_to_uint8(self.prediction.bands("mean_probability")))),
             }
         return body
 
@@ -223,6 +226,14 @@ class Result:
         if format == "overlay":
             return encode_png(outline_overlay(self.decoded.rgb, self.mask, self.uncertainty_bands(), scale_max))
         raise ValueError(f"unknown format {format!r}; use one of {', '.join(MEDIA_TYPES)}")
+
+
+def probability_to_uint8(probability) -> np.ndarray:
+    """Probability (bands) as 8-bit levels, round(255 p), a band at a time."""
+    levels = np.empty(probability.shape, np.uint8)
+    for rows, values in bands_of(probability):
+        levels[rows] = np.rint(values * np.float32(255))
+    return levels
 
 
 def data_url(png: bytes) -> str:

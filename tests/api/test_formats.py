@@ -92,12 +92,20 @@ def test_json_carries_trust_model_and_provenance(json_result):
     assert "images" not in json_result or json_result["images"] is None
 
 
-def test_json_with_images_embeds_three_pngs(client, real_image_path):
+def test_json_with_images_embeds_four_pngs(client, real_image_path):
     body = post_image(client, real_image_path, format="json", include_images="true", seed=0).json()
-    for name in ("overlay", "mask", "heatmap"):
+    images = {}
+    for name in ("overlay", "mask", "heatmap", "probability"):
         prefix, encoded = body["images"][name].split(",", 1)
         assert prefix == "data:image/png;base64"
-        assert decode_png(base64.b64decode(encoded)).shape[:2] == (body["height"], body["width"])
+        images[name] = decode_png(base64.b64decode(encoded))
+        assert images[name].shape[:2] == (body["height"], body["width"])
+    # The probability, at 1/255 steps, is what the mask was cut from: p >= 0.5 is the mask, but for pixels
+    # whose probability rounds across the threshold (within half a step of it).
+    levels = images["probability"].astype(int)
+    mask = images["mask"] > 0
+    clear = np.abs(levels - 127.5) > 1
+    assert np.array_equal(mask[clear], levels[clear] > 127.5)
 
 
 def test_unknown_format_is_422(client, real_image_path):

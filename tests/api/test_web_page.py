@@ -64,6 +64,11 @@ def test_upload_shows_outline_mask_heatmap_score_and_flag(page, original_size_im
     assert float(page.inner_text("#score")) >= 0
     assert not page.is_visible("#ood-warning"), "a dermoscopic photo raises no out-of-distribution warning"
     assert page.get_attribute("#download", "download") == f"{original_size_image_path.stem}_segmentation.png"
+    # A click enlarges a panel to the page's width.
+    narrow = page.locator("#mask").bounding_box()["width"]
+    page.click("#mask")
+    assert page.locator("#mask").bounding_box()["width"] > 1.5 * narrow
+    page.click("#mask")
     screenshot = tmp_path_factory.mktemp("page") / "page.png"
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
@@ -78,16 +83,19 @@ def test_page_is_served_with_a_strict_content_security_policy(client):
 
 
 def shown_mask(page) -> np.ndarray:
-    """The mask the page shows, decoded from its data URL."""
+    """The mask the page shows, decoded from its data URL (drawn by the page: grey levels in RGBA)."""
     source = page.get_attribute("#mask", "src")
-    return decode_png(base64.b64decode(source.split(",", 1)[1])) > 0
+    pixels = decode_png(base64.b64decode(source.split(",", 1)[1]))
+    return (pixels[..., 0] if pixels.ndim == 3 else pixels) > 0
 
 
-def test_changing_the_threshold_updates_the_result(page):
+def test_changing_the_threshold_updates_the_result_without_asking_the_server_again(page):
     page.evaluate("window.previousMask = document.getElementById('mask').src")
     before = shown_mask(page)
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
     page.eval_on_selector(
-        "#threshold", "element => { element.value = '0.9'; element.dispatchEvent(new Event('change')); }"
+        "#threshold", "element => { element.value = '0.9'; element.dispatchEvent(new Event('input')); }"
     )
     wait_until(page, "document.getElementById('mask').src !== window.previousMask")
     after = shown_mask(page)
@@ -96,6 +104,8 @@ def test_changing_the_threshold_updates_the_result(page):
     assert after.shape == before.shape
     assert not (after & ~before).any(), "a pixel joined the mask when the threshold rose"
     assert after.sum() < before.sum()
+    assert "at threshold 0.90" in page.inner_text("#summary")
+    assert not [url for url in requests if "predict" in url], "the threshold is applied in the page"
 
 
 def test_a_bad_file_shows_the_servers_reason(page, tmp_path):
@@ -103,7 +113,8 @@ def test_a_bad_file_shows_the_servers_reason(page, tmp_path):
     bad.write_text("not an image")
     page.set_input_files("#file", str(bad))
     wait_until(page, "document.getElementById('error').textContent.length > 0")
-    assert "not an image" in page.inner_text("#error")
+    assert "not an image" in page.inner_text("#error") and "notes.png" in page.inner_text("#error")
+    assert not page.is_visible("#result"), "the last image's result is not shown beside this file's error"
 
 
 def test_a_picture_that_is_not_dermoscopy_shows_a_clear_warning(page):
