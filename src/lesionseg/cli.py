@@ -463,7 +463,8 @@ def record_report(arguments: argparse.Namespace, weights: Path, key: str, report
     write_report(arguments.output, report)
     print(f"report: {arguments.output}")
     if arguments.record:
-        update_sidecar(weights, key, report)
+        # The sidecar keeps the summary; the rows of every image stay in the report file.
+        update_sidecar(weights, key, {name: value for name, value in report.items() if name != "per_image"})
 
 
 def evaluate_out_of_distribution(arguments: argparse.Namespace, predictor) -> dict:

@@ -1,7 +1,7 @@
 """MODEL_CARD.md, generated from a checkpoint's sidecar so the card and the weights never disagree."""
 
 from lesionseg.evaluation.metrics import METRIC_NAMES
-from lesionseg.evaluation.proposals import TABLE_HEADER, format_proposal_rows
+from lesionseg.evaluation.proposals import TABLE_HEADER, format_failure_lines, format_proposal_rows
 
 INTENDED_USE = (
     "Research and clinical decision support: outlining a skin lesion in a dermoscopic image and showing "
@@ -303,5 +303,7 @@ def proposals_section(sidecar: dict) -> list[str]:
         "",
         *TABLE_HEADER,
         *format_proposal_rows(evaluation["sets"]),
+        "",
+        *format_failure_lines(evaluation["sets"]),
     ]
     return [*lines, "", "```", evaluation["command"], "```", ""]
