@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: lock install install-test browser postgres serve serve-torch wheel test test-fast lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
+.PHONY: lock install install-test browser postgres container-tools container-base wheelhouse container serve serve-torch wheel test test-fast lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,32 @@ $(BUILD_VENV)/bin/pip:
 wheel: $(BUILD_VENV)/bin/pip
 	$(BUILD_VENV)/bin/pip wheel --quiet --no-deps --wheel-dir dist .
 
+# The container, with podman. Offline, as here: a Debian 12 root made by mmdebstrap from this machine's own apt
+# sources, and every wheel downloaded on this machine first (wheelhouse/). Where a registry and the package
+# index are reachable, `make wheelhouse` then `docker build .` (the official Python image) works as well.
+# runc, not crun: crun refuses hosts whose cgroups are in hybrid mode, as this kind of machine's are.
+PODMAN = CONTAINERS_CONF=$(CURDIR)/deploy/containers.conf podman --cgroup-manager cgroupfs --runtime runc
+CONTAINER_BASE ?= lesionseg-base:bookworm
+APT_SOURCES = $(firstword $(wildcard /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list))
+
+container-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc mmdebstrap uidmap)
+
+container-base: container-tools
+	@$(PODMAN) image exists $(CONTAINER_BASE) || ( mkdir -p build \
+		&& mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+			--aptopt='Acquire::Check-Valid-Until "false"' bookworm build/rootfs.tar $(APT_SOURCES) \
+		&& $(PODMAN) import build/rootfs.tar $(CONTAINER_BASE) && rm build/rootfs.tar )
+
+wheelhouse: $(BUILD_VENV)/bin/pip
+	mkdir -p wheelhouse
+	rm -f wheelhouse/lesionseg-*.whl
+	$(BUILD_VENV)/bin/pip wheel --quiet --no-deps --wheel-dir wheelhouse .
+	$(BUILD_VENV)/bin/pip download --quiet --dest wheelhouse -r requirements-onnx.txt "psycopg[binary]==3.3.9"
+
+container: container-base wheelhouse
+	$(PODMAN) build --quiet --format docker --build-arg BASE=$(CONTAINER_BASE) --build-arg PIP_NO_INDEX=true -t lesionseg .
+
 # The same app replicated by Ray Serve; replicas and autoscaling are set in deploy/ray-serve.yaml.
 $(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt
 	$(BIN)/pip install -r requirements-ray.txt
@@ -84,7 +110,7 @@ browser:
 postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
-test: install-test browser postgres
+test: install-test browser postgres container-tools
 	$(BIN)/python -m pytest
 
 # The tier a developer runs on every change: unit and in-process tests, no servers, CLIs, clusters or browsers.
