@@ -361,7 +361,12 @@ def test_a_case_keeps_its_file_name_its_external_id_and_every_verdict(service, p
     case = response.json()
     assert case["image"]["filename"] == "ISIC 0042.jpg", "the name without its folders"
     assert case["external_id"] == "MRN-0042/visit 7"
-    assert service.get(f"/cases/{case['id']}").json()["external_id"] == "MRN-0042/visit 7"
+    assert service.get(f"/cases/{case['id']}").json()["source"] == {
+        "filename": "ISIC 0042.jpg",
+        "external_id": "MRN-0042/visit 7",
+    }
+    longest = service.upload(pictures["dermoscopy"], samples=2, external_id="x" * 200)
+    assert longest.status_code == 201 and longest.json()["source"]["external_id"] == "x" * 200
     accepted = service.review(case["id"], {"status": "accepted", "version": 1})
     assert accepted.status_code == 200, accepted.text
     mask = np.zeros((case["image"]["height"], case["image"]["width"]), bool)
@@ -385,7 +390,7 @@ def test_a_case_keeps_its_file_name_its_external_id_and_every_verdict(service, p
 
 
 def test_an_external_id_with_control_characters_or_too_long_is_refused_in_our_words(service, pictures):
-    for external_id in ("line\nbreak", "x" * 129):
+    for external_id in ("line\nbreak", "x" * 201):
         response = service.upload(pictures["dermoscopy"], samples=2, external_id=external_id)
         assert response.status_code == 422 and "external_id" in response.json()["detail"], response.text
     assert service.get(f"/cases/{'0' * 32}/history").status_code == 404
@@ -398,7 +403,7 @@ def test_an_empty_database_is_migrated_to_the_current_schema(kind, request, tmp_
     try:
         assert {"cases", "reviews", "review_events", "alembic_version"} <= set(inspect(engine).get_table_names())
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
         connect(url).dispose()  # a second start finds it current and changes nothing
     finally:
         engine.dispose()

@@ -138,11 +138,17 @@ class CaseReview(BaseModel):
     mask_rle: RunLengthMask | None = Field(None, description="the corrected mask, when status is corrected")
 
 
+class CaseSource(BaseModel):
+    filename: str | None = Field(description="the upload's file name, without folders")
+    external_id: str | None = Field(description="the identifier the uploader gave (`external_id` at POST /cases)")
+
+
 class CaseBody(BaseModel):
     id: str
     created_at: str
     image: CaseImage
     external_id: str | None = Field(description="the identifier the uploader gave (`external_id` at POST /cases)")
+    source: CaseSource
     model: ModelIdentity
     settings: CaseSettings
     uncertainty_score: float

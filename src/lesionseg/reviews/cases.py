@@ -57,6 +57,8 @@ def describe(case: Case, include_masks: bool = True) -> dict:
             "filename": case.filename,
         },
         "external_id": case.external_id,
+        # Where the case came from, in one place: the upload's file name and the caller's own identifier.
+        "source": {"filename": case.filename, "external_id": case.external_id},
         "model": {"name": case.model_name, "version": case.model_version, "sha256": case.model_sha256},
         "settings": {
             "samples": case.samples,

@@ -62,7 +62,7 @@ class Case(Base):
     mask_rle: Mapped[dict] = mapped_column(JSON)
     # Where the picture came from, so that a researcher can map a case back to their records (0002).
     filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    external_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    external_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     review: Mapped["Review"] = relationship(back_populates="case", cascade="all, delete-orphan", uselist=False)
     events: Mapped[list["ReviewEvent"]] = relationship(cascade="all, delete-orphan", order_by="ReviewEvent.version")
 

@@ -88,7 +88,7 @@ async def create_case(
         str | None,
         Query(
             min_length=1,
-            max_length=128,
+            max_length=200,
             pattern=r"^[\x20-\x7e]+$",
             description="your own identifier for this image (a record or accession number), kept with the case",
         ),
