@@ -2,7 +2,9 @@
 sha256 check, the box's checks, and the kept embeddings; on real dermoscopy."""
 
 import shutil
+from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,19 @@ def test_a_graph_that_does_not_match_its_sidecar_is_refused(tmp_path, lesion):
         graph.write(b"\x00" * 8)
     with pytest.raises(CheckpointError, match="does not match its sidecar"):
         BoxProposer(tmp_path).embed(lesion[0])
+
+
+def test_a_proposal_for_a_large_photo_is_made_a_band_at_a_time_and_agrees_with_the_small_one(proposer, lesion):
+    """Masks for a 12-megapixel photo come from the same 256-pixel logits, resized band by band (a whole
+    float map would be 48 MB here, 256 MB at the 64-megapixel limit)."""
+    image, truth = lesion
+    small = proposer.embed(image)
+    height, width = image.shape[:2]
+    scale = 4000 / width
+    large_size = (round(height * scale), 4000)
+    large = proposer.propose(replace(small, image_size=large_size), [side * scale for side in box_around(truth)])
+    assert large.mask.shape == large_size and large.mask.dtype == bool
+    reference = proposer.propose(small, box_around(truth)).mask
+    shrunk = cv2.resize(large.mask.view(np.uint8), (width, height), interpolation=cv2.INTER_AREA) > 0.5
+    # The same logits resized to two sizes: they differ only along the outline, a pixel or so wide.
+    assert (shrunk != reference).mean() < 0.01

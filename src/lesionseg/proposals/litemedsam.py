@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lesionseg.imaging.bands import MapBands
 from lesionseg.imaging.regions import bounding_box
 from lesionseg.model.sidecar import CheckpointError, file_sha256
 
@@ -51,16 +52,28 @@ class ImageEmbedding:
 
 @dataclass(frozen=True)
 class Proposal:
-    probability: np.ndarray  # height×width float32, the proposal's sigmoid
+    # The decoder's logits, resized to the image a band of rows at a time: at 64 megapixels a whole float map
+    # would be 256 MB, and the mask needs only their sign.
+    logits: MapBands
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in image pixels, as used
     predicted_iou: float  # the decoder's own estimate of the mask's quality
     seconds: float  # the decoder's time
     embedding_seconds: float  # the encoder's, when the image's embedding was made
     embedding_kept: bool  # the embedding was kept from an earlier box: it cost nothing this time
 
-    @property
+    @cached_property
     def mask(self) -> np.ndarray:
-        return self.probability > 0.5
+        """height×width bool: probability over 0.5, that is, a positive logit."""
+        mask = np.empty(self.logits.shape, bool)
+        for rows, band in self.logits:
+            np.greater(band, 0, out=mask[rows])
+        return mask
+
+    @property
+    def probability(self) -> np.ndarray:
+        """height×width float32, the sigmoid of the logits, made whole on demand."""
+        logits = self.logits.whole()
+        return (0.5 * (1 + np.tanh(0.5 * logits))).astype(np.float32)  # the sigmoid, without exp's overflow
 
 
 def resized_size(height: int, width: int) -> tuple[int, int]:
@@ -180,12 +193,10 @@ class BoxProposer:
             {"image_embedding": embedding.embedding, "box": (np.array([box], np.float32) * scale)},
         )
         new_height, new_width = embedding.resized_size
-        logits = np.ascontiguousarray(logits[0, 0, :new_height, :new_width])
-        logits = cv2.resize(logits, (width, height), interpolation=cv2.INTER_LINEAR)
-        probability = 0.5 * (1 + np.tanh(0.5 * logits))  # the sigmoid, without exp's overflow warnings
+        logits = MapBands(np.ascontiguousarray(logits[0, 0, :new_height, :new_width]), width, height)
         seconds = time.perf_counter() - started
         return Proposal(
-            probability.astype(np.float32),
+            logits,
             box,
             float(predicted_iou.reshape(-1)[0]),
             seconds,
