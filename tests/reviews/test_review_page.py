@@ -1,7 +1,10 @@
 """The review page in headless Chromium (Debian's): open the worklist, open a case, paint a stroke, save,
 reload, and the correction is there, in the page and over HTTP."""
 
+from pathlib import Path
+
 import httpx
+import matplotlib
 import numpy as np
 import pytest
 from tests.api.test_web_page import CHROMIUM, CHROMIUM_ARGUMENTS, wait_until
@@ -14,6 +17,13 @@ from lesionseg.imaging.regions import rle_decode
 pytestmark = pytest.mark.slow
 
 
+def sync_playwright():
+    playwright = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed: `make test` installs it"
+    )
+    return playwright.sync_playwright()
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     folder = tmp_path_factory.mktemp("review-page")
@@ -23,11 +33,8 @@ def service(tmp_path_factory):
 
 
 def test_paint_a_correction_save_reload_and_it_persisted(service, real_image_path, tmp_path):
-    playwright = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: `make test` installs it"
-    )
     uploaded = service.upload(real_image_path.read_bytes(), seed=0).json()  # one over HTTP, one in the page
-    with playwright.sync_playwright() as driver:
+    with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(service.url + "/review")
@@ -85,11 +92,8 @@ def test_paint_a_correction_save_reload_and_it_persisted(service, real_image_pat
 
 
 def test_a_correction_refused_by_a_409_keeps_its_message_and_its_strokes(service, real_image_path):
-    playwright = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: `make test` installs it"
-    )
     case = service.upload(real_image_path.read_bytes(), seed=7).json()
-    with playwright.sync_playwright() as driver:
+    with sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(service.url + "/review")
@@ -148,14 +152,11 @@ def on_screen(box: dict, shape: tuple[int, int], x: float, y: float) -> tuple[fl
 def test_a_box_becomes_a_proposal_the_brush_adjusts_and_the_keyboard_saves_at_1366_by_768(service, real_image_path):
     """The one-gesture fix: draw a box, get LiteMedSAM's mask, touch it up, press S. With zoom, and the decision
     bar in view on a laptop's screen."""
-    playwright = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: `make test` installs it"
-    )
     case = service.upload(real_image_path.read_bytes(), seed=3, external_id="MRN-7").json()
     model = rle_decode(case["mask_rle"])
     rows, columns = np.nonzero(model)
     sent = []
-    with playwright.sync_playwright() as driver:
+    with sync_playwright() as driver:
         browser, page = open_review_page(driver, service)
         page.on("request", lambda request: "/proposal" in request.url and sent.append(request.post_data_json))
         box = open_case(page, case["id"])
@@ -207,11 +208,8 @@ def test_a_box_becomes_a_proposal_the_brush_adjusts_and_the_keyboard_saves_at_13
 def test_the_keyboard_corrects_a_case_with_a_proposal_and_never_acts_in_a_text_field(service, real_image_path):
     """P asks for a proposal from the model's own box, S saves it: a correction without the mouse. Typed into
     the API key field, the same letters are only text. The history lists both versions."""
-    playwright = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed: `make test` installs it"
-    )
     case = service.upload(real_image_path.read_bytes(), seed=4).json()
-    with playwright.sync_playwright() as driver:
+    with sync_playwright() as driver:
         browser, page = open_review_page(driver, service)
         open_case(page, case["id"])
         page.focus("#api-key")
@@ -235,3 +233,31 @@ def test_the_keyboard_corrects_a_case_with_a_proposal_and_never_acts_in_a_text_f
         f"{service.url}/cases/{case['id']}/proposal", headers={"X-API-Key": KEYS["reviewer"]}, timeout=120
     ).json()
     assert np.array_equal(rle_decode(saved["review"]["mask_rle"]), rle_decode(proposal["mask_rle"]))
+
+
+def test_a_case_flagged_not_dermoscopy_is_accepted_only_after_the_reviewer_confirms(service):
+    """The page warns, and asks before an accept that would send the picture to training; a "no" sends
+    nothing."""
+    portrait = (Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg").read_bytes()
+    case = service.upload(portrait, seed=0).json()
+    assert case["out_of_distribution"] is True
+    answers, questions = [False, True], []
+
+    def answer(dialog) -> None:
+        questions.append(dialog.message)
+        dialog.accept() if answers.pop(0) else dialog.dismiss()
+
+    with sync_playwright() as driver:
+        browser, page = open_review_page(driver, service)
+        page.on("dialog", answer)
+        open_case(page, case["id"])
+        assert "does not look like dermoscopy" in page.inner_text("#case-warning")
+        page.keyboard.press("a")
+        # The dialog is answered in this process as it opens; the page's own state is then read back.
+        assert len(questions) == 1 and "not dermoscopy" in questions[0]
+        assert service.get(f"/cases/{case['id']}").json()["review"]["status"] == "pending", "a no sends nothing"
+        page.keyboard.press("a")
+        wait_until(page, "document.getElementById('saved').textContent.includes('accepted')")
+        browser.close()
+    assert len(questions) == 2
+    assert service.get(f"/cases/{case['id']}").json()["review"]["status"] == "accepted"
