@@ -34,6 +34,7 @@ sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "benchmarks")]
 from load_test import resident_megabytes, run_clients  # noqa: E402
 from tests.conftest import RunningServer  # noqa: E402
 
+import lesionseg  # noqa: E402
 from lesionseg.config import DEFAULT_WEIGHTS  # noqa: E402
 from lesionseg.predictor import Predictor  # noqa: E402
 from lesionseg.uncertainty.full_pass_reference import full_pass_logits  # noqa: E402
@@ -50,6 +51,8 @@ ALLOWED_REGRESSION = 1.25
 TARGETS = {"png": 2.5, "mask": 1.3, "json": 1.3, "memory": 1.5}
 # Ten MC samples against one, over HTTP: only the tail is repeated, so they should cost little.
 SAMPLES_TARGET = 1.15
+# A request over HTTP against the same work in process (decode, predict, render): what the request path adds.
+HTTP_TARGET = 1.3
 
 
 def source_image() -> np.ndarray:
@@ -109,6 +112,28 @@ def sampling_cost(url: str, data: bytes, repeats: int, warmup: int) -> dict:
     return {f"samples_{samples}_ms": statistics.median(values) for samples, values in timings.items()}
 
 
+def http_against_in_process(url: str, data: bytes, backend: str, repeats: int, warmup: int) -> dict:
+    """Median ms of the default request (`format=png`, 10 samples) over HTTP and of the same work in this
+    process through `Segmenter.predict(...).render("png")` on the same backend, alternating so that drift
+    falls on both; the server idles while this process works, and the other way round."""
+    segmenter = lesionseg.load(backend=backend)
+    timings: dict[str, list[float]] = {"http_ms": [], "in_process_ms": []}
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for index in range(warmup + repeats):
+            started = time.perf_counter()
+            response = client.post(
+                "/predict/", files={"file": ("x.jpg", io.BytesIO(data), "image/jpeg")}, params={"seed": 0}
+            )
+            response.raise_for_status()
+            middle = time.perf_counter()
+            segmenter.predict(data, seed=0).render("png")
+            ended = time.perf_counter()
+            if index >= warmup:
+                timings["http_ms"].append((middle - started) * 1000)
+                timings["in_process_ms"].append((ended - middle) * 1000)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
 def start_timed(backend: str) -> tuple[RunningServer, float]:
     started = time.perf_counter()
     server = RunningServer(backend=backend)
@@ -130,6 +155,7 @@ def measure_backend(backend: str, images: dict[str, bytes], repeats: int, warmup
             for samples in SAMPLE_COUNTS
         ]
         sampling = sampling_cost(server.url, images["1024x768"], max(repeats, 15), warmup)
+        request_path = http_against_in_process(server.url, images["1024x768"], backend, max(repeats, 15), warmup)
         concurrency = []
         for clients in (1, 4, 16):
             record = asyncio.run(run_clients(server.url, images["1024x768"], clients, duration))
@@ -160,6 +186,7 @@ def measure_backend(backend: str, images: dict[str, bytes], repeats: int, warmup
         "large_image_peak_memory_mb": large_image_peak_mb,
         "latency": latency,
         "sampling_cost": sampling,
+        "request_path": request_path,
         "concurrency": concurrency,
         "formats": formats,
     }
@@ -281,6 +308,11 @@ def print_report(report: dict) -> None:
                 f"{row['backend']:>8} {row['clients']:>8} {row['images_per_second']:>9.2f} {row['median_ms']:>10.1f}"
                 f" {row['p95_ms']:>8.1f} {row['errors']:>7}"
             )
+    print("\nThe request path, 1024×768, format=png, 10 samples (ms)\n backend     HTTP  in process  ratio")
+    for name, backend in report["backends"].items():
+        path = backend["request_path"]
+        ratio = path["http_ms"] / path["in_process_ms"]
+        print(f"{name:>8} {path['http_ms']:>8.1f} {path['in_process_ms']:>11.1f} {ratio:>6.2f}")
     print("\nServer")
     for name, backend in report["backends"].items():
         print(
@@ -313,6 +345,8 @@ def key_ratios(report: dict) -> dict[str, float]:
         )
         cost = measured["sampling_cost"]
         ratios[f"{backend}: samples=10 / samples=1, 1024x768"] = cost["samples_10_ms"] / cost["samples_1_ms"]
+        path = measured["request_path"]
+        ratios[f"{backend}: HTTP / in process, format=png, 1024x768"] = path["http_ms"] / path["in_process_ms"]
     onnx, pytorch = (
         next(
             row for row in report["backends"][backend]["latency"] if row["image"] == "1024x768" and row["samples"] == 10
@@ -333,6 +367,8 @@ def target_for(name: str) -> float | None:
         return TARGETS["memory"]
     if "samples=10 / samples=1" in name:
         return SAMPLES_TARGET
+    if "HTTP / in process" in name:
+        return HTTP_TARGET
     return next((target for format, target in TARGETS.items() if f"format={format}," in name), None)
 
 
