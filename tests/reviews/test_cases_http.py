@@ -469,6 +469,11 @@ def test_reviewed_cases_export_as_a_training_set_that_trains(service, pictures, 
     ]
     assert sorted(row["id"] for row in rows) == sorted(case["id"] for case in reviewed)
     for row in rows:
+        # Its history: the upload's pending, then each verdict, oldest first.
+        events = service.get(f"/cases/{row['id']}/history").json()["events"]
+        assert [entry.split()[:2] for entry in row["history"].split("; ")] == [
+            [str(event["version"]), event["status"]] for event in events
+        ]
         mask = cv2.imread(str(output / "masks" / f"{row['id']}_segmentation.png"), cv2.IMREAD_UNCHANGED)
         image = cv2.imread(str(output / "images" / f"{row['id']}.jpg"))
         assert mask.shape == image.shape[:2] == (int(row["height"]), int(row["width"]))

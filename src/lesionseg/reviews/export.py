@@ -45,6 +45,7 @@ MANIFEST_FIELDS = [
     "out_of_distribution",
     "filename",
     "external_id",
+    "history",
 ]
 
 
@@ -102,6 +103,13 @@ def swap_into_place(staging: Path, output: Path) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
+def history_text(events: list[dict]) -> str:
+    """Every verdict in one cell, oldest first: "version status reviewer time", separated by semicolons."""
+    return "; ".join(
+        f"{event['version']} {event['status']} {event['reviewer'] or '-'} {event['at']}" for event in events
+    )
+
+
 def write_snapshot(
     store: CaseStore, folder: Path, settings: Settings, include_out_of_distribution: bool
 ) -> ExportSummary:
@@ -142,6 +150,7 @@ def write_snapshot(
                 "out_of_distribution": case["out_of_distribution"],
                 "filename": case["image"]["filename"],
                 "external_id": case["external_id"],
+                "history": history_text(store.history(case["id"])),
             }
         )
     with open(folder / "manifest.csv", "w", newline="") as stream:
