@@ -15,7 +15,7 @@ const UNDO_STEPS = 30;
 const state = {
   cases: [], cursor: null, current: null, image: null, imageBlob: null, mask: null, uncertainty: null,
   history: [], redo: [], drawing: null, boxDraft: null, panning: false, panFrom: null,
-  view: { scale: 1, x: 0, y: 0 }, busy: false,
+  view: { scale: 1, x: 0, y: 0 }, busy: false, proposedOnce: false,
 };
 const byId = (id) => document.getElementById(id);
 
