@@ -15,7 +15,7 @@ const UNDO_STEPS = 30;
 const state = {
   cases: [], cursor: null, current: null, image: null, imageBlob: null, mask: null, uncertainty: null,
   history: [], redo: [], drawing: null, boxDraft: null, panning: false, panFrom: null,
-  view: { scale: 1, x: 0, y: 0 }, busy: false, proposedOnce: false,
+  view: { scale: 1, x: 0, y: 0 }, busy: false,
 };
 const byId = (id) => document.getElementById(id);
 
@@ -413,7 +413,7 @@ async function propose(box) {
   if (state.busy) return;
   showError("");
   state.busy = true;
-  showProgress(state.proposedOnce ? "Asking LiteMedSAM…" : "Asking LiteMedSAM (its first look at an image takes a second or two)…");
+  showProgress("Asking LiteMedSAM (a case's first box takes a second or two, each further box a tenth)…");
   const caseId = state.current.id;
   try {
     const response = await api(`cases/${caseId}/proposal`, {
@@ -423,7 +423,6 @@ async function propose(box) {
     if (!state.current || state.current.id !== caseId) return;
     remember();
     state.mask = maskFromRle(proposal.mask_rle);
-    state.proposedOnce = true;
     draw();
     byId("saved").textContent = `Proposal by ${proposal.model} (its own estimate of overlap: ` +
       `${proposal.predicted_iou.toFixed(2)}). Save it, adjust it with the brush, or undo.`;
