@@ -36,6 +36,7 @@ from lesionseg.api.schemas import (
 from lesionseg.imaging.containers import image_length
 from lesionseg.imaging.regions import rle_encode
 from lesionseg.imaging.render import encode_mask_png
+from lesionseg.model.sidecar import CheckpointError
 from lesionseg.proposals.litemedsam import InvalidBox, box_around
 from lesionseg.segmenter import PredictionRequest, Segmenter
 
@@ -225,6 +226,8 @@ async def propose_mask(
             proposal = await admission.run(state.inference_executor, work)
     except InvalidBox as error:
         raise RequestRejected(422, str(error)) from error
+    except CheckpointError as error:  # the proposer's graphs missing or altered: the service itself is sound
+        raise RequestRejected(503, f"box-prompted proposals are not available here: {error}") from error
     return {
         "mask_rle": rle_encode(proposal.mask),
         "model": segmenter.proposer.name,
