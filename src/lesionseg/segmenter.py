@@ -45,10 +45,11 @@ from lesionseg.imaging.regions import bounding_box, outline_polygons, rle_encode
 from lesionseg.imaging.render import (
     PANELS_PALETTE,
     HeatmapScale,
-    combined_panels,
     encode_mask_png,
     encode_png,
-    outline_overlay,
+    encode_png_bands,
+    overlay_bands,
+    panel_bands,
     uncertainty_heatmap,
     uncertainty_to_uint16,
 )
@@ -219,12 +220,11 @@ class Result:
             return encode_png(uncertainty_to_uint16(self.uncertainty_bands()))
         scale_max = self.settings.heatmap_scale_max
         if format == "png":
-            panels = combined_panels(
-                self.mask, self.uncertainty_bands(), heatmap or self.settings.heatmap_scale, scale_max
-            )
-            return encode_png(panels, palette=PANELS_PALETTE)
+            bands = panel_bands(self.mask, self.uncertainty_bands(), heatmap or self.settings.heatmap_scale, scale_max)
+            return encode_png_bands(bands, 2 * self.width, self.height, palette=PANELS_PALETTE)
         if format == "overlay":
-            return encode_png(outline_overlay(self.decoded.rgb, self.mask, self.uncertainty_bands(), scale_max))
+            bands = overlay_bands(self.decoded.rgb, self.mask, self.uncertainty_bands(), scale_max)
+            return encode_png_bands(bands, self.width, self.height)
         raise ValueError(f"unknown format {format!r}; use one of {', '.join(MEDIA_TYPES)}")
 
 

@@ -2,6 +2,7 @@ import io
 
 import cv2
 import numpy as np
+import pytest
 from PIL import Image
 
 from lesionseg.imaging.render import (
@@ -9,6 +10,9 @@ from lesionseg.imaging.render import (
     combined_panels,
     encode_mask_png,
     encode_png,
+    encode_png_bands,
+    outline_overlay,
+    panel_bands,
     uncertainty_heatmap,
     uncertainty_to_uint16,
 )
@@ -28,8 +32,9 @@ def test_the_panels_png_is_a_palette_png_with_a_binary_mask_and_the_heatmap_colo
     generator = np.random.default_rng(0)
     mask = generator.random((20, 30)) > 0.5
     std = generator.uniform(0, 0.05, (20, 30)).astype(np.float32)
-    png = encode_png(combined_panels(mask, std, scale_max=0.05), palette=PANELS_PALETTE)
+    png = encode_png_bands(panel_bands(mask, std, scale_max=0.05), 60, 20, palette=PANELS_PALETTE)
     assert Image.open(io.BytesIO(png)).mode == "P"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), combined_panels(mask, std, scale_max=0.05))
     rgb = decoded_rgb(png)
     assert rgb.shape == (20, 60, 3)
     assert set(np.unique(rgb[:, :30])) <= {0, 255}
@@ -39,6 +44,18 @@ def test_the_panels_png_is_a_palette_png_with_a_binary_mask_and_the_heatmap_colo
     all_levels = uncertainty_heatmap(np.linspace(0, 0.05, 256, dtype=np.float32)[None], scale_max=0.05)
     one_level = np.abs(np.diff(all_levels.astype(int), axis=1)).max()
     assert difference.max() <= 2 * one_level
+
+
+def test_a_png_written_band_by_band_is_the_picture_in_any_reader():
+    generator = np.random.default_rng(1)
+    for picture in (generator.integers(0, 256, (37, 23), np.uint8), generator.integers(0, 256, (37, 23, 3), np.uint8)):
+        bands = (picture[start : start + 10] for start in range(0, 37, 10))
+        png = encode_png_bands(bands, 23, 37)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), picture)
+        decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(decoded if picture.ndim == 2 else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), picture)
+    with pytest.raises(ValueError, match="rows"):
+        encode_png_bands(iter([np.zeros((3, 4), np.uint8)]), 4, 5)
 
 
 def test_heatmap_is_inferno_in_rgb_order():
@@ -85,3 +102,20 @@ def test_the_mask_png_is_8_bit_0_and_255_as_the_isic_scorer_reads_it():
     decoded = np.asarray(Image.open(io.BytesIO(encode_mask_png(mask))))
     assert decoded.dtype == np.uint8 and decoded.shape == (40, 70)
     assert np.array_equal(decoded, mask.astype(np.uint8) * 255)
+
+
+def test_the_overlay_drawn_band_by_band_has_no_seams():
+    """Where bands meet, the outline is drawn as on the whole picture: anti-aliasing may round a few levels
+    differently along the line, never leave a notch."""
+    generator = np.random.default_rng(0)
+    height, width = 700, 500  # three bands of 256 rows
+    rgb = generator.integers(0, 256, (height, width, 3), np.uint8)
+    mask = np.zeros((height, width), np.uint8)
+    cv2.circle(mask, (250, 350), 200, 1, -1)
+    mask = mask.astype(bool)
+    std = np.zeros((height, width), np.float32)
+    overlay = outline_overlay(rgb, mask, std)
+    whole = rgb.copy()
+    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(whole, contours, -1, (0, 255, 0), 2, lineType=cv2.LINE_AA)
+    assert np.abs(overlay.astype(int) - whole.astype(int)).max() <= 4

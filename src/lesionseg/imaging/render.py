@@ -5,6 +5,9 @@ so a request that stopped waiting stops its rendering within milliseconds, even 
 """
 
 import io
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import cv2
@@ -35,20 +38,28 @@ def heatmap_levels(
     incomparable; kept only as an option.
 
     Computed in bands of rows, so the float temporaries stay a few megabytes even at 64 megapixels."""
+    low, factor = heatmap_scaling(uncertainty_std, scale, scale_max, top)
+    levels = np.empty(uncertainty_std.shape, np.uint8)
+    for rows, values in bands_of(uncertainty_std):
+        levels[rows] = band_levels(values, low, factor, top)
+    return levels
+
+
+def heatmap_scaling(uncertainty_std, scale: HeatmapScale, scale_max: float, top: int) -> tuple[float, float]:
+    """(low, factor): a std becomes the level (std − low) × factor, rounded and clipped to 0…`top`."""
     if scale == "per_image":
         extremes = [(float(band.min()), float(band.max())) for _, band in bands_of(uncertainty_std)]
         low, high = min(low for low, _ in extremes), max(high for _, high in extremes)
-        factor = top / (high - low) if high > low else 0.0
-    else:
-        low, factor = 0.0, top / scale_max
-    levels = np.empty(uncertainty_std.shape, np.uint8)
-    for rows, values in bands_of(uncertainty_std):
-        band = np.subtract(values, np.float32(low), dtype=np.float32)
-        band *= np.float32(factor)
-        band += np.float32(0.5)
-        np.clip(band, 0, top, out=band)
-        levels[rows] = band
-    return levels
+        return low, top / (high - low) if high > low else 0.0
+    return 0.0, top / scale_max
+
+
+def band_levels(values: np.ndarray, low: float, factor: float, top: int) -> np.ndarray:
+    band = np.subtract(values, np.float32(low), dtype=np.float32)
+    band *= np.float32(factor)
+    band += np.float32(0.5)
+    np.clip(band, 0, top, out=band)
+    return band.astype(np.uint8)
 
 
 def inferno(levels: np.ndarray) -> np.ndarray:
@@ -93,18 +104,57 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
-def combined_panels(
+def panel_bands(
     mask: np.ndarray, uncertainty_std, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
-) -> np.ndarray:
-    """The seed's picture, binary mask on the left and uncertainty heatmap on the right, as H×2W indices
-    into `PANELS_PALETTE` (which `encode_png(..., palette=PANELS_PALETTE)` writes into the file)."""
+) -> Iterator[np.ndarray]:
+    """The seed's picture, binary mask on the left and uncertainty heatmap on the right, as bands of rows of
+    H×2W indices into `PANELS_PALETTE`, top to bottom: never whole (128 MB at 64 megapixels)."""
     height, width = mask.shape
     if uncertainty_std.shape != (height, width):
         raise ValueError(f"panels differ in shape: {mask.shape} and {uncertainty_std.shape}")
-    panels = np.empty((height, 2 * width), np.uint8)
-    np.add(mask.view(np.uint8), np.uint8(PANEL_SKIN), out=panels[:, :width])
-    panels[:, width:] = heatmap_levels(uncertainty_std, scale, scale_max, PANEL_HEATMAP_TOP)
-    return panels
+    low, factor = heatmap_scaling(uncertainty_std, scale, scale_max, PANEL_HEATMAP_TOP)
+    for rows, values in bands_of(uncertainty_std):
+        band = np.empty((values.shape[0], 2 * width), np.uint8)
+        np.add(mask[rows].view(np.uint8), np.uint8(PANEL_SKIN), out=band[:, :width])
+        band[:, width:] = band_levels(values, low, factor, PANEL_HEATMAP_TOP)
+        yield band
+
+
+def combined_panels(
+    mask: np.ndarray, uncertainty_std, scale: HeatmapScale = "absolute", scale_max: float = MAX_POSSIBLE_STD
+) -> np.ndarray:
+    """`panel_bands` whole: H×2W indices into `PANELS_PALETTE`."""
+    return np.concatenate(list(panel_bands(mask, uncertainty_std, scale, scale_max)))
+
+
+def encode_png_bands(bands: Iterable[np.ndarray], width: int, height: int, palette: np.ndarray | None = None) -> bytes:
+    """PNG bytes of an 8-bit picture given as bands of rows (H_b×W grey or palette indices, or H_b×W×3 RGB),
+    top to bottom, compressed as they come: the picture is never whole. Rows are unfiltered, as palette
+    pictures are best written, and compressed fast (zlib level 1)."""
+    colour_type = 3 if palette is not None else None
+    compressor = zlib.compressobj(1)
+    compressed, rows_written = [], 0
+    for band in bands:
+        cancellation.check()
+        if colour_type is None:
+            colour_type = 2 if band.ndim == 3 else 0
+        rows = np.zeros((band.shape[0], 1 + band[0].size), np.uint8)  # each row starts with filter type 0
+        rows[:, 1:] = band.reshape(band.shape[0], -1)
+        compressed.append(compressor.compress(rows.tobytes()))
+        rows_written += band.shape[0]
+    if rows_written != height:
+        raise ValueError(f"{rows_written} rows given for a picture {height} rows high")
+    compressed.append(compressor.flush())
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header)]
+    if palette is not None:
+        parts.append(chunk(b"PLTE", palette.astype(np.uint8).tobytes()))
+    parts += [chunk(b"IDAT", b"".join(compressed)), chunk(b"IEND", b"")]
+    return b"".join(parts)
 
 
 class CancellableSink(io.RawIOBase):
@@ -156,6 +206,44 @@ def uncertainty_to_uint16(uncertainty_std) -> np.ndarray:
     return levels
 
 
+def overlay_bands(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    uncertainty_std,
+    scale_max: float = MAX_POSSIBLE_STD,
+    outline_rgb: tuple[int, int, int] = (0, 255, 0),
+) -> Iterator[np.ndarray]:
+    """The photo with the heatmap blended in where the model is unsure, and the lesion outlined, as bands of
+    rows, top to bottom: never whole beside the photo (192 MB more at 64 megapixels). Each band draws the
+    outline's pieces that cross it, shifted into it."""
+    height, width = mask.shape
+    if rgb.shape[:2] != (height, width):
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(2, round(min(height, width) / 250))
+    for rows, uncertainty in bands_of(uncertainty_std):
+        cancellation.check()
+        heatmap = uncertainty_heatmap(uncertainty, "absolute", scale_max)
+        # Opacity follows the uncertainty, so certain areas show the photo untouched.
+        opacity = np.clip(uncertainty / scale_max, 0.0, 1.0)[:, :, None] * 0.7
+        photo = rgb[rows].astype(np.float32)
+        band = (photo * (1.0 - opacity) + heatmap.astype(np.float32) * opacity).astype(np.uint8)
+        yield draw_outline(band, contours, rows.start, thickness, outline_rgb)
+
+
+def draw_outline(band: np.ndarray, contours, top: int, thickness: int, colour: tuple[int, int, int]) -> np.ndarray:
+    """The outline's pieces that cross a band of rows starting at row `top`, drawn into it as on the whole
+    picture: the anti-aliased coverage is drawn with a margin of the line's width above and below, so that
+    no seam shows where bands meet, then blended in."""
+    margin = thickness + 2
+    coverage = np.zeros((band.shape[0] + 2 * margin, band.shape[1]), np.uint8)
+    cv2.drawContours(coverage, contours, -1, 255, thickness, lineType=cv2.LINE_AA, offset=(0, margin - top))
+    alpha = coverage[margin : margin + band.shape[0], :, None].astype(np.float32) / 255
+    if not alpha.any():
+        return band
+    return (band * (1 - alpha) + np.array(colour, np.float32) * alpha + 0.5).astype(np.uint8)
+
+
 def outline_overlay(
     rgb: np.ndarray,
     mask: np.ndarray,
@@ -163,20 +251,5 @@ def outline_overlay(
     scale_max: float = MAX_POSSIBLE_STD,
     outline_rgb: tuple[int, int, int] = (0, 255, 0),
 ) -> np.ndarray:
-    """The photo with the heatmap blended in where the model is unsure, and the lesion outlined."""
-    height, width = mask.shape
-    if rgb.shape[:2] != (height, width):
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
-    blended = np.empty((height, width, 3), np.uint8)
-    for rows, uncertainty in bands_of(uncertainty_std):
-        cancellation.check()
-        heatmap = uncertainty_heatmap(uncertainty, "absolute", scale_max)
-        # Opacity follows the uncertainty, so certain areas show the photo untouched.
-        opacity = np.clip(uncertainty / scale_max, 0.0, 1.0)[:, :, None] * 0.7
-        photo = rgb[rows].astype(np.float32)
-        blended[rows] = (photo * (1.0 - opacity) + heatmap.astype(np.float32) * opacity).astype(np.uint8)
-    cancellation.check()
-    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    thickness = max(2, round(min(height, width) / 250))
-    cv2.drawContours(blended, contours, -1, outline_rgb, thickness, lineType=cv2.LINE_AA)
-    return blended
+    """`overlay_bands` whole: H×W×3 RGB."""
+    return np.concatenate(list(overlay_bands(rgb, mask, uncertainty_std, scale_max, outline_rgb)))
