@@ -1,6 +1,8 @@
 """A real (tiny) training run on real pairs: it learns, logs, keeps the best, and resumes."""
 
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -18,19 +20,25 @@ def tiny_options(data_root, output_directory, epochs):
         batch_size=8,
         limit_pairs=40,
         held_out_fraction=0.3,  # of 40 pairs, enough for a validation split
-        # In this process, which other tests filled with ONNX Runtime and OpenVINO thread pools, forked
-        # DataLoader workers made the interpreter crash at exit (a segmentation fault after every test had
-        # passed). The workers are tested where users start training: `lesionseg train` in a process of its
-        # own (tests/training/test_distributed.py, tests/reviews/test_cases_http.py).
+        # The workers are tested where users start training: `lesionseg train` in a process of its own
+        # (tests/training/test_distributed.py, tests/reviews/test_cases_http.py).
         loader_workers=0,
         checkpoint_every=2,
         command=["test"],
     )
 
 
+def train_in_a_fresh_process(options: TrainingOptions):
+    """`train(options)` in a new interpreter, as `lesionseg train` runs. The test process has by now filled itself
+    with other tests' ONNX Runtime, OpenVINO and PyTorch thread pools; training in it crashed the interpreter
+    (a segmentation fault, killing the whole run) once in several full runs here, never in a process of its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(train, options).result()
+
+
 @pytest.mark.slow
 def test_training_runs_logs_and_resumes(data_root, tmp_path):
-    best = train(tiny_options(data_root, tmp_path, epochs=1))
+    best = train_in_a_fresh_process(tiny_options(data_root, tmp_path, epochs=1))
     log = json.loads((tmp_path / "log.json").read_text())
     assert [row["epoch"] for row in log] == [1]
     assert "isic2018_jaccard" in log[0] and "ham10000_jaccard" in log[0]
@@ -39,7 +47,7 @@ def test_training_runs_logs_and_resumes(data_root, tmp_path):
     assert sidecar["training"]["data"]["training_pairs"] > 0
 
     # Asking for a second epoch resumes from state.pt instead of starting again.
-    train(tiny_options(data_root, tmp_path, epochs=2))
+    train_in_a_fresh_process(tiny_options(data_root, tmp_path, epochs=2))
     log = json.loads((tmp_path / "log.json").read_text())
     assert [row["epoch"] for row in log] == [1, 2]
     assert log[1]["train_loss"] < log[0]["train_loss"]  # it learns: the second epoch fits better than the first
