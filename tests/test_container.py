@@ -73,7 +73,7 @@ def test_the_container_has_no_torch_runs_as_non_root_and_serves_its_pages(contai
     no_torch = podman("exec", name, "python", "-c", "import torch", check=False)
     assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
     assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
-    for path in ("/", "/review", "/static/page.js", "/static/page.css", "/static/review.js"):
+    for path in ("/", "/review", "/static/page.js", "/static/page.css", "/static/review.js", "/static/outline.js"):
         assert httpx.get(f"{url}{path}").status_code == 200, path
 
 

@@ -6,7 +6,6 @@ const drop = document.getElementById("drop");
 const runButton = document.getElementById("run");
 const threshold = document.getElementById("threshold");
 const byId = (id) => document.getElementById(id);
-const OUTLINE = [0x22, 0xd3, 0xee]; // cyan: it stands out against skin and lesions alike
 let chosen = null;
 let shown = null; // the last result: its body, photo, probability levels and heatmap, for redrawing
 
@@ -115,7 +114,8 @@ function redraw() {
   const { body, photo, probability, heatmap } = shown;
   const { width, height } = body;
   const cut = Number(threshold.value) * 255;
-  const mask = new ImageData(width, height);
+  const mask = new ImageData(width, height); // the panel: white lesion on black
+  const lesionOnly = new ImageData(width, height); // for the outline: opaque lesion, transparent skin
   let area = 0;
   for (let index = 0; index < width * height; index += 1) {
     const lesion = probability.data[index * 4] >= cut;
@@ -123,9 +123,12 @@ function redraw() {
     const value = lesion ? 255 : 0;
     mask.data[index * 4] = value; mask.data[index * 4 + 1] = value; mask.data[index * 4 + 2] = value;
     mask.data[index * 4 + 3] = 255;
+    lesionOnly.data[index * 4 + 3] = value;
   }
   const maskCanvas = new OffscreenCanvas(width, height);
   maskCanvas.getContext("2d").putImageData(mask, 0, 0);
+  const lesionCanvas = new OffscreenCanvas(width, height);
+  lesionCanvas.getContext("2d").putImageData(lesionOnly, 0, 0);
   const maskImage = document.createElement("canvas");
   maskImage.width = width; maskImage.height = height;
   maskImage.getContext("2d").drawImage(maskCanvas, 0, 0);
@@ -134,7 +137,7 @@ function redraw() {
   const download = byId("download");
   download.href = maskUrl;
   download.download = (chosen.name.replace(/\.[^.]+$/, "") || "image") + "_segmentation.png";
-  byId("overlay").src = overlay(photo, heatmap, maskCanvas, width, height);
+  byId("overlay").src = overlay(photo, heatmap, lesionCanvas, width, height);
   const flag = body.review_recommended
     ? '<span class="flag review">review recommended</span>'
     : '<span class="flag ok">no review flagged</span>';
@@ -145,25 +148,8 @@ function redraw() {
     `${body.samples} samples, seed ${body.seed}, ${body.width}×${body.height} px`;
 }
 
-function overlay(photo, heatmap, maskCanvas, width, height) {
-  /* The photo, the uncertainty over it, and the mask's outline: the mask's pixels that an erosion (the mask
-     shifted each way) leaves out. */
-  const thickness = Math.max(1, Math.round(Math.max(width, height) / 400));
-  const eroded = new OffscreenCanvas(width, height).getContext("2d");
-  eroded.drawImage(maskCanvas, 0, 0);
-  eroded.globalCompositeOperation = "multiply";
-  for (const [x, y] of [[thickness, 0], [-thickness, 0], [0, thickness], [0, -thickness]]) eroded.drawImage(maskCanvas, x, y);
-  const outline = new OffscreenCanvas(width, height).getContext("2d");
-  outline.drawImage(maskCanvas, 0, 0);
-  outline.globalCompositeOperation = "difference";
-  outline.drawImage(eroded.canvas, 0, 0);
-  // White where the outline is, black elsewhere: as alpha, it stencils the outline's colour.
-  const ring = outline.getImageData(0, 0, width, height);
-  for (let index = 0; index < ring.data.length; index += 4) {
-    ring.data[index + 3] = ring.data[index];
-    ring.data[index] = OUTLINE[0]; ring.data[index + 1] = OUTLINE[1]; ring.data[index + 2] = OUTLINE[2];
-  }
-  outline.putImageData(ring, 0, 0);
+function overlay(photo, heatmap, lesionCanvas, width, height) {
+  /* The photo, the uncertainty over it, and the mask's outline (static/outline.js). */
   const composed = document.createElement("canvas");
   composed.width = width; composed.height = height;
   const drawing = composed.getContext("2d");
@@ -171,6 +157,6 @@ function overlay(photo, heatmap, maskCanvas, width, height) {
   drawing.globalAlpha = 0.35;
   drawing.drawImage(heatmap, 0, 0, width, height);
   drawing.globalAlpha = 1;
-  drawing.drawImage(outline.canvas, 0, 0);
+  drawing.drawImage(outlineOf(lesionCanvas, Math.max(1, Math.round(Math.max(width, height) / 400))), 0, 0);
   return composed.toDataURL("image/png");
 }

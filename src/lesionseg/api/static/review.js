@@ -9,7 +9,6 @@ const canvas = document.getElementById("canvas");
 const editor = document.getElementById("editor");
 const context = canvas.getContext("2d");
 const LESION = [239, 68, 68];
-const OUTLINE = "#22d3ee"; // cyan: it stands out against skin, lesions and the red fill alike
 const UNCERTAINTY = [250, 204, 21]; // amber, its opacity rising with the pixel's std
 const UNDO_STEPS = 30;
 const state = {
@@ -78,7 +77,7 @@ function flags(item) {
   return parts.join(" ");
 }
 
-/* ---- masks: PNG or RLE in, the editable canvas out; and its outline ---- */
+/* ---- masks: PNG or RLE in, the editable canvas out (static/outline.js draws their outlines) ---- */
 
 function maskCanvas(width, height, isLesion) {
   const mask = document.createElement("canvas");
@@ -119,24 +118,6 @@ function maskFromRle(rle) {
     position += run;
   });
   return maskCanvas(width, height, (index) => lesion[index] === 1);
-}
-
-function outlineOf(mask, thickness) {
-  /* The mask minus its erosion: erosion keeps a pixel only where the mask, shifted each way by `thickness`,
-     covers it too. */
-  const { width, height } = mask;
-  const eroded = new OffscreenCanvas(width, height).getContext("2d");
-  eroded.drawImage(mask, 0, 0);
-  eroded.globalCompositeOperation = "destination-in";
-  for (const [x, y] of [[thickness, 0], [-thickness, 0], [0, thickness], [0, -thickness]]) eroded.drawImage(mask, x, y);
-  const outline = new OffscreenCanvas(width, height).getContext("2d");
-  outline.fillStyle = OUTLINE;
-  outline.fillRect(0, 0, width, height);
-  outline.globalCompositeOperation = "destination-in";
-  outline.drawImage(mask, 0, 0);
-  outline.globalCompositeOperation = "destination-out";
-  outline.drawImage(eroded.canvas, 0, 0);
-  return outline.canvas;
 }
 
 /* ---- the worklist ---- */
@@ -296,7 +277,7 @@ function draw() {
     const [x0, y0, x1, y1] = boxCorners(state.boxDraft);
     context.lineWidth = 2 * screenToImageScale();
     context.setLineDash([8 * screenToImageScale(), 5 * screenToImageScale()]);
-    context.strokeStyle = OUTLINE;
+    context.strokeStyle = OUTLINE_COLOUR;
     context.strokeRect(x0, y0, x1 - x0, y1 - y0);
     context.setLineDash([]);
   }
