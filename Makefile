@@ -90,7 +90,9 @@ wheelhouse: $(BUILD_VENV)/bin/pip
 	$(BUILD_VENV)/bin/pip download --quiet --dest wheelhouse -r requirements-onnx.txt "psycopg[binary]==3.3.9"
 
 container: container-base wheelhouse
-	$(PODMAN) build --quiet --format docker --build-arg BASE=$(CONTAINER_BASE) --build-arg PIP_NO_INDEX=true -t lesionseg .
+	# --no-cache: the wheels are mounted, not copied, so a cached layer would not see a new wheel (35 s here).
+	$(PODMAN) build --quiet --no-cache --format docker --build-arg BASE=$(CONTAINER_BASE) --build-arg PIP_NO_INDEX=true \
+		-t lesionseg .
 
 # The same app replicated by Ray Serve; replicas and autoscaling are set in deploy/ray-serve.yaml.
 $(VENV)/.installed-ray: $(VENV)/.installed requirements-ray.txt
