@@ -37,6 +37,7 @@ def jaccard(first: np.ndarray, second: np.ndarray) -> float:
     return (first & second).sum() / (first | second).sum()
 
 
+@pytest.mark.slow  # runs the 1.6-second image encoder on real photos
 def test_the_shipped_graphs_compute_what_the_pytorch_network_does(proposer, lesion):
     image, truth = lesion
     network, _ = load_litemedsam()
@@ -54,6 +55,7 @@ def test_the_shipped_graphs_compute_what_the_pytorch_network_does(proposer, lesi
     assert our_iou.item() == pytest.approx(predicted_iou.item(), abs=1e-4)
 
 
+@pytest.mark.slow  # runs the 1.6-second image encoder on real photos
 def test_a_box_around_the_lesion_gets_the_lesion(proposer, lesion):
     image, truth = lesion
     proposal = proposer.propose(proposer.embed(image), box_around(truth))
@@ -74,6 +76,7 @@ def test_boxes_are_clipped_to_the_image_and_refused_where_nothing_is_left():
     assert box_around(np.zeros((30, 100), bool)) == (0, 0, 100, 30)
 
 
+@pytest.mark.slow  # runs the 1.6-second image encoder on real photos
 def test_an_embedding_is_kept_for_the_next_box_on_the_same_image(lesion):
     image, truth = lesion
     proposer = BoxProposer()
@@ -94,6 +97,7 @@ def test_a_graph_that_does_not_match_its_sidecar_is_refused(tmp_path, lesion):
         BoxProposer(tmp_path).embed(lesion[0])
 
 
+@pytest.mark.slow  # runs the 1.6-second image encoder on real photos
 def test_a_proposal_for_a_large_photo_is_made_a_band_at_a_time_and_agrees_with_the_small_one(proposer, lesion):
     """Masks for a 12-megapixel photo come from the same 256-pixel logits, resized band by band (a whole
     float map would be 48 MB here, 256 MB at the 64-megapixel limit)."""
