@@ -160,27 +160,31 @@ class BoxProposer:
     def embed(self, image: np.ndarray, image_size: tuple[int, int] | None = None) -> ImageEmbedding:
         """`image` (RGB uint8) encoded. `image_size` (height, width) is the size the masks are wanted at, when
         `image` is a reduced decode of a larger photo; by default the image's own."""
-        started = time.perf_counter()
-        encoder, _ = self.sessions()
-        (embedding,) = encoder.run(None, {"image": encoder_input(image)})
-        image_size = image_size or image.shape[:2]
-        seconds = time.perf_counter() - started
-        return ImageEmbedding(embedding, tuple(image_size), resized_size(*image.shape[:2]), seconds)
+        return self._encode(encoder_input(image), image.shape[:2], image_size)
 
     def kept_embedding(self, image: np.ndarray, image_size: tuple[int, int] | None = None) -> ImageEmbedding:
-        """`embed`, remembered by the image's content for the next box on the same image."""
-        key = hashlib.sha256(image.tobytes()).hexdigest() + repr((image.shape, image_size))
+        """`embed`, remembered for the next box on the same image. Keyed by the encoder's input, which is all
+        the embedding depends on: 0.8 MB to hash, where the photo itself is tens of megabytes."""
+        square = encoder_input(image)
+        key = hashlib.sha256(square.tobytes()).hexdigest() + repr((image.shape[:2], image_size))
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:
                 self._kept.move_to_end(key)
                 return replace(kept, kept=True)
-        embedding = self.embed(image, image_size)
+        embedding = self._encode(square, image.shape[:2], image_size)
         with self._lock:
             self._kept[key] = embedding
             while len(self._kept) > KEPT_EMBEDDINGS:
                 self._kept.popitem(last=False)
         return embedding
+
+    def _encode(self, square: np.ndarray, shape: tuple[int, int], image_size: tuple[int, int] | None) -> ImageEmbedding:
+        started = time.perf_counter()
+        encoder, _ = self.sessions()
+        (embedding,) = encoder.run(None, {"image": square})
+        seconds = time.perf_counter() - started
+        return ImageEmbedding(embedding, tuple(image_size or shape), resized_size(*shape), seconds)
 
     def propose(self, embedding: ImageEmbedding, box) -> Proposal:
         started = time.perf_counter()
