@@ -32,7 +32,6 @@ from PIL import Image, ImageOps
 from lesionseg import cancellation
 from lesionseg.config import Settings
 from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
-from lesionseg.imaging.bands import bands_of
 from lesionseg.imaging.decode import (
     DecodedImage,
     ImageRejected,
@@ -50,6 +49,7 @@ from lesionseg.imaging.render import (
     encode_png_bands,
     overlay_bands,
     panel_bands,
+    probability_to_uint8,
     uncertainty_heatmap,
     uncertainty_to_uint16,
 )
@@ -226,14 +226,6 @@ class Result:
             bands = overlay_bands(self.decoded.rgb, self.mask, self.uncertainty_bands(), scale_max)
             return encode_png_bands(bands, self.width, self.height)
         raise ValueError(f"unknown format {format!r}; use one of {', '.join(MEDIA_TYPES)}")
-
-
-def probability_to_uint8(probability) -> np.ndarray:
-    """Probability (bands) as 8-bit levels, round(255 p), a band at a time."""
-    levels = np.empty(probability.shape, np.uint8)
-    for rows, values in bands_of(probability):
-        levels[rows] = np.rint(values * np.float32(255))
-    return levels
 
 
 def data_url(png: bytes) -> str:

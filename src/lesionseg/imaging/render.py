@@ -195,6 +195,14 @@ def encode_png(image: np.ndarray, palette: np.ndarray | None = None) -> bytes:
     return encoded.tobytes()
 
 
+def probability_to_uint8(probability) -> np.ndarray:
+    """Probability (bands) as 8-bit levels, round(255 p), a band at a time."""
+    levels = np.empty(probability.shape, np.uint8)
+    for rows, values in bands_of(probability):
+        levels[rows] = np.rint(values * np.float32(255))
+    return levels
+
+
 def uncertainty_to_uint16(uncertainty_std) -> np.ndarray:
     """Std (an array or bands) as 16-bit levels on a fixed scale: value = round(std / 0.5 × 65535)."""
     levels = np.empty(uncertainty_std.shape, np.uint16)
