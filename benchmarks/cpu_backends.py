@@ -83,7 +83,7 @@ def main() -> None:
     precision = {name: f"int8 + {value}" if name.endswith("-int8") else value for name, value in precision.items()}
     rows = {name: {"precision": precision[name], "inference_ms": round(milliseconds[name], 1)} for name in BACKENDS}
     for set_name, split in SETS:
-        records = select_pairs(DATA_ROOT, set_name, split, Split.of_model(read_sidecar(DEFAULT_WEIGHTS)))
+        records = select_pairs(DATA_ROOT, set_name, split, Split.of_model(read_sidecar(DEFAULT_WEIGHTS).training))
         records = records[: arguments.pairs] if arguments.pairs else records
         for name, predictor in predictors.items():
             metrics, _ = evaluate_pairs(predictor, records, samples=10, seed=0)

@@ -31,7 +31,7 @@ def weights_with_int8_trunk(int8_trunk: Path, folder: Path) -> Path:
     for path in DEFAULT_WEIGHTS.parent.glob("default.*"):
         shutil.copy(path, folder / path.name)
     weights = folder / DEFAULT_WEIGHTS.name
-    record = read_sidecar(weights)["onnx_int8"]
+    record = read_sidecar(weights).entry("onnx_int8")
     shutil.copy(int8_trunk, folder / record["trunk"]["file"])
     update_sidecar(weights, "onnx_int8", {**record, "trunk": {**record["trunk"], "sha256": file_sha256(int8_trunk)}})
     return weights
@@ -47,7 +47,7 @@ def main() -> None:
         weights = (
             weights_with_int8_trunk(arguments.int8_trunk, Path(folder)) if arguments.int8_trunk else DEFAULT_WEIGHTS
         )
-        split = Split.of_model(read_sidecar(weights))
+        split = Split.of_model(read_sidecar(weights).training)
         records = split.select(discover_pairs(arguments.data_root / "isic2018"), "held-out")[: arguments.images]
         reference = Predictor.from_checkpoint(weights, "onnx")
         print(f"CPU: {platform.processor() or platform.machine()}; {len(records)} held-out ISIC images, 6 samples")

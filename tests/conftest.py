@@ -39,7 +39,9 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def isic_validation_pairs(data_root: Path) -> list[PairRecord]:
     """The ISIC pairs the shipped model never trained on (its validation and test splits)."""
-    return Split.of_model(read_sidecar(DEFAULT_WEIGHTS)).select(discover_pairs(data_root / "isic2018"), "held-out")
+    return Split.of_model(read_sidecar(DEFAULT_WEIGHTS).training).select(
+        discover_pairs(data_root / "isic2018"), "held-out"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ from lesionseg.evaluation.evaluate import evaluate_pairs
 def test_the_recorded_isic_test_numbers_are_measured_again(predictor, data_root):
     """The sidecar's headline numbers are re-measured, pair for pair, on the test split it names: a
     sidecar edited by hand, or recorded from another model or split, fails here."""
-    recorded = predictor.sidecar["evaluation"]
+    recorded = predictor.sidecar.entry("evaluation")
     assert recorded["split"] == "test"
-    records = Split.of_model(predictor.sidecar).select(discover_pairs(data_root / "isic2018"), "test")
+    records = Split.of_model(predictor.sidecar.training).select(discover_pairs(data_root / "isic2018"), "test")
     assert len(records) == recorded["pairs"]["isic2018"]
     means, _ = evaluate_pairs(
         predictor, records, samples=recorded["samples"], seed=recorded["seed"], tta=recorded["tta"]
@@ -24,6 +24,6 @@ def test_the_recorded_isic_test_numbers_are_measured_again(predictor, data_root)
 
 def test_sidecar_states_how_the_model_was_made_and_measured(predictor):
     sidecar = predictor.sidecar
-    assert sidecar["training"]["command"].startswith("lesionseg train")
-    assert sidecar["evaluation"]["metrics"]["isic2018"]["jaccard"] >= 0.80
-    assert sidecar["evaluation"]["metrics"]["isic2018"]["thresholded_jaccard"] >= 0.72
+    assert sidecar.training["command"].startswith("lesionseg train")
+    assert sidecar.entry("evaluation")["metrics"]["isic2018"]["jaccard"] >= 0.80
+    assert sidecar.entry("evaluation")["metrics"]["isic2018"]["thresholded_jaccard"] >= 0.72

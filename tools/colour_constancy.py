@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--backend", default="auto")
     arguments = parser.parse_args()
     predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS, arguments.backend)
-    split = Split.of_model(predictor.sidecar)
+    split = Split.of_model(predictor.sidecar.training)
     print("| set | shift | pairs | Jaccard, as given | with Shades of Gray | difference | failures |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for set_name in ("isic2018", "ham10000"):

@@ -42,7 +42,7 @@ def main() -> None:
         parser.error("the two checkpoints are of different architectures")
     first_model.load_state_dict(interpolate(first_model.state_dict(), second_model.state_dict(), arguments.alpha))
     metadata = {
-        "training": second_sidecar.get("training"),
+        "training": second_sidecar.training,
         "interpolation": {
             "method": "WiSE-FT weight-space interpolation",
             "alpha": arguments.alpha,
@@ -50,8 +50,8 @@ def main() -> None:
             "second": {"file": str(arguments.second), "sha256": file_sha256(arguments.second)},
         },
     }
-    if "calibration" in first_sidecar:
-        metadata["calibration"] = first_sidecar["calibration"]
+    if first_sidecar.entry("calibration"):
+        metadata["calibration"] = first_sidecar.entry("calibration")
     save_checkpoint(first_model, config_from_sidecar(first_sidecar), arguments.output, metadata)
     print(f"wrote {arguments.output}")
 

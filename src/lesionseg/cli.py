@@ -15,7 +15,7 @@ def model_split(predictor):
     """The training/validation/test split the model was trained with, from its sidecar."""
     from lesionseg.data.splits import Split
 
-    return Split.of_model(predictor.sidecar)
+    return Split.of_model(predictor.sidecar.training)
 
 
 def add_model_and_data_arguments(parser) -> None:
@@ -691,7 +691,7 @@ def run_export_weights(arguments: argparse.Namespace) -> None:
     from lesionseg.model.checkpoint import config_from_sidecar, load_checkpoint, save_checkpoint
 
     model, sidecar = load_checkpoint(arguments.source)
-    metadata = {key: value for key, value in sidecar.items() if key in ("training", "validation_during_training")}
+    metadata = {key: sidecar.entry(key) for key in ("training", "validation_during_training") if sidecar.entry(key)}
     save_checkpoint(model, config_from_sidecar(sidecar), arguments.destination, metadata, half_precision=arguments.half)
     print(f"wrote {arguments.destination}")
 
@@ -746,7 +746,7 @@ def run_import_seed(arguments: argparse.Namespace) -> None:
 
     output = arguments.output.with_suffix(".safetensors")
     sidecar = import_seed(arguments.source, output)
-    print(json.dumps({"weights": str(output), "sha256": sidecar["sha256"], **sidecar["provenance"]}, indent=2))
+    print(json.dumps({"weights": str(output), "sha256": sidecar.sha256, **sidecar.entry("provenance")}, indent=2))
     print(f"serve it: lesionseg serve --backend pytorch --weights {output}  (lesionseg export-onnx adds ONNX)")
 
 

@@ -2,6 +2,7 @@
 
 from lesionseg.evaluation.metrics import METRIC_NAMES
 from lesionseg.evaluation.proposals import TABLE_HEADER, format_failure_lines, format_proposal_rows
+from lesionseg.model.sidecar import Sidecar
 
 INTENDED_USE = (
     "Research and clinical decision support: outlining a skin lesion in a dermoscopic image and showing "
@@ -54,8 +55,8 @@ def metrics_table(metrics: dict[str, dict[str, float]], pairs: dict[str, int]) -
     return lines
 
 
-def render_model_card(sidecar: dict) -> str:
-    """MODEL_CARD.md, section by section, from what the sidecar records."""
+def render_model_card(sidecar: Sidecar) -> str:
+    """MODEL_CARD.md, section by section, from what the sidecar records (as written: the card describes)."""
     sections = (
         model_section,
         data_section,
@@ -67,7 +68,8 @@ def render_model_card(sidecar: dict) -> str:
         coverage_section,
         proposals_section,
     )
-    lines = [line for section in sections for line in section(sidecar)]
+    record = sidecar.as_json()
+    lines = [line for section in sections for line in section(record)]
     lines += ["## Limitations", "", *[f"- {item}" for item in LIMITATIONS], ""]
     return "\n".join(lines)
 

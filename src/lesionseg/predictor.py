@@ -18,14 +18,12 @@ from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
 from lesionseg.imaging import preprocess
 from lesionseg.imaging.bands import MapBands
 from lesionseg.model.config import ModelConfig
-from lesionseg.model.sidecar import CheckpointError, config_from_sidecar, file_sha256, read_sidecar
+from lesionseg.model.sidecar import CheckpointError, Sidecar, config_from_sidecar, file_sha256, read_sidecar
 from lesionseg.site_profile import read_site_profile, with_site_profile
 from lesionseg.uncertainty.coverage import threshold_for_coverage
 from lesionseg.uncertainty.out_of_distribution import OutOfDistributionGate
 from lesionseg.uncertainty.sampling import Backend, UncertaintyMaps, check_samples, sample_tail, summarise
 from lesionseg.uncertainty.scores import expected_dice_error
-
-DEFAULT_REVIEW_THRESHOLD = 0.2
 
 
 @dataclass
@@ -100,7 +98,7 @@ def check_backend_installed(backend: str) -> None:
         importlib.import_module(module)
 
 
-def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: int) -> tuple[Backend, dict]:
+def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: int) -> tuple[Backend, Sidecar]:
     """The torch import stays inside the PyTorch branch, so an ONNX-only install never needs it."""
     backend = resolve_backend(backend)
     if backend in ("onnx", "onnx-int8"):
@@ -123,7 +121,7 @@ def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: 
     from lesionseg.model.checkpoint import load_checkpoint
 
     model, sidecar = load_checkpoint(weights_path, allow_pickle=allow_pickle)
-    return TorchBackend(model, sidecar["architecture"]["input_size"], threads), sidecar
+    return TorchBackend(model, sidecar.architecture["input_size"], threads), sidecar
 
 
 def flipped_views(batch: np.ndarray) -> np.ndarray:
@@ -137,19 +135,16 @@ def pooled_views(logits: np.ndarray) -> np.ndarray:
     return np.concatenate(unflipped)[None].copy()
 
 
-def load_gate(weights_path: Path, sidecar: dict) -> OutOfDistributionGate | None:
+def load_gate(weights_path: Path, sidecar: Sidecar) -> OutOfDistributionGate | None:
     """The gate `lesionseg calibrate-ood` fitted, from the statistics file beside the weights; None
     for a checkpoint that has none."""
-    record = sidecar.get("out_of_distribution")
-    if not record:
+    record = sidecar.out_of_distribution
+    if record is None:
         return None
-    statistics = Path(weights_path).with_name(record["statistics"])
-    if not statistics.is_file() or file_sha256(statistics) != record["statistics_sha256"]:
+    statistics = Path(weights_path).with_name(record.statistics)
+    if not statistics.is_file() or file_sha256(statistics) != record.statistics_sha256:
         raise CheckpointError(f"{statistics.name} is missing or does not match the sidecar's sha256")
-    classifier_threshold = record.get("classifier_threshold")
-    return OutOfDistributionGate.load(
-        statistics, float(record["threshold"]), None if classifier_threshold is None else float(classifier_threshold)
-    )
+    return OutOfDistributionGate.load(statistics, record.threshold, record.classifier_threshold)
 
 
 class Predictor:
@@ -159,7 +154,7 @@ class Predictor:
     def __init__(
         self,
         backend: Backend,
-        sidecar: dict,
+        sidecar: Sidecar,
         max_batch_size: int = 1,
         gate: OutOfDistributionGate | None = None,
     ) -> None:
@@ -167,9 +162,9 @@ class Predictor:
         self.batcher = TrunkBatcher(backend, max_batch_size)
         self.sidecar = sidecar
         self.config: ModelConfig = config_from_sidecar(sidecar)
-        self.temperature = float(sidecar.get("calibration", {}).get("temperature", 1.0))
+        self.temperature = sidecar.calibration.temperature
         self.gate = gate
-        self.coverage_thresholds: dict[str, float] = sidecar.get("coverage", {}).get("thresholds", {})
+        self.coverage_thresholds: dict[str, float] = sidecar.coverage.thresholds if sidecar.coverage else {}
 
     @classmethod
     def from_checkpoint(
@@ -194,18 +189,17 @@ class Predictor:
 
     @property
     def identity(self) -> dict[str, str]:
-        version = self.sidecar.get("model_version", self.sidecar.get("lesionseg_version", "unknown"))
-        return {"name": self.config.name, "version": version, "sha256": self.sidecar["sha256"]}
+        return {"name": self.config.name, "version": self.sidecar.version, "sha256": self.sidecar.sha256}
 
     @property
     def model_card(self) -> dict:
         """The sidecar less its per-image detail: architecture, training, metrics, intended use."""
-        return {key: value for key, value in self.sidecar.items() if key != "sha256"}
+        return {key: value for key, value in self.sidecar.as_json().items() if key != "sha256"}
 
     @property
     def review_threshold(self) -> float:
         """The calibrated score above which a person should look (a deployment may override it in Settings)."""
-        return float(self.sidecar.get("calibration", {}).get("review_threshold", DEFAULT_REVIEW_THRESHOLD))
+        return self.sidecar.calibration.review_threshold
 
     def coverage_threshold(self, coverage: float) -> tuple[float, float]:
         """(threshold, calibrated coverage) for a requested coverage; ValueError if not calibrated."""

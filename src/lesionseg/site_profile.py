@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from lesionseg.files import write_atomically
-from lesionseg.model.sidecar import CheckpointError, file_sha256
+from lesionseg.model.sidecar import CheckpointError, Sidecar, file_sha256
 
 PROFILE_FORMAT = "lesionseg-site-profile/1"
 
@@ -30,23 +30,24 @@ def read_site_profile(path: Path) -> dict:
     return profile
 
 
-def with_site_profile(sidecar: dict, profile: dict, profile_path: Path) -> dict:
+def with_site_profile(sidecar: Sidecar, profile: dict, profile_path: Path) -> Sidecar:
     """The sidecar with the profile's thresholds in place of the model's own, and a record of the profile."""
-    if profile.get("model_sha256") != sidecar.get("sha256"):
+    if profile.get("model_sha256") != sidecar.sha256:
         raise CheckpointError(
             f"site profile {Path(profile_path).name} was fitted for another model (sha256 "
-            f"{str(profile.get('model_sha256'))[:12]}…, this one is {sidecar.get('sha256', '')[:12]}…); "
+            f"{str(profile.get('model_sha256'))[:12]}…, this one is {sidecar.sha256[:12]}…); "
             "run lesionseg calibrate-site again for this model"
         )
-    overlaid = dict(sidecar)
-    overlaid["calibration"] = {**sidecar.get("calibration", {}), "review_threshold": profile["review_threshold"]}
-    if "out_of_distribution" in sidecar and "out_of_distribution" in profile:
-        overlaid["out_of_distribution"] = {**sidecar["out_of_distribution"], **profile["out_of_distribution"]}
-    overlaid["coverage"] = {**sidecar.get("coverage", {}), "thresholds": profile["coverage_thresholds"]}
-    overlaid["site_profile"] = {
-        "site": profile.get("site"),
-        "file": Path(profile_path).name,
-        "sha256": file_sha256(Path(profile_path)),
-        "fitted_on": profile.get("fitted_on"),
+    entries = {
+        "calibration": {**(sidecar.entry("calibration") or {}), "review_threshold": profile["review_threshold"]},
+        "coverage": {**(sidecar.entry("coverage") or {}), "thresholds": profile["coverage_thresholds"]},
+        "site_profile": {
+            "site": profile.get("site"),
+            "file": Path(profile_path).name,
+            "sha256": file_sha256(Path(profile_path)),
+            "fitted_on": profile.get("fitted_on"),
+        },
     }
-    return overlaid
+    if sidecar.out_of_distribution is not None and "out_of_distribution" in profile:
+        entries["out_of_distribution"] = {**sidecar.entry("out_of_distribution"), **profile["out_of_distribution"]}
+    return sidecar.with_entries(**entries)

@@ -94,7 +94,7 @@ def test_under_the_setting_a_picture_that_is_not_dermoscopy_is_refused(
 
 
 def test_the_coverage_mask_grows_as_coverage_rises_with_the_sidecars_threshold(server_url, real_image_path):
-    thresholds = read_sidecar(DEFAULT_WEIGHTS)["coverage"]["thresholds"]
+    thresholds = read_sidecar(DEFAULT_WEIGHTS).coverage.thresholds
     areas = []
     for coverage in (0.8, 0.9, 0.95, 0.99):
         body = post(server_url, real_image_path.read_bytes(), format="json", seed=0, coverage=coverage).json()
@@ -115,7 +115,7 @@ def checkpoint_before_the_trust_layer(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("old-checkpoint")
     weights = folder / "old.safetensors"
     shutil.copy(DEFAULT_WEIGHTS, weights)
-    sidecar = read_sidecar(DEFAULT_WEIGHTS)
+    sidecar = read_sidecar(DEFAULT_WEIGHTS).as_json()
     for key in ("out_of_distribution", "coverage", "onnx"):
         sidecar.pop(key, None)
     weights.with_suffix(".json").write_text(json.dumps(sidecar))

@@ -31,14 +31,15 @@ def test_int8_trunk_moves_the_mask_boundary_by_no_more_than_its_precision(predic
 
 def test_int8_trunk_is_refused_when_it_does_not_belong_to_the_float_export():
     sidecar = read_sidecar(DEFAULT_WEIGHTS)
-    reexported = {**sidecar, "onnx": {**sidecar["onnx"], "trunk": {**sidecar["onnx"]["trunk"], "sha256": "0" * 64}}}
+    export = sidecar.entry("onnx")
+    reexported = sidecar.with_entries(onnx={**export, "trunk": {**export["trunk"], "sha256": "0" * 64}})
     # A new export also changes the float trunk's file; only the link is under test here.
     with pytest.raises(CheckpointError):
         OnnxBackend(DEFAULT_WEIGHTS, reexported, int8_trunk=True)
-    stale = {**sidecar, "onnx_int8": {**sidecar["onnx_int8"], "float_trunk_sha256": "0" * 64}}
+    stale = sidecar.with_entries(onnx_int8={**sidecar.entry("onnx_int8"), "float_trunk_sha256": "0" * 64})
     with pytest.raises(CheckpointError, match="quantised from another export"):
         OnnxBackend(DEFAULT_WEIGHTS, stale, int8_trunk=True)
-    never_quantised = {key: value for key, value in sidecar.items() if key != "onnx_int8"}
+    never_quantised = sidecar.with_entries(onnx_int8=None)
     with pytest.raises(CheckpointError, match="run `lesionseg quantise` first"):
         OnnxBackend(DEFAULT_WEIGHTS, never_quantised, int8_trunk=True)
     assert OnnxBackend(DEFAULT_WEIGHTS, never_quantised).has_descriptor, "the float backend does not need it"
@@ -55,7 +56,7 @@ def test_quantise_calibrates_on_training_images_only_and_records_the_graph(data_
     held_out = {
         record.image_path
         for name in sets
-        for record in select_pairs(data_root, name, "held-out", Split.of_model(sidecar))
+        for record in select_pairs(data_root, name, "held-out", Split.of_model(sidecar.training))
     }
     assert len(paths) == 160 and not held_out.intersection(paths)
     assert paths == calibration_image_paths(data_root, sets, 80, 0, sidecar), "the same seed, the same images"
@@ -63,6 +64,6 @@ def test_quantise_calibrates_on_training_images_only_and_records_the_graph(data_
     output = tmp_path / "trunk.int8.onnx"
     record = quantise_trunk(DEFAULT_WEIGHTS, data_root, ["isic2018"], images_per_set=2, output_path=output)
     assert record["trunk"]["sha256"] == file_sha256(output)
-    assert record["float_trunk_sha256"] == sidecar["onnx"]["trunk"]["sha256"]
+    assert record["float_trunk_sha256"] == sidecar.onnx.trunk.sha256
     assert record["calibration"]["images"] == 2
     assert read_sidecar(DEFAULT_WEIGHTS) == sidecar, "an output path leaves the shipped sidecar alone"

@@ -86,11 +86,11 @@ def test_graphs_exported_from_other_weights_are_refused(tmp_path):
     from lesionseg.model.sidecar import CheckpointError, read_sidecar
 
     sidecar = read_sidecar(DEFAULT_WEIGHTS)
-    retrained = {**sidecar, "sha256": "0" * 64}
+    retrained = sidecar.with_entries(sha256="0" * 64)
     with pytest.raises(CheckpointError, match="exported from other weights"):
         OnnxBackend(DEFAULT_WEIGHTS, retrained)
-    unlinked = {key: value for key, value in sidecar["onnx"].items() if key != "weights_sha256"}
-    older_export = {**sidecar, "onnx": unlinked}
+    unlinked = {key: value for key, value in sidecar.entry("onnx").items() if key != "weights_sha256"}
+    older_export = sidecar.with_entries(onnx=unlinked)
     with pytest.raises(CheckpointError, match="run `lesionseg export-onnx` again"):
         OnnxBackend(DEFAULT_WEIGHTS, older_export)
     assert OnnxBackend(DEFAULT_WEIGHTS, sidecar).has_descriptor

@@ -73,7 +73,7 @@ def test_the_split_is_stable_whatever_the_order_and_other_images(isic):
 
 
 def test_the_shipped_models_test_split_holds_no_photo_whose_near_duplicate_it_trained_on(isic, ham):
-    split = Split.of_model(read_sidecar(DEFAULT_WEIGHTS))
+    split = Split.of_model(read_sidecar(DEFAULT_WEIGHTS).training)
     assert split == Split(0.1, 0, None), "trained before near-duplicates were grouped: split by lesion"
     for records in (isic, ham):
         trained_groups = {r.group for r in records if split.subset_of(r) == "training"}
@@ -90,12 +90,12 @@ def test_the_shipped_models_test_split_holds_no_photo_whose_near_duplicate_it_tr
 def test_a_new_training_records_its_split_and_a_changed_list_is_refused():
     split = Split.for_training(0.2, 7)
     assert split.near_duplicates == file_sha256(NEAR_DUPLICATES)
-    assert Split.of_model({"training": {"split": split.record()}}) == split
-    assert Split.of_model({"training": {"options": {"validation_fraction": 0.2, "split_seed": 7}}}) == Split(0.2, 7)
+    assert Split.of_model({"split": split.record()}) == split
+    assert Split.of_model({"options": {"validation_fraction": 0.2, "split_seed": 7}}) == Split(0.2, 7)
     assert Split.of_model({}) == Split(0.1, 0), "a sidecar that does not say gets the defaults training used"
     stale = {**split.record(), "near_duplicates": "0" * 64}
     with pytest.raises(ValueError, match="near-duplicate list has changed"):
-        Split.of_model({"training": {"split": stale}})
+        Split.of_model({"split": stale})
 
 
 def test_each_listed_pair_is_within_one_set():

@@ -31,7 +31,7 @@ def simulated_site(data_root, tmp_path_factory) -> Path:
     site = tmp_path_factory.mktemp("sites") / "dark-close-ups"
     (site / "images").mkdir(parents=True)
     (site / "masks").mkdir()
-    split = Split.of_model(read_sidecar(DEFAULT_WEIGHTS))
+    split = Split.of_model(read_sidecar(DEFAULT_WEIGHTS).training)
     for record in split.select(discover_pairs(data_root / "ham10000"), "test")[: FIT_CASES + HELD_BACK_CASES]:
         rgb, truth = zoom_on_lesion(read_image(record.image_path), read_truth(record.mask_path), 2.2)
         cv2.imwrite(str(site / "images" / f"{record.identifier}.jpg"), cv2.cvtColor(gamma(rgb, 1.6), cv2.COLOR_RGB2BGR))
@@ -64,7 +64,7 @@ def test_after_fifty_cases_the_site_is_within_the_gates_and_the_coverages_bounds
     assert after["gate_flagged"] <= held_back["before"]["gate_flagged"]
     # Conformal risk control bounds the expected miss; one held-back mean may exceed it by its own noise.
     assert after["coverage_0.90_missed"] <= 0.10 + 2 * after["coverage_0.90_missed_standard_error"]
-    assert profile["model_sha256"] == read_sidecar(DEFAULT_WEIGHTS)["sha256"]
+    assert profile["model_sha256"] == read_sidecar(DEFAULT_WEIGHTS).sha256
 
 
 def test_the_profile_replaces_the_models_thresholds_where_it_is_loaded(calibrated, real_image_path):

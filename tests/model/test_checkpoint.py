@@ -27,9 +27,9 @@ def test_round_trip_gives_the_same_outputs(saved):
     image = torch.randn(1, 3, 192, 192)
     with torch.no_grad():
         assert torch.equal(model(image), loaded(image))
-    assert sidecar["architecture"]["name"] == "efficientnet_lite0_upernet"
-    assert sidecar["sha256"] == file_sha256(path)
-    assert sidecar["training"] == {"note": "test"}
+    assert sidecar.architecture["name"] == "efficientnet_lite0_upernet"
+    assert sidecar.sha256 == file_sha256(path)
+    assert sidecar.training == {"note": "test"}
 
 
 def test_missing_tensor_is_a_clear_error(saved):
@@ -112,6 +112,6 @@ def test_embedded_default_model_is_shipped_small_and_intact():
     assert DEFAULT_WEIGHTS.is_file()
     assert DEFAULT_WEIGHTS.stat().st_size < 80 * 1024 * 1024
     model, sidecar = load_checkpoint(DEFAULT_WEIGHTS)
-    assert sidecar["weights_dtype"] == "float16"
+    assert sidecar.weights_dtype == "float16"
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
-    assert "command" in sidecar["training"]
+    assert "command" in sidecar.training

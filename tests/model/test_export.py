@@ -7,6 +7,7 @@ import torch
 
 from lesionseg.backends.onnx_backend import OnnxBackend
 from lesionseg.backends.pytorch_backend import TorchBackend
+from lesionseg.config import DEFAULT_WEIGHTS
 from lesionseg.model.checkpoint import load_checkpoint, save_checkpoint
 from lesionseg.model.config import ModelConfig, get_config
 from lesionseg.model.export import export_onnx
@@ -45,4 +46,7 @@ def test_graphs_exported_by_050_and_earlier_get_the_trunk_repeated_once_per_samp
     repeated = repeat_trunk_for_old_graphs(trunk, masks)
     assert repeated[0].shape == (10, 3, 1, 1)
     assert np.array_equal(repeated[0][:5], np.repeat(trunk[0][:1], 5, axis=0))
-    assert tail_repeats_trunk({"onnx": {"trunk": {}, "tail": {}}})
+    shipped = read_sidecar(DEFAULT_WEIGHTS)
+    old_export = {key: value for key, value in shipped.entry("onnx").items() if key != "tail_takes_trunk_once"}
+    assert tail_repeats_trunk(shipped.with_entries(onnx=old_export))
+    assert not tail_repeats_trunk(shipped)

@@ -26,7 +26,7 @@ def test_interpolation_runs_from_the_first_model_to_the_second(tmp_path):
     second, _ = load_checkpoint(DEFAULT_WEIGHTS)
     second.load_state_dict(shifted)
     second_path = tmp_path / "second.safetensors"
-    save_checkpoint(second, config_from_sidecar(sidecar), second_path, {"training": sidecar["training"]})
+    save_checkpoint(second, config_from_sidecar(sidecar), second_path, {"training": sidecar.training})
     outputs = {}
     for alpha in ("0", "0.5", "1"):
         output = tmp_path / f"alpha{alpha}.safetensors"
@@ -50,5 +50,5 @@ def test_interpolation_runs_from_the_first_model_to_the_second(tmp_path):
     assert torch.equal(outputs["0"].state_dict()[name], start)
     assert torch.allclose(outputs["0.5"].state_dict()[name], start + 0.5)
     assert torch.allclose(outputs["1"].state_dict()[name], start + 1)
-    assert outputs["0.5 sidecar"]["calibration"] == sidecar["calibration"]
-    assert outputs["0.5 sidecar"]["interpolation"]["alpha"] == 0.5
+    assert outputs["0.5 sidecar"].calibration == sidecar.calibration
+    assert outputs["0.5 sidecar"].entry("interpolation")["alpha"] == 0.5

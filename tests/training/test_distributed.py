@@ -84,7 +84,7 @@ def test_only_the_first_rank_writes_files_and_logs(two_process_run):
     ]
     assert [json.loads(line)["epoch"] for line in printed.splitlines() if line.startswith("{")] == [1, 2]
     _, sidecar = load_checkpoint(output_directory / "best.safetensors")
-    assert sidecar["training"]["processes"] == 2
+    assert sidecar.training["processes"] == 2
     streams = torch.load(output_directory / "state.pt", weights_only=True)["torch_rng_by_rank"]
     assert len(streams) == 2 and not torch.equal(*streams), "each rank augments from a stream of its own"
 
@@ -107,7 +107,7 @@ def test_the_logged_validation_is_what_one_process_scores_for_the_checkpoint(dat
     options = TrainingOptions(data_root=data_root, limit_pairs=LIMIT_PAIRS, held_out_fraction=0.3)
     config = get_config(options.model)
     _, _, validation_records = load_records(options)
-    logged = sidecar["validation_during_training"]
+    logged = sidecar.entry("validation_during_training")
     for validation_set in load_validation_sets(validation_records, options.sets, config.input_size):
         scores = validation_scores(
             model, config, validation_set.square_images, validation_set.truths, 8, torch.device("cpu")

@@ -44,7 +44,7 @@ def test_training_runs_logs_and_resumes(data_root, tmp_path):
     assert "isic2018_jaccard" in log[0] and "ham10000_jaccard" in log[0]
     assert (tmp_path / "log.csv").read_text().startswith("epoch,")
     model, sidecar = load_checkpoint(best)
-    assert sidecar["training"]["data"]["training_pairs"] > 0
+    assert sidecar.training["data"]["training_pairs"] > 0
 
     # Asking for a second epoch resumes from state.pt instead of starting again.
     train_in_a_fresh_process(tiny_options(data_root, tmp_path, epochs=2))

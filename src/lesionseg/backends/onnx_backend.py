@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
-from lesionseg.model.sidecar import graph_paths, has_descriptor, tail_repeats_trunk
+from lesionseg.model.sidecar import Sidecar, graph_paths, has_descriptor, tail_repeats_trunk
 from lesionseg.uncertainty.sampling import repeat_trunk_for_old_graphs
 
 
 class OnnxBackend:
     """`int8_trunk` runs the static int8 trunk of `lesionseg quantise` (`--backend onnx-int8`)."""
 
-    def __init__(self, weights_path: Path, sidecar: dict, threads: int = 0, int8_trunk: bool = False) -> None:
+    def __init__(self, weights_path: Path, sidecar: Sidecar, threads: int = 0, int8_trunk: bool = False) -> None:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import openvino
 
-from lesionseg.model.sidecar import graph_paths, has_descriptor, tail_repeats_trunk
+from lesionseg.model.sidecar import Sidecar, graph_paths, has_descriptor, tail_repeats_trunk
 from lesionseg.uncertainty.sampling import repeat_trunk_for_old_graphs
 
 Precision = Literal["auto", "f32"]
@@ -22,7 +22,7 @@ class OpenVinoBackend:
     def __init__(
         self,
         weights_path: Path,
-        sidecar: dict,
+        sidecar: Sidecar,
         threads: int = 0,
         precision: Precision = "auto",
         int8_trunk: bool = False,

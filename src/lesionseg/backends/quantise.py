@@ -24,6 +24,7 @@ from lesionseg.data.pairs import read_image
 from lesionseg.data.splits import Split, select_pairs
 from lesionseg.imaging.preprocess import model_input
 from lesionseg.model.sidecar import (
+    Sidecar,
     checked_onnx_paths,
     config_from_sidecar,
     file_sha256,
@@ -38,7 +39,7 @@ DEFAULT_IMAGES_PER_SET = 80
 class CalibrationImages(CalibrationDataReader):
     """Feeds the calibration one preprocessed image at a time, decoding each only when asked."""
 
-    def __init__(self, image_paths: list[Path], sidecar: dict) -> None:
+    def __init__(self, image_paths: list[Path], sidecar: Sidecar) -> None:
         self.image_paths = iter(image_paths)
         self.config = config_from_sidecar(sidecar)
 
@@ -50,11 +51,11 @@ class CalibrationImages(CalibrationDataReader):
 
 
 def calibration_image_paths(
-    data_root: Path, sets: list[str], images_per_set: int, seed: int, sidecar: dict
+    data_root: Path, sets: list[str], images_per_set: int, seed: int, sidecar: Sidecar
 ) -> list[Path]:
     """A random draw of each set's training split, the same for the same seed."""
     generator = np.random.default_rng(seed)
-    split = Split.of_model(sidecar)
+    split = Split.of_model(sidecar.training)
     paths = []
     for set_name in sets:
         training = select_pairs(data_root, set_name, "training", split)
@@ -96,7 +97,7 @@ def quantise_trunk(
     record = {
         "trunk": {"file": destination.name, "sha256": file_sha256(destination)},
         # The int8 graph belongs to this float graph: a new export makes it stale.
-        "float_trunk_sha256": sidecar["onnx"]["trunk"]["sha256"],
+        "float_trunk_sha256": sidecar.onnx.trunk.sha256,
         "onnxruntime_version": onnxruntime.__version__,
         "calibration": {
             "method": "MinMax, QDQ, uint8 weights per channel and uint8 activations (U8U8)",

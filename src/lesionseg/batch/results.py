@@ -26,7 +26,7 @@ def job_description(job: JobSettings) -> dict:
     """job.json: the settings, the request's fields at the top level as before, and the model's checksum."""
     settings = asdict(job)
     request = settings.pop("request")
-    return {**settings, **request, "model_sha256": read_sidecar(Path(job.weights))["sha256"]}
+    return {**settings, **request, "model_sha256": read_sidecar(Path(job.weights)).sha256}
 
 
 class ResultsTable:

@@ -55,7 +55,7 @@ class JobSettings:
             raise ValueError(f"threads must be 0 (the backend's choice) or more, got {self.threads}")
         if self.request.seed is None:
             raise ValueError("a batch job needs a fixed seed, so that a resumed job gives the same masks")
-        if self.request.coverage is not None and not read_sidecar(Path(self.weights)).get("coverage"):
+        if self.request.coverage is not None and read_sidecar(Path(self.weights)).coverage is None:
             raise ValueError("this model has no coverage calibration, so coverage cannot be guaranteed")
 
 

@@ -39,9 +39,9 @@ class Split:
         return cls(held_out_fraction, seed, file_sha256(NEAR_DUPLICATES))
 
     @classmethod
-    def of_model(cls, sidecar: dict) -> "Split":
-        """The split a model was trained with, from its sidecar; (0.1, 0) by lesion where it does not say."""
-        training = sidecar.get("training", {})
+    def of_model(cls, training: dict) -> "Split":
+        """The split a model was trained with, from its sidecar's training record; (0.1, 0) by lesion where it
+        does not say."""
         recorded = training.get("split")
         if not recorded:
             options = training.get("options", {})

@@ -97,7 +97,7 @@ def fit_site(predictor: Predictor, cases: SiteCases, flagged_fraction: float) ->
     profile: dict = {
         "review_threshold": choose_review_threshold(
             cases.uncertainty_scores,
-            float(predictor.sidecar.get("calibration", {}).get("review_target_fraction", 0.1)),
+            predictor.sidecar.calibration.review_target_fraction,
         ),
         "coverage_thresholds": calibrated_thresholds([cases.missed_curves]),
     }
@@ -170,7 +170,7 @@ def calibrate_site(
         before["non_dermoscopy_caught"] = non_dermoscopy_caught(predictor, negatives, model_gate)
         after["non_dermoscopy_caught"] = non_dermoscopy_caught(predictor, negatives, profile["out_of_distribution"])
     profile |= {
-        "model_sha256": predictor.sidecar["sha256"],
+        "model_sha256": predictor.sidecar.sha256,
         "site": Path(export).name,
         "fitted_on": {"cases": fit_count, "flagged_fraction": flagged_fraction, "samples": samples, "seed": seed},
     }

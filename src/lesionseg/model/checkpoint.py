@@ -13,14 +13,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from lesionseg import __version__
+from lesionseg.files import write_atomically
 from lesionseg.model.config import ModelConfig
 from lesionseg.model.factory import create_model
 from lesionseg.model.network import SegmentationNetwork
 from lesionseg.model.sidecar import (
     SIDECAR_FORMAT_VERSION,
     CheckpointError,
+    Sidecar,
     config_from_sidecar,
     file_sha256,
+    parse_sidecar,
     read_sidecar,
     sidecar_path,
 )
@@ -32,7 +35,7 @@ def save_checkpoint(
     weights_path: Path,
     metadata: dict[str, Any] | None = None,
     half_precision: bool = False,
-) -> dict[str, Any]:
+) -> Sidecar:
     """Writes `weights_path` (safetensors) and its sidecar; returns the sidecar."""
     weights_path = Path(weights_path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,8 +56,8 @@ def save_checkpoint(
         **(metadata or {}),
         "sha256": file_sha256(weights_path),
     }
-    sidecar_path(weights_path).write_text(json.dumps(sidecar, indent=2) + "\n")
-    return sidecar
+    write_atomically(sidecar_path(weights_path), (json.dumps(sidecar, indent=2) + "\n").encode())
+    return parse_sidecar(sidecar, sidecar_path(weights_path).name)
 
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin"}
@@ -95,13 +98,13 @@ def mismatched_keys(
 
 def load_checkpoint(
     weights_path: Path, verify_sha256: bool = True, allow_pickle: bool = False
-) -> tuple[SegmentationNetwork, dict[str, Any]]:
+) -> tuple[SegmentationNetwork, Sidecar]:
     """Builds the sidecar's architecture and loads the weights into it, strictly, in float32."""
     weights_path = Path(weights_path)
     if not weights_path.is_file():
         raise CheckpointError(f"checkpoint {weights_path} does not exist")
     sidecar = read_sidecar(weights_path)
-    if verify_sha256 and file_sha256(weights_path) != sidecar.get("sha256"):
+    if verify_sha256 and file_sha256(weights_path) != sidecar.sha256:
         raise CheckpointError(
             f"{weights_path.name}: sha256 does not match its sidecar; the file was changed or damaged"
         )

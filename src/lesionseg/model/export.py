@@ -41,7 +41,7 @@ class TailGraph(nn.Module):
 def export_onnx(weights_path: Path) -> dict:
     """Writes WEIGHTS.trunk.onnx and WEIGHTS.tail.onnx and records their sha256 in the sidecar."""
     model, sidecar = load_checkpoint(weights_path)
-    size = sidecar["architecture"]["input_size"]
+    size = sidecar.architecture["input_size"]
     # The tail is traced on two images of three samples each, so that neither of its batch axes is taken for a
     # constant 1 or for the other; the trunk, with one batch axis, on one image as it always was.
     image = torch.zeros(2, 3, size, size)
@@ -80,7 +80,7 @@ def export_onnx(weights_path: Path) -> dict:
         "opset": OPSET,
         "torch_version": torch.__version__,
         # The graphs belong to these weights: a sidecar copied onto other weights cannot serve them.
-        "weights_sha256": sidecar["sha256"],
+        "weights_sha256": sidecar.sha256,
         "trunk": {"file": trunk_path.name, "sha256": file_sha256(trunk_path)},
         "tail": {"file": tail_path.name, "sha256": file_sha256(tail_path)},
         # Graphs exported by 0.5.0 and earlier took the trunk repeated once per sample (see `tail_repeats_trunk`).

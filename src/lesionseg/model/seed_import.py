@@ -16,7 +16,7 @@ import torch
 from lesionseg.model.checkpoint import mismatched_keys, save_checkpoint
 from lesionseg.model.config import get_config
 from lesionseg.model.factory import create_model
-from lesionseg.model.sidecar import CheckpointError, file_sha256
+from lesionseg.model.sidecar import CheckpointError, Sidecar, file_sha256
 
 SEED_MODEL = "seed_swin_upernet"
 REBUILT_BUFFERS = ("relative_position_index", "attn_mask")
@@ -43,7 +43,7 @@ def our_name(seed_name: str) -> str:
     return "encoder.backbone." + re.sub(r"^layers\.(\d+)\.", r"layers_\1.", name)
 
 
-def import_seed(source: Path, output: Path) -> dict:
+def import_seed(source: Path, output: Path) -> Sidecar:
     """Writes `output` (.safetensors) and its sidecar; returns the sidecar."""
     source, output = Path(source), Path(output)
     state = read_seed_state(source)

@@ -55,8 +55,8 @@ class ValidationSet:
 def initial_state(weights_path: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
     """A checkpoint's tensors in float32, for fine-tuning; it must be the model being trained."""
     model, sidecar = load_checkpoint(weights_path)
-    if sidecar["architecture"]["name"] != config.name:
-        raise ValueError(f"{weights_path} holds {sidecar['architecture']['name']}, not {config.name}")
+    if sidecar.architecture["name"] != config.name:
+        raise ValueError(f"{weights_path} holds {sidecar.architecture['name']}, not {config.name}")
     state = model.state_dict()
     return {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in state.items()}
 
