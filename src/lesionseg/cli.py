@@ -343,6 +343,11 @@ def add_evaluate_parser(subparsers) -> None:
         help="instead: the shift test bed, each set under each camera-like shift (accuracy, uncertainty, the gate)",
     )
     parser.add_argument(
+        "--gate-only",
+        action="store_true",
+        help="with --shifts: only the out-of-distribution gate, which needs only the trunk, so on the whole split",
+    )
+    parser.add_argument(
         "--proposals",
         action="store_true",
         help="instead: LiteMedSAM's box-prompted proposals against the model (a box around the truth, the"
@@ -421,13 +426,20 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
 
 def evaluate_shifts(arguments: argparse.Namespace, weights: Path, predictor) -> None:
     from lesionseg.data.splits import select_pairs
-    from lesionseg.evaluation.shifts import evaluate_shift_bed, format_shift_table
+    from lesionseg.evaluation.shifts import evaluate_shift_bed, format_gate_table, format_shift_table, gate_shift_bed
 
     split = model_split(predictor)
     records_by_set = {}
     for set_name in arguments.sets:
         records = select_pairs(arguments.data_root, set_name, arguments.split, split)
         records_by_set[set_name] = records[: arguments.limit] if arguments.limit else records
+    if arguments.gate_only:
+        report = gate_shift_bed(predictor, records_by_set, arguments.data_root, split)
+        print(format_gate_table(report))
+        gate = predictor.sidecar.out_of_distribution.statistics_sha256
+        summary = {"model": predictor.config.name, "split": arguments.split, "gate_statistics_sha256": gate}
+        record_report(arguments, weights, "evaluation_gate_shifts", {**summary, **report})
+        return
     report = evaluate_shift_bed(
         predictor, records_by_set, arguments.data_root, split, arguments.samples, arguments.seed, tta=arguments.tta
     )
@@ -538,7 +550,7 @@ def add_calibrate_ood_parser(subparsers) -> None:
         help="fit the out-of-distribution gate on training images; its threshold on held-out dermoscopy",
     )
     add_model_and_data_arguments(parser)
-    parser.add_argument("--training-images", type=int, default=3000, help="a fixed sample of the training split")
+    parser.add_argument("--training-images", type=int, default=6000, help="a fixed sample of the training split")
     parser.add_argument(
         "--flagged-fraction",
         type=float,
@@ -549,8 +561,9 @@ def add_calibrate_ood_parser(subparsers) -> None:
     parser.add_argument(
         "--shifted-pairs",
         type=int,
-        default=60,
-        help="validation pairs of each set under each shift of the test bed, as groups that set the thresholds",
+        default=0,
+        help="validation pairs of each set under each shift of the test bed, a group per set and shift that sets the "
+        "thresholds (0: the whole validation split)",
     )
     parser.add_argument(
         "--negatives",

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from lesionseg.evaluation.shifts import evaluate_shift, format_shift_table
+from lesionseg.data.splits import Split
+from lesionseg.evaluation.shifts import evaluate_shift, format_gate_table, format_shift_table, gate_shift_bed
 from lesionseg.imaging.shifts import SHIFTS_BY_NAME
 
 # Slow tier (`make test-fast` leaves it out): each test runs the lesionseg command in its own process on real images.
@@ -45,3 +46,15 @@ def test_evaluate_shifts_prints_the_table_and_writes_comparable_rows(data_root, 
         [sys.executable, "tools/compare_evaluations.py", str(output), str(output)], capture_output=True, text=True
     )
     assert compared.returncode == 0 and "| ham10000 | zoom 2.2× | 2 | jaccard |" in compared.stdout
+
+
+def test_the_gate_alone_flags_what_the_full_path_flags_under_each_shift(predictor, isic_validation_pairs, data_root):
+    records = isic_validation_pairs[:4]
+    report = gate_shift_bed(predictor, {"isic2018": records}, data_root, Split.of_model(predictor.sidecar.training))
+    assert set(report["shifts"]["isic2018"]) == set(SHIFTS_BY_NAME)
+    for name in ("none", "zoom 2.2×", "over-exposed 1.3"):
+        summary, _ = evaluate_shift(predictor, records, SHIFTS_BY_NAME[name], samples=2, seed=0)
+        assert report["shifts"]["isic2018"][name] == {"images": 4, "flagged": summary["flagged"]}, name
+    table = format_gate_table(report)
+    assert "| isic2018 | vignette | 4 |" in table and "| unlabeled isic2017-256px (odd) | none | 140 |" in table
+    assert "\nworst: " in table
