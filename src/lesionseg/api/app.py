@@ -15,10 +15,14 @@ from lesionseg.api.errors import install_error_handlers
 from lesionseg.api.inference_queue import InferenceGate
 from lesionseg.api.memory_budget import MemoryBudget, limit_malloc_arenas
 from lesionseg.api.middleware import (
+    AccessLogMiddleware,
     ApiKeyMiddleware,
     BodySizeLimitMiddleware,
-    RequestContextMiddleware,
     RequestGuardMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+    TimeLimitMiddleware,
+    UnhandledErrorMiddleware,
     allowed_host_names,
 )
 from lesionseg.api.observability import Metrics, configure_logging
@@ -87,7 +91,9 @@ EXPOSED_HEADERS = [
 
 
 def add_middleware(app: FastAPIOffline, settings: Settings, metrics: Metrics) -> None:
-    """Added innermost first: the request context wraps everything, so every answer is logged and counted."""
+    """Added innermost first; from the outside in: the request id (every later step logs it), the access log
+    (it sees every answer, errors and refusals too), the security headers, the 500 for an unexpected error, the
+    guard, the time limit, then CORS, the API key and the body size nearest the routes."""
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
@@ -105,17 +111,17 @@ def add_middleware(app: FastAPIOffline, settings: Settings, metrics: Metrics) ->
             allow_headers=["X-API-Key", "Authorization", "X-Request-ID"],
             expose_headers=EXPOSED_HEADERS,
         )
+    app.add_middleware(TimeLimitMiddleware, request_timeout_seconds=settings.request_timeout_seconds)
     app.add_middleware(
         RequestGuardMiddleware,
         allowed_hosts=allowed_host_names(settings.allowed_hosts, settings.host),
         cors_origins=settings.cors_origin_list,
-    )
-    app.add_middleware(
-        RequestContextMiddleware,
-        metrics=metrics,
-        request_timeout_seconds=settings.request_timeout_seconds,
         max_header_count=settings.max_header_count,
     )
+    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(AccessLogMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
 
 
 def create_app(settings: Settings | None = None) -> FastAPIOffline:

@@ -1,5 +1,5 @@
 """Every error leaves as JSON `{"detail": ...}` with a 4xx/503 status; nothing leaks a traceback. What no
-handler here expects is answered 500, with its request id, by `RequestContextMiddleware`."""
+handler here expects is answered 500, with its request id, by `UnhandledErrorMiddleware`."""
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError

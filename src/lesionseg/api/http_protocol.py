@@ -7,7 +7,7 @@ at once. Nothing in uvicorn bounds how long headers may take either: a client th
 line every few seconds, or connects and sends nothing, holds its connection forever. Here the headers
 of each request must be complete within `header_timeout_seconds` of its first byte (or of the
 connection), or the connection is answered 408 and closed. The header count is limited in
-`RequestContextMiddleware`, once the headers are parsed.
+`RequestGuardMiddleware`, once the headers are parsed.
 """
 
 import asyncio

@@ -1,6 +1,8 @@
-"""ASGI middleware: request ids, access logs and metrics, auth, body-size and time limits, headers.
+"""ASGI middleware, one job each: request ids, access logs and metrics, security headers, the answer to an
+unexpected error, refusing requests not meant for this service, the time limit, API keys and the body size.
 
-Pure ASGI (not BaseHTTPMiddleware), so uploads stream through and are counted as they arrive.
+Pure ASGI (not BaseHTTPMiddleware), so uploads stream through and are counted as they arrive. `create_app`
+stacks them in the order their docstrings assume (app.py, `add_middleware`).
 """
 
 import asyncio
@@ -87,19 +89,145 @@ def allowed_host_names(allowed_hosts: str, bind_host: str) -> set[str] | None:
     return set(LOOPBACK_NAMES) if bind_host.strip().lower() in LOOPBACK_NAMES else None
 
 
-class RequestGuardMiddleware:
-    """Requests that are not for this service, refused before any route: an ambiguous body framing (both
-    Content-Length and Transfer-Encoding, which a proxy in front may read the other way: request smuggling), a
-    Host not among the allowed names (DNS rebinding), and a browser's cross-site write (an Origin that is
-    neither this service nor one of LESIONSEG_CORS_ORIGINS, on POST, PUT, PATCH or DELETE: a form on another
-    site posting to a service without keys)."""
+class RequestIdMiddleware:
+    """Each request's id, taken from X-Request-ID (printable, at most 128 characters) or made, in the request's
+    state for the logs and routes, and echoed in the response's X-Request-ID."""
 
-    def __init__(self, app: ASGIApp, allowed_hosts: set[str] | None, cors_origins: list[str]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        supplied = header(scope, b"x-request-id")
+        request_id = supplied if supplied and len(supplied) <= 128 and supplied.isprintable() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", request_id.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def request_id(scope: Scope) -> str:
+    return scope.get("state", {}).get("request_id", "?")
+
+
+class AccessLogMiddleware:
+    """One JSON access log line and the request metrics for every answer, whoever gave it."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless an answer starts: a request that ends without one counts as failed
+
+        async def send_observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            self.record(scope, status, time.perf_counter() - started)
+
+    def record(self, scope: Scope, status: int, elapsed: float) -> None:
+        route = scope.get("route")
+        route_name = getattr(route, "path", None) or "unmatched"
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
+        self.metrics.requests.labels(method, route_name, str(status)).inc()
+        self.metrics.latency.labels(route_name).observe(elapsed)
+        fields = {
+            "request_id": request_id(scope),
+            "method": scope["method"][:16],
+            "path": scope["path"],
+            "route": route_name,
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "client": (scope.get("client") or ["?"])[0],
+        }
+        logger.info("request", extra={"fields": fields})
+
+
+class SecurityHeadersMiddleware:
+    """The headers every answer carries (no sniffing, no framing, no referrer), and the pages' content policy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), *SECURITY_HEADERS]
+                is_html = any(key == b"content-type" and value.startswith(b"text/html") for key, value in headers)
+                if is_html and scope["path"] in PAGES:
+                    headers.append((b"content-security-policy", PAGE_POLICY))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class UnhandledErrorMiddleware:
+    """What no handler expected is answered here, inside the request's context, so the 500 carries its request
+    id and says that the connection closes, rather than leaving it to the server to drop a kept-alive connection
+    unsaid. The details go to the log, never to the client."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as error:
+            logger.error("unhandled error", exc_info=error, extra={"fields": {"request_id": request_id(scope)}})
+            if not started:
+                detail = f"internal error; the server log has the details under request id {request_id(scope)}"
+                await send_json(send, 500, detail, [(b"connection", b"close")])
+
+
+class RequestGuardMiddleware:
+    """Requests that are not for this service, refused before any route: too many headers (each costs every
+    middleware a scan), an ambiguous body framing (both Content-Length and Transfer-Encoding, which a proxy in
+    front may read the other way: request smuggling), a Host not among the allowed names (DNS rebinding), and a
+    browser's cross-site write (an Origin that is neither this service nor one of LESIONSEG_CORS_ORIGINS, on
+    POST, PUT, PATCH or DELETE: a form on another site posting to a service without keys)."""
+
+    def __init__(
+        self, app: ASGIApp, allowed_hosts: set[str] | None, cors_origins: list[str], max_header_count: int
+    ) -> None:
         self.app = app
         self.allowed_hosts = allowed_hosts
         self.cors_origins = {origin.rstrip("/").lower() for origin in cors_origins}
+        self.max_header_count = max_header_count
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
+        if len(scope["headers"]) > self.max_header_count:
+            return 431, f"{len(scope['headers'])} request headers; the limit is {self.max_header_count}"
         names = [key for key, _ in scope["headers"]]
         if b"transfer-encoding" in names and b"content-length" in names:
             return 400, "the request has both Content-Length and Transfer-Encoding; send one of them"
@@ -121,90 +249,44 @@ class RequestGuardMiddleware:
         await self.app(scope, receive, send)
 
 
-class RequestContextMiddleware:
-    """Request id (taken from X-Request-ID or made), one JSON access log line, metrics, safe headers,
-    the header count limit and the per-request time limit."""
+class TimeLimitMiddleware:
+    """Each request's whole time, upload included, within `request_timeout_seconds`: an upload that has not
+    arrived by then is answered 408, a request whose work has not finished 503 (try again); an answer already
+    begun is cut off, as there is no other way to end it."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, request_timeout_seconds: float, max_header_count: int) -> None:
+    def __init__(self, app: ASGIApp, request_timeout_seconds: float) -> None:
         self.app = app
-        self.metrics = metrics
         self.request_timeout_seconds = request_timeout_seconds
-        self.max_header_count = max_header_count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        supplied = header(scope, b"x-request-id")
-        request_id = supplied if supplied and len(supplied) <= 128 and supplied.isprintable() else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        started = time.perf_counter()
-        outcome = {"status": 500, "started": False, "body_done": False}
+        started = body_done = False
 
         async def tracked_receive() -> Message:
+            nonlocal body_done
             message = await receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
-                outcome["body_done"] = True
+                body_done = True
             return message
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                outcome["status"] = message["status"]
-                outcome["started"] = True
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                headers.extend(SECURITY_HEADERS)
-                if (
-                    any(k == b"content-type" and v.startswith(b"text/html") for k, v in headers)
-                    and scope["path"] in PAGES
-                ):
-                    headers.append((b"content-security-policy", PAGE_POLICY))
-                message = {**message, "headers": headers}
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
-            if len(scope["headers"]) > self.max_header_count:
-                detail = f"{len(scope['headers'])} request headers; the limit is {self.max_header_count}"
-                await send_json(send_with_headers, 431, detail)
-                return
             async with asyncio.timeout(self.request_timeout_seconds):
-                await self.app(scope, tracked_receive, send_with_headers)
+                await self.app(scope, tracked_receive, tracked_send)
         except TimeoutError:
-            if not outcome["started"]:
-                if outcome["body_done"]:
-                    detail = f"the request took longer than {self.request_timeout_seconds:g} s; try again"
-                    await send_json(send_with_headers, 503, detail, [(b"retry-after", b"5")])
-                else:
-                    detail = f"the upload did not arrive within {self.request_timeout_seconds:g} s"
-                    await send_json(send_with_headers, 408, detail)
-        except Exception as error:
-            # Answered here, inside the request's context, so the 500 carries its request id and says that the
-            # connection closes, rather than leaving it to the server to drop a kept-alive connection unsaid.
-            logger.error("unhandled error", exc_info=error, extra={"fields": {"request_id": request_id}})
-            if not outcome["started"]:
-                detail = f"internal error; the server log has the details under request id {request_id}"
-                await send_json(send_with_headers, 500, detail, [(b"connection", b"close")])
-        finally:
-            elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            route_name = getattr(route, "path", None) or "unmatched"
-            method = scope["method"] if scope["method"] in KNOWN_METHODS else "other"
-            self.metrics.requests.labels(method, route_name, str(outcome["status"])).inc()
-            self.metrics.latency.labels(route_name).observe(elapsed)
-            logger.info(
-                "request",
-                extra={
-                    "fields": {
-                        "request_id": request_id,
-                        "method": scope["method"][:16],
-                        "path": scope["path"],
-                        "route": route_name,
-                        "status": outcome["status"],
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "client": (scope.get("client") or ["?"])[0],
-                    }
-                },
-            )
+            if started:
+                return
+            if body_done:
+                detail = f"the request took longer than {self.request_timeout_seconds:g} s; try again"
+                await send_json(send, 503, detail, [(b"retry-after", b"5")])
+            else:
+                await send_json(send, 408, f"the upload did not arrive within {self.request_timeout_seconds:g} s")
 
 
 def key_identifier(key: str, secret: bytes) -> str:
