@@ -226,6 +226,27 @@ def out_of_distribution_section(sidecar: dict) -> list[str]:
         lines += detection_table(methods)
         lines += [""] + [f"- {line}" for line in detection_summaries(methods)]
         lines += ["", "```", evaluation["command"], "```", ""]
+    under_shift = sidecar.get("evaluation_gate_shifts")
+    if under_shift:
+        lines += gate_shift_table(under_shift) + ["", "```", under_shift["command"], "```", ""]
+    return lines
+
+
+def gate_shift_table(report: dict) -> list[str]:
+    """Markdown: the share of each set's whole test split flagged under each camera-like shift."""
+    sets = list(report["shifts"])
+    lines = [
+        "Genuine dermoscopy flagged, each set's whole test split under each camera-like shift:",
+        "",
+        "| shift | "
+        + " | ".join(f"{name} ({next(iter(report['shifts'][name].values()))['images']})" for name in sets)
+        + " |",
+        "|---|" + "---:|" * len(sets),
+    ]
+    for shift in report["shifts"][sets[0]]:
+        lines.append(
+            f"| {shift} | " + " | ".join(f"{report['shifts'][name][shift]['flagged']:.1%}" for name in sets) + " |"
+        )
     return lines
 
 

@@ -4,7 +4,7 @@ it, and their file."""
 import numpy as np
 import pytest
 
-from lesionseg.evaluation.out_of_distribution import fit_gate
+from lesionseg.evaluation.out_of_distribution import fit_classifier, fit_gate
 from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
 
 
@@ -99,3 +99,18 @@ def test_the_classifiers_score_keeps_ranking_far_out_pictures_and_flags_at_its_l
     probabilities = 1.0 / (1.0 + np.exp(-gate.classifier.logits(unseen_others)))
     old_flags = probabilities >= 1.0 / (1.0 + np.exp(-gate.classifier_threshold))
     assert np.array_equal(gate.component_scores(unseen_others)["classifier"] >= 1.0, old_flags)
+
+
+def test_with_kinds_of_picture_the_classifier_does_not_depend_on_their_order():
+    """Folds that hold out whole kinds are the same folds whatever order the pictures are listed in."""
+    generator = np.random.default_rng(6)
+    dermoscopy = generator.normal(size=(1500, 16))
+    offsets = {"documents": 3.0, "textures": 1.5, "photos": 2.0, "artwork": 2.5, "synthetic": 4.0}
+    others = np.concatenate(
+        [generator.normal(size=(60, 16)) + np.r_[offset, np.zeros(15)] for offset in offsets.values()]
+    )
+    kinds = np.repeat(list(offsets), 60)
+    order = generator.permutation(len(others))
+    listed = fit_classifier(dermoscopy, others, kinds)
+    shuffled = fit_classifier(dermoscopy, others[order], kinds[order])
+    assert np.allclose(listed.weights, shuffled.weights, rtol=1e-4, atol=1e-6)
