@@ -49,6 +49,7 @@ def test_the_trunk_runs_once_however_many_samples(predictor, real_batch):
     assert calls == [real_batch.shape[0]]
 
 
+@pytest.mark.slow  # ten whole forward passes at full size: the slow tier's, not every change's
 def test_batched_tail_equals_full_forward_passes_with_the_same_masks(predictor, real_batch):
     cheap = sample_logits(predictor.backend, predictor.config, real_batch, samples=10, seed=11)
     full = full_pass_logits(predictor.backend.model, predictor.config, real_batch, samples=10, seed=11)
