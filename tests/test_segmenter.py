@@ -18,6 +18,7 @@ def segmenter() -> lesionseg.Segmenter:
     return lesionseg.load(backend="pytorch")
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the slow tier's, not every change's
 def test_the_documented_example_runs_as_written(real_image_path, tmp_path, monkeypatch):
     shutil.copy(real_image_path, tmp_path / "lesion.jpg")
     monkeypatch.chdir(tmp_path)
@@ -91,6 +92,7 @@ def test_flip_tta_is_the_default_and_a_setting_turns_it_off(segmenter, real_imag
     assert np.array_equal(without.uncertainty, plain.uncertainty)
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the slow tier's, not every change's
 def test_a_proposal_without_a_box_takes_the_box_around_the_models_mask(segmenter, real_image_path):
     result = segmenter.predict(real_image_path, seed=0)
     proposal = segmenter.propose(real_image_path)

@@ -34,7 +34,7 @@ def run_at_once(function: Callable, arguments: list) -> list:
     return results
 
 
-@pytest.mark.parametrize("backend", ["pytorch", "onnx"])
+@pytest.mark.parametrize("backend", [pytest.param("pytorch", marks=pytest.mark.slow), "onnx"])
 def test_batched_requests_get_what_each_would_get_alone(backend, isic_validation_pairs):
     images = [read_image(record.image_path) for record in isic_validation_pairs[:CONCURRENT]]
     batched = Predictor.from_checkpoint(DEFAULT_WEIGHTS, backend, max_batch_size=4)

@@ -7,7 +7,9 @@ import pytest
 from lesionseg.imaging.bands import WHOLE_MAP_PIXELS, MapBands
 
 
-@pytest.mark.parametrize(("width", "height"), [(1024, 768), (4000, 3000), (333, 7777), (8000, 8000)])
+@pytest.mark.parametrize(
+    ("width", "height"), [(1024, 768), (4000, 3000), (333, 7777), pytest.param(8000, 8000, marks=pytest.mark.slow)]
+)
 def test_bands_join_into_opencvs_bilinear_resize(width, height):
     values = cv2.GaussianBlur(np.random.default_rng(0).random((192, 192)).astype(np.float32), (9, 9), 2)
     expected = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -63,7 +63,11 @@ def test_trunk_and_tail_compose_to_the_forward_pass():
 
 @pytest.mark.parametrize(
     ("name", "placement"),
-    [("efficientnet_lite0_upernet", "fusion"), ("efficientnet_lite0_upernet", "pyramid"), ("seed_swin_upernet", None)],
+    [
+        ("efficientnet_lite0_upernet", "fusion"),
+        ("efficientnet_lite0_upernet", "pyramid"),
+        pytest.param("seed_swin_upernet", None, marks=pytest.mark.slow),
+    ],
 )
 def test_samples_from_the_trunk_given_once_equal_the_tail_on_the_trunk_repeated(name, placement):
     """The served path folds each sample's mask into the head (fusion) or repeats inside the graph (the rest);

@@ -39,6 +39,7 @@ def separable_features(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return domain[:3000], domain[3000:], others[:500], others[500:]
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the slow tier's, not every change's
 def test_the_classifier_catches_what_the_distance_misses_within_the_flagged_share():
     training, held_out, others, unseen_others = separable_features(4)
     distance_only = fit_gate(training, {"held out": held_out}, 0.02)
