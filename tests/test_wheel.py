@@ -71,6 +71,8 @@ def test_the_installed_server_predicts_as_the_checkout_does(wheel_server, client
     assert (decode_png(installed.content) != decode_png(checkout.content)).mean() < 1e-3
     info = httpx.get(f"{wheel_server.url}/info").json()
     assert info["card"]["out_of_distribution"]["statistics"] == "default.ood.npz"
+    lean = "auto: PyTorch is not installed (the lean install), so ONNX Runtime"
+    assert info["backend"] == {"name": "onnx", "reason": lean}
 
 
 def test_the_python_api_works_in_the_installed_environment(installed, real_image_path, tmp_path):

@@ -86,6 +86,15 @@ def resolve_backend(backend: str) -> str:
     return "pytorch" if importlib.util.find_spec("torch") is not None else "onnx"
 
 
+def backend_reason(requested: str) -> str:
+    """Why the backend `requested` resolves to serves, in a sentence for `/info`."""
+    if requested != "auto":
+        return f"asked for by name ({requested})"
+    if importlib.util.find_spec("torch") is not None:
+        return "auto: PyTorch is installed, and auto prefers it"
+    return "auto: PyTorch is not installed (the lean install), so ONNX Runtime"
+
+
 # The module each backend cannot run without (and which an optional extra installs).
 BACKEND_MODULES = {"pytorch": "torch", "openvino": "openvino", "openvino-f32": "openvino", "openvino-int8": "openvino"}
 
@@ -157,8 +166,11 @@ class Predictor:
         sidecar: Sidecar,
         max_batch_size: int = 1,
         gate: OutOfDistributionGate | None = None,
+        backend_choice: dict[str, str] | None = None,
     ) -> None:
         self.backend = backend
+        # {"name", "reason"}: which backend serves and why, for /info; None where a caller built the backend.
+        self.backend_choice = backend_choice
         self.batcher = TrunkBatcher(backend, max_batch_size)
         self.sidecar = sidecar
         self.config: ModelConfig = config_from_sidecar(sidecar)
@@ -181,7 +193,8 @@ class Predictor:
         loaded_backend, sidecar = load_backend(weights_path, backend, allow_pickle, threads)
         if site_profile is not None:
             sidecar = with_site_profile(sidecar, read_site_profile(site_profile), site_profile)
-        return cls(loaded_backend, sidecar, max_batch_size, load_gate(weights_path, sidecar))
+        choice = {"name": resolve_backend(backend), "reason": backend_reason(backend)}
+        return cls(loaded_backend, sidecar, max_batch_size, load_gate(weights_path, sidecar), choice)
 
     @property
     def input_size(self) -> int:

@@ -121,3 +121,5 @@ def test_info_is_the_model_card(client):
     version = subprocess.run([sys.executable, "-m", "lesionseg.cli", "--version"], capture_output=True, text=True)
     assert version.stdout.split() == ["lesionseg", body["version"]] == ["lesionseg", body["card"]["model_version"]]
     assert "training" in body["card"] and "architecture" in body["card"]
+    # The test server runs in the full install, with LESIONSEG_BACKEND unset: auto, and torch is there.
+    assert body["backend"] == {"name": "pytorch", "reason": "auto: PyTorch is installed, and auto prefers it"}

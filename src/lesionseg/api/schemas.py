@@ -95,10 +95,16 @@ class PredictionSummary(BaseModel):
     images: dict[str, str] | None = Field(None, description="PNG data URLs, when include_images=true")
 
 
+class BackendChoice(BaseModel):
+    name: str = Field(description="the backend serving: pytorch, onnx, onnx-int8, openvino...")
+    reason: str = Field(description="why: asked for by name, or what `auto` found installed")
+
+
 class ModelCard(BaseModel):
     name: str
     version: str
     sha256: str
+    backend: BackendChoice | None = None
     card: dict[str, Any]
 
 

@@ -34,4 +34,4 @@ def metrics(request: Request) -> PlainTextResponse:
 def info(predictor: PredictorDependency) -> ModelCard:
     """The model card: what the model is, how it was trained and measured, and its limits."""
     identity = predictor.identity
-    return ModelCard(**identity, card=predictor.model_card)
+    return ModelCard(**identity, backend=predictor.backend_choice, card=predictor.model_card)
