@@ -79,20 +79,18 @@ class Prediction:
         return mask
 
 
-def resolve_backend(backend: str) -> str:
-    """ "auto" is PyTorch where it is installed, else ONNX Runtime (the lean install has no torch)."""
-    if backend != "auto":
-        return backend
-    return "pytorch" if importlib.util.find_spec("torch") is not None else "onnx"
-
-
-def backend_reason(requested: str) -> str:
-    """Why the backend `requested` resolves to serves, in a sentence for `/info`."""
+def choose_backend(requested: str) -> dict[str, str]:
+    """{"name", "reason"}: the backend `requested` means here, and why, in a sentence for `/info`. "auto" is
+    PyTorch where it is installed, else ONNX Runtime (the lean install has no torch)."""
     if requested != "auto":
-        return f"asked for by name ({requested})"
+        return {"name": requested, "reason": f"asked for by name ({requested})"}
     if importlib.util.find_spec("torch") is not None:
-        return "auto: PyTorch is installed, and auto prefers it"
-    return "auto: PyTorch is not installed (the lean install), so ONNX Runtime"
+        return {"name": "pytorch", "reason": "auto: PyTorch is installed, and auto prefers it"}
+    return {"name": "onnx", "reason": "auto: PyTorch is not installed (the lean install), so ONNX Runtime"}
+
+
+def resolve_backend(backend: str) -> str:
+    return choose_backend(backend)["name"]
 
 
 # The module each backend cannot run without (and which an optional extra installs).
@@ -193,8 +191,8 @@ class Predictor:
         loaded_backend, sidecar = load_backend(weights_path, backend, allow_pickle, threads)
         if site_profile is not None:
             sidecar = with_site_profile(sidecar, read_site_profile(site_profile), site_profile)
-        choice = {"name": resolve_backend(backend), "reason": backend_reason(backend)}
-        return cls(loaded_backend, sidecar, max_batch_size, load_gate(weights_path, sidecar), choice)
+        gate = load_gate(weights_path, sidecar)
+        return cls(loaded_backend, sidecar, max_batch_size, gate, choose_backend(backend))
 
     @property
     def input_size(self) -> int:

@@ -182,6 +182,18 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
+class ResponseTracker:
+    """`send`, noting whether the answer has begun: once it has, no other answer can take its place."""
+
+    def __init__(self, send: Send) -> None:
+        self.downstream = send
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.downstream(message)
+
+
 class UnhandledErrorMiddleware:
     """What no handler expected is answered here, inside the request's context, so the 500 carries its request
     id and says that the connection closes, rather than leaving it to the server to drop a kept-alive connection
@@ -194,18 +206,12 @@ class UnhandledErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        response = ResponseTracker(send)
         try:
-            await self.app(scope, receive, send_tracked)
+            await self.app(scope, receive, response.send)
         except Exception as error:
             logger.error("unhandled error", exc_info=error, extra={"fields": {"request_id": request_id(scope)}})
-            if not started:
+            if not response.started:
                 detail = f"internal error; the server log has the details under request id {request_id(scope)}"
                 await send_json(send, 500, detail, [(b"connection", b"close")])
 
@@ -262,7 +268,8 @@ class TimeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = body_done = False
+        body_done = False
+        response = ResponseTracker(send)
 
         async def tracked_receive() -> Message:
             nonlocal body_done
@@ -271,16 +278,11 @@ class TimeLimitMiddleware:
                 body_done = True
             return message
 
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
             async with asyncio.timeout(self.request_timeout_seconds):
-                await self.app(scope, tracked_receive, tracked_send)
+                await self.app(scope, tracked_receive, response.send)
         except TimeoutError:
-            if started:
+            if response.started:
                 return
             if body_done:
                 detail = f"the request took longer than {self.request_timeout_seconds:g} s; try again"

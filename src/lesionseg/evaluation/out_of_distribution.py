@@ -230,7 +230,7 @@ def calibrate_gate(
         for name, paths in held_out_dermoscopy(data_root, sets, "threshold", split).items()
     }
     # One group per set and shift, each of the set's whole validation split (`shifted_pairs` = 0): the bound
-    # is on the worst source under the worst shift. Until 0.6.0 both sets' first 60 validation pairs were pooled
+    # is on the worst source under the worst shift. In 0.5.0 both sets' first 60 validation pairs were pooled
     # per shift; a 1 % quantile of 120 scores is nearly their maximum, and ISIC's harder photos hid among
     # HAM10000's, so the whole test split under a shift was flagged up to 4.0 % (README).
     for name in sets:

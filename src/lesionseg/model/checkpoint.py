@@ -56,8 +56,9 @@ def save_checkpoint(
         **(metadata or {}),
         "sha256": file_sha256(weights_path),
     }
+    checked = parse_sidecar(sidecar, sidecar_path(weights_path).name)  # never write one a load would refuse
     write_atomically(sidecar_path(weights_path), (json.dumps(sidecar, indent=2) + "\n").encode())
-    return parse_sidecar(sidecar, sidecar_path(weights_path).name)
+    return checked
 
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin"}
