@@ -1,16 +1,25 @@
-"""Peak working memory of one request at the 64-megapixel limit, for each output format, each in a fresh
-process: what api/memory_budget.py's estimates come from.
+"""Peak working memory of one request at the 64-megapixel limit, for each output format and three kinds of
+image, each request in a fresh process: what api/memory_budget.py's estimates come from (the worst kind, per
+output, rounded up).
 
     .venv/bin/python benchmarks/memory.py [--side 8000] [--backend onnx]
 
-The image is the cheapest attack on memory: a GIF of a few bytes whose header claims an 8000×8000 screen.
+The kinds:
+- `gif`: the cheapest attack, 35 bytes whose header claims an 8000×8000 screen, one byte a pixel decoded;
+- `png`: a flat RGB PNG of a few hundred KB, which Pillow decodes whole at four bytes a pixel;
+- `jpeg`: a photo, smooth colour fields with grain, decoded at reduced scale unless the output shows it.
 """
 
 import argparse
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.hostile_files import canvas_gif  # noqa: E402
@@ -32,7 +41,7 @@ from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.predictor import Predictor
 from lesionseg.segmenter import PredictionRequest, Segmenter
 
-backend, output, data = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3])
+backend, output, data = sys.argv[1], sys.argv[2], sys.stdin.buffer.read()
 predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS, backend)
 segmenter, budget = Segmenter(predictor, Settings()), MemoryBudget(1 << 40)
 small = io.BytesIO()
@@ -47,26 +56,52 @@ print(json.dumps({"before": before, "peak": status("VmHWM"), "after": status("Vm
 """
 
 
+def photo(side: int) -> "np.ndarray":
+    """Smooth colour fields with fine grain, as a dermoscopic photo is."""
+    generator = np.random.default_rng(0)
+    coarse = generator.integers(60, 220, (side // 250, side // 250, 3), dtype=np.uint8)
+    picture = cv2.resize(coarse, (side, side), interpolation=cv2.INTER_CUBIC)
+    picture += generator.integers(0, 8, picture.shape, dtype=np.uint8)
+    return picture
+
+
+def encoded(picture: "np.ndarray", format: str, **options) -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(picture).save(stream, format=format, **options)
+    return stream.getvalue()
+
+
+IMAGES = {
+    "gif": canvas_gif,
+    "png": lambda side: encoded(np.full((side, side, 3), (180, 140, 120), np.uint8), "PNG", compress_level=9),
+    "jpeg": lambda side: encoded(photo(side), "JPEG", quality=85),
+}
+OUTPUTS = ("mask", "json", "uncertainty", "overlay", "png", "json_with_images")
+
+
+def extra_peak_megabytes(backend: str, output: str, data: bytes) -> float:
+    completed = subprocess.run(
+        [sys.executable, "-c", MEASURE, backend, output], input=data, capture_output=True, check=True
+    )
+    memory = json.loads(completed.stdout.decode().strip().splitlines()[-1])
+    return memory["peak"] - memory["before"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--side", type=int, default=8000)
     parser.add_argument("--backend", default="onnx")
     arguments = parser.parse_args()
-    data = canvas_gif(arguments.side)
+    images = {kind: make(arguments.side) for kind, make in IMAGES.items()}
     pixels = arguments.side**2
-    print(f"| output | extra peak at {pixels / 1e6:.0f} MP (MB) | bytes per pixel | held afterwards (MB) |")
-    print("|---|---:|---:|---:|")
-    for output in ("mask", "json", "uncertainty", "overlay", "png", "json_with_images"):
-        completed = subprocess.run(
-            [sys.executable, "-c", MEASURE, arguments.backend, output, data.hex()],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        memory = json.loads(completed.stdout.strip().splitlines()[-1])
-        extra = memory["peak"] - memory["before"]
-        held = memory["after"] - memory["before"]
-        print(f"| {output} | {extra:.0f} | {extra * 1024 * 1024 / pixels:.1f} | {held:.0f} |")
+    sizes = ", ".join(f"{kind} {len(data) / 1e6:.2f} MB" for kind, data in images.items())
+    print(f"Extra peak memory of one request at {pixels / 1e6:.0f} MP, in MB ({arguments.backend}; {sizes})")
+    print("| output | " + " | ".join(images) + " | worst, bytes per pixel |")
+    print("|---|" + "---:|" * (len(images) + 1))
+    for output in OUTPUTS:
+        peaks = [extra_peak_megabytes(arguments.backend, output, data) for data in images.values()]
+        worst = max(peaks) * 1024 * 1024 / pixels
+        print(f"| {output} | " + " | ".join(f"{peak:.0f}" for peak in peaks) + f" | {worst:.1f} |")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ ALLOWED_REGRESSION = 1.25
 TARGETS = {"png": 2.5, "mask": 1.3, "json": 1.3, "memory": 1.5}
 # Ten MC samples against one, over HTTP: only the tail is repeated, so they should cost little.
 SAMPLES_TARGET = 1.15
+# Every backend a user can choose; the MC cost is measured on each (the full tables on the first two).
+SHIPPED_BACKENDS = ("pytorch", "onnx", "onnx-int8", "openvino", "openvino-f32", "openvino-int8")
 # A request over HTTP against the same work in process (decode, predict, render): what the request path adds.
 HTTP_TARGET = 1.3
 
@@ -132,6 +134,27 @@ def http_against_in_process(url: str, data: bytes, backend: str, repeats: int, w
                 timings["http_ms"].append((middle - started) * 1000)
                 timings["in_process_ms"].append((ended - middle) * 1000)
     return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def sampling_by_backend(data: bytes, repeats: int, warmup: int) -> dict[str, dict]:
+    """`sampling_cost` on a server of each shipped backend, one at a time."""
+    costs = {}
+    for backend in SHIPPED_BACKENDS:
+        server = RunningServer(backend=backend)
+        try:
+            costs[backend] = sampling_cost(server.url, data, repeats, warmup)
+        finally:
+            server.stop()
+    return costs
+
+
+def print_sampling_by_backend(costs: dict[str, dict]) -> None:
+    print(f"\nMC samples over HTTP, 1024×768, format=mask, no TTA (ms), target ≤ {SAMPLES_TARGET}")
+    print(f"{'backend':>14} {'samples=1':>10} {'samples=10':>11} {'ratio':>6}")
+    for backend, cost in costs.items():
+        ratio = cost["samples_10_ms"] / cost["samples_1_ms"]
+        verdict = "met" if ratio <= SAMPLES_TARGET else "MISSED"
+        print(f"{backend:>14} {cost['samples_1_ms']:>10.1f} {cost['samples_10_ms']:>11.1f} {ratio:>6.2f} {verdict}")
 
 
 def start_timed(backend: str) -> tuple[RunningServer, float]:
@@ -313,6 +336,7 @@ def print_report(report: dict) -> None:
         path = backend["request_path"]
         ratio = path["http_ms"] / path["in_process_ms"]
         print(f"{name:>8} {path['http_ms']:>8.1f} {path['in_process_ms']:>11.1f} {ratio:>6.2f}")
+    print_sampling_by_backend(report["sampling_by_backend"])
     print("\nServer")
     for name, backend in report["backends"].items():
         print(
@@ -347,6 +371,9 @@ def key_ratios(report: dict) -> dict[str, float]:
         ratios[f"{backend}: samples=10 / samples=1, 1024x768"] = cost["samples_10_ms"] / cost["samples_1_ms"]
         path = measured["request_path"]
         ratios[f"{backend}: HTTP / in process, format=png, 1024x768"] = path["http_ms"] / path["in_process_ms"]
+    for backend, cost in report["sampling_by_backend"].items():
+        if backend not in report["backends"]:
+            ratios[f"{backend}: samples=10 / samples=1, 1024x768"] = cost["samples_10_ms"] / cost["samples_1_ms"]
     onnx, pytorch = (
         next(
             row for row in report["backends"][backend]["latency"] if row["image"] == "1024x768" and row["samples"] == 10
@@ -410,12 +437,16 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per concurrency level")
     parser.add_argument("--quick", action="store_true", help="5 repeats, 5 s per concurrency level")
     parser.add_argument("--update-baseline", action="store_true", help=f"record this run's ratios in {BASELINE.name}")
+    parser.add_argument("--sampling-only", action="store_true", help="only the MC cost over HTTP, every backend")
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.repeats, arguments.warmup, arguments.duration = 5, 1, 5.0
 
     image = source_image()
     images = {"1024x768": jpeg_bytes(image, 1024, 768), "4000x3000": jpeg_bytes(image, 4000, 3000)}
+    if arguments.sampling_only:
+        print_sampling_by_backend(sampling_by_backend(images["1024x768"], max(arguments.repeats, 15), arguments.warmup))
+        return 0
     report = {
         "backends": {
             backend: measure_backend(backend, images, arguments.repeats, arguments.warmup, arguments.duration)
@@ -423,6 +454,7 @@ def main() -> int:
         },
         "sampling": measure_sampling(arguments.repeats),
         "compute": measure_compute(arguments.repeats),
+        "sampling_by_backend": sampling_by_backend(images["1024x768"], max(arguments.repeats, 15), arguments.warmup),
     }
     print_report(report)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

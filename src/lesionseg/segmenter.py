@@ -45,13 +45,12 @@ from lesionseg.imaging.render import (
     PANELS_PALETTE,
     HeatmapScale,
     encode_mask_png,
-    encode_png,
     encode_png_bands,
+    heatmap_bands,
     overlay_bands,
     panel_bands,
-    probability_to_uint8,
-    uncertainty_heatmap,
-    uncertainty_to_uint16,
+    probability_bands,
+    uncertainty_uint16_bands,
 )
 from lesionseg.predictor import Prediction, Predictor
 from lesionseg.proposals.litemedsam import ENCODER_SIZE, BoxProposer, Proposal, box_around
@@ -195,12 +194,13 @@ class Result:
         without asking again) as PNG data URLs."""
         body = dict(self._json)
         if include_images:
-            heatmap = uncertainty_heatmap(self.uncertainty_bands(), "absolute", self.settings.heatmap_scale_max)
+            heatmap = heatmap_bands(self.uncertainty_bands(), self.settings.heatmap_scale_max)
+            probability = probability_bands(self.prediction.bands("mean_probability"))
             body["images"] = {
                 "overlay": data_url(self.render("overlay")),
                 "mask": data_url(self.render("mask")),
-                "heatmap": data_url(encode_png(heatmap)),
-                "probability": data_url(encode_png(probability_to_uint8(self.prediction.bands("mean_probability")))),
+                "heatmap": data_url(encode_png_bands(heatmap, self.width, self.height)),
+                "probability": data_url(encode_png_bands(probability, self.width, self.height)),
             }
         return body
 
@@ -217,13 +217,13 @@ class Result:
         if format == "mask":
             return encode_mask_png(self.mask)
         if format == "uncertainty":
-            return encode_png(uncertainty_to_uint16(self.uncertainty_bands()))
+            return encode_png_bands(uncertainty_uint16_bands(self.uncertainty_bands()), self.width, self.height)
         scale_max = self.settings.heatmap_scale_max
         if format == "png":
             bands = panel_bands(self.mask, self.uncertainty_bands(), heatmap or self.settings.heatmap_scale, scale_max)
             return encode_png_bands(bands, 2 * self.width, self.height, palette=PANELS_PALETTE)
         if format == "overlay":
-            bands = overlay_bands(self.decoded.rgb, self.mask, self.uncertainty_bands(), scale_max)
+            bands = overlay_bands(self.decoded.photo_bands(), self.mask, self.uncertainty_bands(), scale_max)
             return encode_png_bands(bands, self.width, self.height)
         raise ValueError(f"unknown format {format!r}; use one of {', '.join(MEDIA_TYPES)}")
 
@@ -245,12 +245,15 @@ def mean_in_mask(bands, mask: np.ndarray, area: int) -> float | None:
     return total / area
 
 
-def decode_image(image: ImageInput, settings: Settings, draft_size: int | None) -> DecodedImage:
-    """Any accepted input -> a validated RGB array and the image's own size."""
+def decode_image(
+    image: ImageInput, settings: Settings, draft_size: int | None, keep_photo: bool = False
+) -> DecodedImage:
+    """Any accepted input -> a validated RGB array and the image's own size (see `decode_upload` for
+    `draft_size` and `keep_photo`)."""
     if isinstance(image, str | Path):
         image = read_image_file(Path(image), settings.max_upload_bytes)
     if isinstance(image, bytes):
-        return decode_upload(image, settings.max_pixels, settings.min_side, draft_size)
+        return decode_upload(image, settings.max_pixels, settings.min_side, draft_size, keep_photo)
     if isinstance(image, Image.Image):
         # The same limits as an upload, checked before any pixel is converted.
         check_pixel_count(image.width, image.height, settings.max_pixels)
@@ -287,8 +290,7 @@ class Segmenter:
         elif options:
             raise TypeError("give a PredictionRequest or its fields as keywords, not both")
         started = time.perf_counter()
-        draft_size = None if full_pixels else 2 * self.predictor.input_size
-        decoded = decode_image(image, self.settings, draft_size)
+        decoded = decode_image(image, self.settings, 2 * self.predictor.input_size, keep_photo=full_pixels)
         decode_ms = round((time.perf_counter() - started) * 1000, 2)
         cancellation.check()
         prediction = self.predictor.predict(

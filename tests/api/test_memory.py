@@ -62,7 +62,7 @@ def test_four_canvas_gifs_at_once_stay_within_the_budget_and_memory_comes_back(b
     )
 
 
-@pytest.mark.parametrize("output", ["mask", "json", "png"])
+@pytest.mark.parametrize("output", ["mask", "json", "png", "uncertainty", "overlay"])
 def test_one_64_megapixel_request_uses_no_more_than_the_budget_reserves_for_it(budgeted_server, output):
     """The budget is only as good as its estimates: measured from the moment the request starts (writing 5
     to clear_refs resets the kernel's peak to the current size), the peak stays under the estimate."""

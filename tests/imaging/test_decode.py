@@ -1,11 +1,12 @@
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, TiffImagePlugin
 from tests.hostile_files import encapsulated_postscript, png_with_exif_tags, tiff_with_pages
 
-from lesionseg.imaging.decode import ImageRejected, decode_upload
+from lesionseg.imaging.decode import ImageRejected, decode_upload, reduce_in_bands, to_rgb
 
 LIMITS = {"max_pixels": 64_000_000, "min_side": 16}
 
@@ -53,6 +54,33 @@ def test_large_jpeg_is_decoded_at_reduced_scale_but_reports_its_size(lesion):
     decoded = decode_upload(encoded(big, "JPEG", quality=90), draft_size=384, **LIMITS)
     assert (decoded.original_width, decoded.original_height) == (4000, 3000)
     assert 384 <= min(decoded.rgb.shape[:2]) < 3000
+
+
+@pytest.mark.parametrize("orientation", [1, 6, 3])
+def test_a_large_picture_shown_at_its_size_is_kept_in_its_own_mode_and_drawn_by_bands(lesion, orientation):
+    """With `keep_photo`, a picture the model needs far fewer pixels of is reduced for the model and kept,
+    in its own mode, for drawing: its RGB bands join into what a whole decode gives, turned as EXIF says,
+    and the model's picture is turned the same way."""
+    big = lesion.resize((2000, 1500)).convert("P", palette=Image.Palette.ADAPTIVE)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(big, "PNG", exif=exif)
+    whole = decode_upload(data, **LIMITS)  # no draft size: the whole picture, as before
+    decoded = decode_upload(data, draft_size=200, keep_photo=True, **LIMITS)
+    assert decoded.photo is not None and decoded.photo.mode == "P"
+    photo = np.concatenate([band for _, band in decoded.photo_bands()])
+    assert np.array_equal(photo, whole.rgb)
+    assert (decoded.original_width, decoded.original_height) == (whole.rgb.shape[1], whole.rgb.shape[0])
+    reduced = cv2.resize(whole.rgb, decoded.rgb.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert 400 <= max(decoded.rgb.shape[:2]) < 800
+    assert np.abs(reduced.astype(int) - decoded.rgb.astype(int)).mean() < 2  # the same picture, turned alike
+    assert decode_upload(data, draft_size=200, **LIMITS).photo is None  # nothing kept that no output shows
+
+
+@pytest.mark.parametrize("mode", ["P", "RGB", "RGBA"])
+def test_reducing_by_bands_is_reducing_the_whole_picture(lesion, mode):
+    picture = lesion.resize((997, 1203)).convert(mode)
+    assert np.array_equal(np.asarray(reduce_in_bands(picture, 7)), np.asarray(to_rgb(picture).reduce(7)))
 
 
 @pytest.mark.parametrize(

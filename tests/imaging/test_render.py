@@ -1,4 +1,5 @@
 import io
+import zlib
 
 import cv2
 import numpy as np
@@ -47,13 +48,23 @@ def test_the_panels_png_is_a_palette_png_with_a_binary_mask_and_the_heatmap_colo
 
 
 def test_a_png_written_band_by_band_is_the_picture_in_any_reader():
+    """Grey, RGB and 16-bit grey, each through the Sub filter, and palette indices unfiltered."""
     generator = np.random.default_rng(1)
-    for picture in (generator.integers(0, 256, (37, 23), np.uint8), generator.integers(0, 256, (37, 23, 3), np.uint8)):
+    pictures = (
+        generator.integers(0, 256, (37, 23), np.uint8),
+        generator.integers(0, 256, (37, 23, 3), np.uint8),
+        generator.integers(0, 65536, (37, 23), np.uint16),
+    )
+    for picture in pictures:
         bands = (picture[start : start + 10] for start in range(0, 37, 10))
         png = encode_png_bands(bands, 23, 37)
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), picture)
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))).astype(picture.dtype), picture)
         decoded = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert decoded.dtype == picture.dtype
         assert np.array_equal(decoded if picture.ndim == 2 else cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB), picture)
+    indices = generator.integers(0, 256, (37, 23), np.uint8)
+    png = encode_png_bands(iter([indices]), 23, 37, palette=PANELS_PALETTE)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), indices)
     with pytest.raises(ValueError, match="rows"):
         encode_png_bands(iter([np.zeros((3, 4), np.uint8)]), 4, 5)
 
@@ -89,6 +100,17 @@ def test_png_round_trip_keeps_rgb_order():
     image = np.zeros((2, 2, 3), np.uint8)
     image[..., 0] = 255  # pure red
     assert np.array_equal(decoded_rgb(encode_png(image)), image)
+
+
+def test_the_sub_filter_halves_a_smooth_16_bit_map():
+    """An uncertainty map is smooth, upsampled from the model's resolution: its low bytes change at every
+    pixel, and differences from the left neighbour are small, so they compress."""
+    smooth = cv2.resize(np.random.default_rng(0).random((48, 48), dtype=np.float32), (800, 600)) * 0.2
+    levels = uncertainty_to_uint16(smooth)
+    filtered = encode_png_bands(iter([levels]), 800, 600)
+    rows = np.zeros((600, 1 + 1600), np.uint8)  # the same rows unfiltered
+    rows[:, 1:] = levels.astype(">u2").view(np.uint8)
+    assert len(filtered) < 0.6 * len(zlib.compress(rows.tobytes(), 1))
 
 
 def test_uncertainty_levels_are_on_a_fixed_16_bit_scale():

@@ -23,8 +23,10 @@ from PIL import Image
 from lesionseg import cancellation
 from lesionseg.imaging.decode import ALLOWED_FORMATS
 
-# Peak working bytes per image pixel, by output, at 64 megapixels (benchmarks/memory.py), rounded up.
-BYTES_PER_PIXEL = {"mask": 4, "json": 5, "uncertainty": 4, "overlay": 12, "png": 6, "json_with_images": 13}
+# Peak working bytes per image pixel, by output, at 64 megapixels, for the costliest kind of image
+# (benchmarks/memory.py), rounded up. An RGB PNG is decoded whole at four bytes a pixel whatever the output;
+# a photo shown in the overlay is held at its own size, and its PNG, base64'd in JSON, is the rest.
+BYTES_PER_PIXEL = {"mask": 5, "json": 5, "uncertainty": 5, "overlay": 9, "png": 5, "json_with_images": 10}
 # Below this a request's memory is small enough to leave to the allocator.
 TRIM_AFTER_BYTES = 256 * 1024 * 1024
 WAIT_STEP_SECONDS = 0.05

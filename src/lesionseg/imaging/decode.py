@@ -11,12 +11,14 @@ import io
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from lesionseg.imaging.bands import BAND_ROWS
 from lesionseg.imaging.decoder_warnings import collect_decoder_warnings
 
 logger = logging.getLogger("lesionseg.imaging")
@@ -30,6 +32,16 @@ MAX_LOGGED_ERROR_CHARACTERS = 200
 
 # EXIF orientations that turn the picture by 90 degrees, swapping width and height.
 TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}
+# How each EXIF orientation is undone.
+ORIENTATION_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 EXIF_ORIENTATION_TAG = 0x0112
 
 
@@ -42,12 +54,39 @@ class ImageRejected(ValueError):
         self.message = message
 
 
+# Rows of a kept photo converted to RGB at once (the same bands as the maps drawn over it).
+PHOTO_BAND_ROWS = BAND_ROWS
+# Modes whose conversion to 8 bits depends on the whole picture's range (see to_rgb): converted whole.
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+class PhotoBands:
+    """A full-size picture kept in Pillow's own mode, given as RGB bands of rows when drawn: a palette GIF
+    stays one byte a pixel, where RGB would be four in Pillow and three more in NumPy (448 MB beside 64 MB
+    at 64 megapixels)."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.image = image
+        self.shape = (image.height, image.width, 3)
+
+    def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
+        width, height = self.image.size
+        for top in range(0, height, PHOTO_BAND_ROWS):
+            bottom = min(top + PHOTO_BAND_ROWS, height)
+            yield slice(top, bottom), np.asarray(to_rgb(self.image.crop((0, top, width, bottom))))
+
+
 @dataclass(frozen=True)
 class DecodedImage:
-    rgb: np.ndarray  # H×W×3 uint8, possibly reduced in scale
+    rgb: np.ndarray  # H×W×3 uint8, possibly reduced in scale: what the model sees
     original_width: int
     original_height: int
     format: str | None = None  # Pillow's name (JPEG, PNG, ...) for decoded bytes; None for arrays
+    photo: Image.Image | None = None  # the full-size picture, kept (see `photo_bands`) when `rgb` is reduced
+
+    def photo_bands(self) -> "PhotoBands | np.ndarray":
+        """The photo for outputs that show it: the kept full-size picture as RGB bands, or else `rgb`."""
+        return PhotoBands(self.photo) if self.photo is not None else self.rgb
 
 
 # Alpha premultiplied into the colours: Pillow has them, and converts them only to straight alpha.
@@ -96,12 +135,17 @@ def check_pixel_count(width: int, height: int, max_pixels: int) -> None:
         raise ImageRejected(413, f"the image is {width}×{height} = {width * height} pixels; the limit is {max_pixels}")
 
 
-def decode_upload(data: bytes, max_pixels: int, min_side: int, draft_size: int | None = None) -> DecodedImage:
+def decode_upload(
+    data: bytes, max_pixels: int, min_side: int, draft_size: int | None = None, keep_photo: bool = False
+) -> DecodedImage:
+    """`draft_size`: the model needs about this many pixels a side, so a larger picture may be reduced (JPEG
+    in its decoder, others by averaging boxes). `keep_photo`: an output will show the photo at its own size,
+    so JPEG is decoded whole, and a reduced picture keeps the full-size one as `photo`."""
     if not data:
         raise ImageRejected(400, "the uploaded file is empty")
     with collect_decoder_warnings() as decoder_warnings:
         try:
-            decoded = decode_bytes(data, max_pixels, min_side, draft_size)
+            decoded = decode_bytes(data, max_pixels, min_side, draft_size, keep_photo)
         finally:
             if decoder_warnings.count:
                 # One bounded line, however many times the decoder complained.
@@ -119,7 +163,41 @@ def log_decoder_error(stage: str, error: Exception) -> None:
     )
 
 
-def decode_bytes(data: bytes, max_pixels: int, min_side: int, draft_size: int | None) -> DecodedImage:
+def reduce_in_bands(image: Image.Image, factor: int) -> np.ndarray:
+    """The picture shrunk `factor` times by averaging factor×factor boxes (Pillow's `reduce`), converted to RGB
+    a band of rows at a time, so the full-size RGB picture is never made. The bands start at multiples of
+    `factor`: the result is the whole picture's `reduce`, to the bit."""
+    rows = factor * max(1, PHOTO_BAND_ROWS // factor)
+    width, height = image.size
+    parts = []
+    for top in range(0, height, rows):
+        band = to_rgb(image.crop((0, top, width, min(top + rows, height))))
+        parts.append(np.asarray(band.reduce(factor)))
+    return Image.fromarray(np.concatenate(parts))
+
+
+def model_view(image: Image.Image, draft_size: int | None, keep_photo: bool) -> tuple[Image.Image, Image.Image | None]:
+    """A loaded picture -> (the RGB picture the model is given, the full-size one kept for drawing, or None).
+    Above four times `draft_size` a side, the model needs far fewer pixels: the picture is reduced by
+    averaging boxes to between two and four times `draft_size`, as JPEG's draft mode does, before any
+    conversion, so a huge canvas is never copied at full size."""
+    if image.mode in HIGH_BIT_DEPTH_MODES:
+        image = to_rgb(image)
+    if not draft_size or max(image.size) <= 4 * draft_size:
+        return to_rgb(image), None
+    return reduce_in_bands(image, max(image.size) // (2 * draft_size)), image if keep_photo else None
+
+
+def upright(image: Image.Image | None, orientation: int) -> Image.Image | None:
+    """The picture turned as its EXIF orientation says (what ImageOps.exif_transpose does, given the
+    orientation read before the picture was reduced)."""
+    method = ORIENTATION_TRANSPOSES.get(orientation)
+    return image.transpose(method) if image is not None and method is not None else image
+
+
+def decode_bytes(
+    data: bytes, max_pixels: int, min_side: int, draft_size: int | None, keep_photo: bool = False
+) -> DecodedImage:
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
@@ -142,14 +220,11 @@ def decode_bytes(data: bytes, max_pixels: int, min_side: int, draft_size: int | 
         several_frames = image.format != "MPO" and getattr(image, "is_animated", False)
         if not several_frames:
             orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-            if draft_size and image.format in ("JPEG", "MPO"):
+            if draft_size and image.format in ("JPEG", "MPO") and not keep_photo:
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
-            if draft_size and max(image.size) > 4 * draft_size:
-                # Outputs that do not show the photo need only what the model sees: shrink other formats
-                # as JPEG's draft mode does, before any conversion, so a huge canvas is never copied.
-                image.thumbnail((2 * draft_size, 2 * draft_size), Image.Resampling.BOX)
-            image = to_rgb(ImageOps.exif_transpose(image))
+            model_picture, photo = model_view(image, draft_size, keep_photo)
+            rgb, photo = np.asarray(upright(model_picture, orientation)), upright(photo, orientation)
     except Exception as error:  # Pillow's decoders raise many types on corrupt data
         log_decoder_error("pixels", error)
         raise ImageRejected(400, "the image data is truncated or corrupt") from None
@@ -157,4 +232,4 @@ def decode_bytes(data: bytes, max_pixels: int, min_side: int, draft_size: int | 
         raise ImageRejected(415, "multi-frame images (animations, stacks) are not supported: send one still image")
     if orientation in TRANSPOSING_ORIENTATIONS:
         width, height = height, width
-    return DecodedImage(np.asarray(image), width, height, file_format)
+    return DecodedImage(rgb, width, height, file_format, photo)

@@ -128,33 +128,54 @@ def combined_panels(
 
 
 def encode_png_bands(bands: Iterable[np.ndarray], width: int, height: int, palette: np.ndarray | None = None) -> bytes:
-    """PNG bytes of an 8-bit picture given as bands of rows (H_b×W grey or palette indices, or H_b×W×3 RGB),
-    top to bottom, compressed as they come: the picture is never whole. Rows are unfiltered, as palette
-    pictures are best written, and compressed fast (zlib level 1)."""
-    colour_type = 3 if palette is not None else None
+    """PNG bytes of a picture given as bands of rows (H_b×W grey or palette indices, or H_b×W×3 RGB; uint8, or
+    uint16 for 16-bit grey), top to bottom, compressed fast (zlib level 1) as they come: the picture is never
+    whole, and its compressed bytes are written once, into the output. Palette rows are unfiltered, as
+    palette pictures are best written; other rows take the Sub filter (each byte less the same byte of the
+    pixel to its left), which halves a smooth 16-bit map and matches Pillow's adaptive filters on a photo."""
     compressor = zlib.compressobj(1)
-    compressed, rows_written = [], 0
+    output = bytearray(b"\x89PNG\r\n\x1a\n")
+    header, rows_written = None, 0
     for band in bands:
         cancellation.check()
-        if colour_type is None:
-            colour_type = 2 if band.ndim == 3 else 0
-        rows = np.zeros((band.shape[0], 1 + band[0].size), np.uint8)  # each row starts with filter type 0
-        rows[:, 1:] = band.reshape(band.shape[0], -1)
-        compressed.append(compressor.compress(rows.tobytes()))
+        if header is None:
+            colour_type = 3 if palette is not None else 2 if band.ndim == 3 else 0
+            bit_depth = 16 if band.dtype == np.uint16 else 8
+            header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+            append_chunk(output, b"IHDR", header)
+            if palette is not None:
+                append_chunk(output, b"PLTE", palette.astype(np.uint8).tobytes())
+            data_start = len(output)
+            output += b"\0\0\0\0IDAT"  # the length is written once known
+        rows = filtered_rows(band, sub_filter=palette is None)
+        output += compressor.compress(rows)
         rows_written += band.shape[0]
-    if rows_written != height:
+    if rows_written != height or header is None:
         raise ValueError(f"{rows_written} rows given for a picture {height} rows high")
-    compressed.append(compressor.flush())
+    output += compressor.flush()
+    length = len(output) - data_start - 8
+    struct.pack_into(">I", output, data_start, length)
+    output += struct.pack(">I", zlib.crc32(memoryview(output)[data_start + 4 :]))
+    append_chunk(output, b"IEND", b"")
+    return bytes(output)
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header)]
-    if palette is not None:
-        parts.append(chunk(b"PLTE", palette.astype(np.uint8).tobytes()))
-    parts += [chunk(b"IDAT", b"".join(compressed)), chunk(b"IEND", b"")]
-    return b"".join(parts)
+def filtered_rows(band: np.ndarray, sub_filter: bool) -> np.ndarray:
+    """A band's rows as PNG stores them: big-endian samples, each row led by its filter type, 0 (none) or 1
+    (Sub: each byte less the byte one pixel to its left, modulo 256)."""
+    samples = band.reshape(band.shape[0], -1).astype(">u2" if band.dtype == np.uint16 else np.uint8, copy=False)
+    row_bytes = samples.view(np.uint8)
+    rows = np.empty((band.shape[0], 1 + row_bytes.shape[1]), np.uint8)
+    rows[:, 0] = 1 if sub_filter else 0
+    rows[:, 1:] = row_bytes
+    if sub_filter:
+        pixel_bytes = (band.shape[2] if band.ndim == 3 else 1) * samples.itemsize
+        np.subtract(row_bytes[:, pixel_bytes:], row_bytes[:, :-pixel_bytes], out=rows[:, 1 + pixel_bytes :])
+    return rows
+
+
+def append_chunk(output: bytearray, kind: bytes, body: bytes) -> None:
+    output += struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 class CancellableSink(io.RawIOBase):
@@ -195,48 +216,72 @@ def encode_png(image: np.ndarray, palette: np.ndarray | None = None) -> bytes:
     return encoded.tobytes()
 
 
+def probability_bands(probability) -> Iterator[np.ndarray]:
+    """Probability (an array or bands) as 8-bit levels, round(255 p), a band of rows at a time."""
+    for _, values in bands_of(probability):
+        yield np.rint(values * np.float32(255)).astype(np.uint8)
+
+
 def probability_to_uint8(probability) -> np.ndarray:
-    """Probability (bands) as 8-bit levels, round(255 p), a band at a time."""
-    levels = np.empty(probability.shape, np.uint8)
-    for rows, values in bands_of(probability):
-        levels[rows] = np.rint(values * np.float32(255))
-    return levels
+    """`probability_bands` whole."""
+    return np.concatenate(list(probability_bands(probability)))
 
 
-def uncertainty_to_uint16(uncertainty_std) -> np.ndarray:
-    """Std (an array or bands) as 16-bit levels on a fixed scale: value = round(std / 0.5 × 65535)."""
-    levels = np.empty(uncertainty_std.shape, np.uint16)
-    for rows, values in bands_of(uncertainty_std):
+def uncertainty_uint16_bands(uncertainty_std) -> Iterator[np.ndarray]:
+    """Std (an array or bands) as 16-bit levels on a fixed scale, value = round(std / 0.5 × 65535), a band of
+    rows at a time."""
+    for _, values in bands_of(uncertainty_std):
         band = np.multiply(values, np.float32(65535.0 / MAX_POSSIBLE_STD), dtype=np.float32)
         band += np.float32(0.5)
         np.clip(band, 0, 65535, out=band)
-        levels[rows] = band
-    return levels
+        yield band.astype(np.uint16)
+
+
+def uncertainty_to_uint16(uncertainty_std) -> np.ndarray:
+    """`uncertainty_uint16_bands` whole."""
+    return np.concatenate(list(uncertainty_uint16_bands(uncertainty_std)))
+
+
+def heatmap_bands(uncertainty_std, scale_max: float = MAX_POSSIBLE_STD) -> Iterator[np.ndarray]:
+    """`uncertainty_heatmap` on the absolute scale (which needs no pass over the whole map first), a band
+    of rows at a time."""
+    for _, values in bands_of(uncertainty_std):
+        yield uncertainty_heatmap(values, "absolute", scale_max)
 
 
 def overlay_bands(
-    rgb: np.ndarray,
+    photo,
     mask: np.ndarray,
     uncertainty_std,
     scale_max: float = MAX_POSSIBLE_STD,
     outline_rgb: tuple[int, int, int] = (0, 255, 0),
 ) -> Iterator[np.ndarray]:
-    """The photo with the heatmap blended in where the model is unsure, and the lesion outlined, as bands of
+    """The photo (an RGB array, resized to the mask's size if it is not, or RGB bands of BAND_ROWS rows, see
+    `bands_of`) with the heatmap blended in where the model is unsure, and the lesion outlined, as bands of
     rows, top to bottom: never whole beside the photo (192 MB more at 64 megapixels). Each band draws the
     outline's pieces that cross it, shifted into it."""
     height, width = mask.shape
-    if rgb.shape[:2] != (height, width):
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
+    if isinstance(photo, np.ndarray) and photo.shape[:2] != (height, width):
+        photo = cv2.resize(photo, (width, height), interpolation=cv2.INTER_LINEAR)
     contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     thickness = max(2, round(min(height, width) / 250))
-    for rows, uncertainty in bands_of(uncertainty_std):
+    for (rows, uncertainty), (_, photo_band) in zip(bands_of(uncertainty_std), bands_of(photo), strict=True):
         cancellation.check()
-        heatmap = uncertainty_heatmap(uncertainty, "absolute", scale_max)
-        # Opacity follows the uncertainty, so certain areas show the photo untouched.
-        opacity = np.clip(uncertainty / scale_max, 0.0, 1.0)[:, :, None] * 0.7
-        photo = rgb[rows].astype(np.float32)
-        band = (photo * (1.0 - opacity) + heatmap.astype(np.float32) * opacity).astype(np.uint8)
+        band = blend_heatmap(photo_band, uncertainty, scale_max)
         yield draw_outline(band, contours, rows.start, thickness, outline_rgb)
+
+
+def blend_heatmap(photo: np.ndarray, uncertainty: np.ndarray, scale_max: float) -> np.ndarray:
+    """photo + opacity × (heatmap − photo), with the opacity following the uncertainty (up to 0.7), so certain
+    areas show the photo untouched. In place in one float band: at 8000 pixels wide, each float copy of a
+    band of RGB is 24 MB."""
+    opacity = np.clip(uncertainty / np.float32(scale_max), 0.0, 1.0)
+    opacity *= np.float32(0.7)
+    blended = uncertainty_heatmap(uncertainty, "absolute", scale_max).astype(np.float32)
+    blended -= photo
+    blended *= opacity[:, :, None]
+    blended += photo
+    return blended.astype(np.uint8)
 
 
 def draw_outline(band: np.ndarray, contours, top: int, thickness: int, colour: tuple[int, int, int]) -> np.ndarray:
@@ -253,11 +298,11 @@ def draw_outline(band: np.ndarray, contours, top: int, thickness: int, colour: t
 
 
 def outline_overlay(
-    rgb: np.ndarray,
+    photo,
     mask: np.ndarray,
     uncertainty_std,
     scale_max: float = MAX_POSSIBLE_STD,
     outline_rgb: tuple[int, int, int] = (0, 255, 0),
 ) -> np.ndarray:
     """`overlay_bands` whole: H×W×3 RGB."""
-    return np.concatenate(list(overlay_bands(rgb, mask, uncertainty_std, scale_max, outline_rgb)))
+    return np.concatenate(list(overlay_bands(photo, mask, uncertainty_std, scale_max, outline_rgb)))
