@@ -41,7 +41,7 @@ def test_predict_reports_each_image_as_a_table_row_or_a_json_line(real_image_pat
     assert row.startswith(real_image_path.name) and f"{real_image_path.stem}_mask.png" in row
     lines = run("predict", str(real_image_path), "--out", str(tmp_path / "json"), "--samples", "4", "--json").stdout
     (report,) = [json.loads(line) for line in lines.strip().splitlines()]
-    expected = lesionseg.load(backend="pytorch").predict(real_image_path, samples=4, seed=0).to_json()
+    expected = lesionseg.load().predict(real_image_path, samples=4, seed=0).to_json()  # auto, as the command
     for key in ("lesion_area_fraction", "review_recommended", "out_of_distribution", "width", "height", "seed"):
         assert report[key] == expected[key], key
     assert report["uncertainty_score"] == pytest.approx(expected["uncertainty_score"], rel=1e-6)

@@ -15,7 +15,7 @@ from lesionseg.proposals.litemedsam import InvalidBox, box_around
 
 @pytest.fixture(scope="module")
 def segmenter() -> lesionseg.Segmenter:
-    return lesionseg.load(backend="pytorch")
+    return lesionseg.load()  # auto, as the server: ONNX Runtime on the embedded model's graphs
 
 
 @pytest.mark.slow  # seconds, not milliseconds: the slow tier's, not every change's

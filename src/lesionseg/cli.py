@@ -66,7 +66,7 @@ def run_train(arguments: argparse.Namespace) -> None:
 
 
 BACKENDS = ["auto", "pytorch", "onnx", "onnx-int8", "openvino", "openvino-f32", "openvino-int8"]
-BACKEND_HELP = "auto (the default): PyTorch where it is installed, else ONNX Runtime"
+BACKEND_HELP = "auto (the default): ONNX Runtime where the checkpoint's graphs were exported, else PyTorch"
 
 
 def add_serve_parser(subparsers) -> None:
@@ -95,7 +95,7 @@ def run_serve(arguments: argparse.Namespace) -> None:
         if (value := getattr(arguments, key)) is not None:
             os.environ[f"LESIONSEG_{key.upper()}"] = str(value)
     settings = Settings()
-    check_backend_installed(settings.backend)
+    check_backend_installed(settings.backend, settings.weights)
     uvicorn.run(
         "lesionseg.api.app:create_app",
         factory=True,
@@ -287,9 +287,10 @@ def run_batch(arguments: argparse.Namespace) -> None:
     from lesionseg.config import Settings
     from lesionseg.predictor import resolve_backend
 
+    weights = (arguments.weights or Settings().weights).resolve()
     job = JobSettings(
-        weights=str((arguments.weights or Settings().weights).resolve()),
-        backend=resolve_backend(arguments.backend),  # the job's record names the engine that ran
+        weights=str(weights),
+        backend=resolve_backend(arguments.backend, weights),  # the job's record names the engine that ran
         request=prediction_request(arguments),
         threads=arguments.threads,
     )

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     refuse_out_of_distribution: bool = False
 
     # pytorch (eager), onnx (ONNX Runtime on the graphs `lesionseg export-onnx` wrote beside the weights), or
-    # auto: PyTorch where it is installed, else ONNX Runtime (the lean install, `pip install lesionseg`).
+    # auto: ONNX Runtime on the checkpoint's float32 graphs where they were exported, else PyTorch.
     # openvino: OpenVINO on the same graphs (`pip install 'lesionseg[openvino]'`), in its CPU's fastest
     # precision (bfloat16 where the CPU has it); openvino-f32: OpenVINO in float32. onnx-int8 and
     # openvino-int8: the static int8 trunk `lesionseg quantise` wrote beside the graphs, the tail in float.

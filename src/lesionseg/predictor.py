@@ -18,7 +18,14 @@ from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
 from lesionseg.imaging import preprocess
 from lesionseg.imaging.bands import MapBands
 from lesionseg.model.config import ModelConfig
-from lesionseg.model.sidecar import CheckpointError, Sidecar, config_from_sidecar, file_sha256, read_sidecar
+from lesionseg.model.sidecar import (
+    CheckpointError,
+    Sidecar,
+    config_from_sidecar,
+    file_sha256,
+    onnx_paths,
+    read_sidecar,
+)
 from lesionseg.site_profile import read_site_profile, with_site_profile
 from lesionseg.uncertainty.coverage import threshold_for_coverage
 from lesionseg.uncertainty.out_of_distribution import OutOfDistributionGate
@@ -79,35 +86,62 @@ class Prediction:
         return mask
 
 
-def choose_backend(requested: str) -> dict[str, str]:
-    """{"name", "reason"}: the backend `requested` means here, and why, in a sentence for `/info`. "auto" is
-    PyTorch where it is installed, else ONNX Runtime (the lean install has no torch)."""
+def has_onnx_graphs(weights_path: Path) -> bool:
+    """Whether the checkpoint's sidecar records an ONNX export of these very weights and both graphs lie beside
+    it (their checksums are checked when they load)."""
+    try:
+        sidecar = read_sidecar(weights_path)
+    except (CheckpointError, OSError):  # no sidecar (a pickled seed checkpoint), or one that cannot be read
+        return False
+    exported = sidecar.onnx
+    return (
+        exported is not None
+        and exported.weights_sha256 == sidecar.sha256
+        and all(path.is_file() for path in onnx_paths(weights_path))
+    )
+
+
+def choose_backend(requested: str, weights_path: Path) -> dict[str, str]:
+    """{"name", "reason"}: the backend `requested` means for these weights, and why, in a sentence for `/info`.
+    "auto" is ONNX Runtime on the checkpoint's float32 graphs wherever they were exported (the same model as
+    PyTorch, to float rounding: faster on every CPU measured, and lighter), else PyTorch. Never int8, which
+    moves a few boundary pixels: that is asked for by name."""
     if requested != "auto":
         return {"name": requested, "reason": f"asked for by name ({requested})"}
+    if has_onnx_graphs(weights_path):
+        return {
+            "name": "onnx",
+            "reason": "auto: ONNX Runtime on the checkpoint's float32 graphs, the same model as PyTorch and faster "
+            "on a CPU",
+        }
     if importlib.util.find_spec("torch") is not None:
-        return {"name": "pytorch", "reason": "auto: PyTorch is installed, and auto prefers it"}
+        return {
+            "name": "pytorch",
+            "reason": "auto: the checkpoint has no ONNX graphs of these weights (`lesionseg export-onnx` writes "
+            "them), so PyTorch",
+        }
     return {"name": "onnx", "reason": "auto: PyTorch is not installed (the lean install), so ONNX Runtime"}
 
 
-def resolve_backend(backend: str) -> str:
-    return choose_backend(backend)["name"]
+def resolve_backend(backend: str, weights_path: Path) -> str:
+    return choose_backend(backend, weights_path)["name"]
 
 
 # The module each backend cannot run without (and which an optional extra installs).
 BACKEND_MODULES = {"pytorch": "torch", "openvino": "openvino", "openvino-f32": "openvino", "openvino-int8": "openvino"}
 
 
-def check_backend_installed(backend: str) -> None:
+def check_backend_installed(backend: str, weights_path: Path) -> None:
     """ModuleNotFoundError, naming the module, if `backend` cannot run here: checked before a server starts
     its workers, where the error would otherwise end as a traceback in each of them."""
-    module = BACKEND_MODULES.get(resolve_backend(backend))
+    module = BACKEND_MODULES.get(resolve_backend(backend, weights_path))
     if module is not None:
         importlib.import_module(module)
 
 
 def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: int) -> tuple[Backend, Sidecar]:
     """The torch import stays inside the PyTorch branch, so an ONNX-only install never needs it."""
-    backend = resolve_backend(backend)
+    backend = resolve_backend(backend, weights_path)
     if backend in ("onnx", "onnx-int8"):
         from lesionseg.backends.onnx_backend import OnnxBackend
 
@@ -192,7 +226,7 @@ class Predictor:
         if site_profile is not None:
             sidecar = with_site_profile(sidecar, read_site_profile(site_profile), site_profile)
         gate = load_gate(weights_path, sidecar)
-        return cls(loaded_backend, sidecar, max_batch_size, gate, choose_backend(backend))
+        return cls(loaded_backend, sidecar, max_batch_size, gate, choose_backend(backend, weights_path))
 
     @property
     def input_size(self) -> int:

@@ -329,7 +329,8 @@ def load(
     weights: str | Path | None = None, backend: str = "auto", threads: int = 0, settings: Settings | None = None
 ) -> Segmenter:
     """The embedded model, or the checkpoint at `weights` (a .safetensors with its .json sidecar).
-    `backend`: "onnx" (ONNX Runtime), "pytorch", or "auto" (PyTorch where it is installed)."""
+    `backend`: "onnx" (ONNX Runtime), "pytorch", ..., or "auto" (ONNX Runtime where the checkpoint's graphs were
+    exported, else PyTorch)."""
     settings = settings or Settings()
     weights = Path(weights) if weights else settings.weights
     predictor = Predictor.from_checkpoint(

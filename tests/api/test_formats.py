@@ -121,5 +121,6 @@ def test_info_is_the_model_card(client):
     version = subprocess.run([sys.executable, "-m", "lesionseg.cli", "--version"], capture_output=True, text=True)
     assert version.stdout.split() == ["lesionseg", body["version"]] == ["lesionseg", body["card"]["model_version"]]
     assert "training" in body["card"] and "architecture" in body["card"]
-    # The test server runs in the full install, with LESIONSEG_BACKEND unset: auto, and torch is there.
-    assert body["backend"] == {"name": "pytorch", "reason": "auto: PyTorch is installed, and auto prefers it"}
+    # The test server runs in the full install, with LESIONSEG_BACKEND unset: auto, and the embedded model's
+    # graphs are there, so ONNX Runtime serves although PyTorch is installed.
+    assert body["backend"]["name"] == "onnx" and body["backend"]["reason"].startswith("auto: ONNX Runtime on the")
