@@ -163,7 +163,7 @@ def log_decoder_error(stage: str, error: Exception) -> None:
     )
 
 
-def reduce_in_bands(image: Image.Image, factor: int) -> np.ndarray:
+def reduce_in_bands(image: Image.Image, factor: int) -> Image.Image:
     """The picture shrunk `factor` times by averaging factor×factor boxes (Pillow's `reduce`), converted to RGB
     a band of rows at a time, so the full-size RGB picture is never made. The bands start at multiples of
     `factor`: the result is the whole picture's `reduce`, to the bit."""
