@@ -9,13 +9,24 @@ from lesionseg.model.sidecar import Sidecar, graph_paths, has_descriptor, tail_r
 from lesionseg.uncertainty.sampling import repeat_trunk_for_old_graphs
 
 
+def session_options(threads: int = 0) -> onnxruntime.SessionOptions:
+    """Options for every ONNX Runtime session here. Idle threads do not spin: by default each session's threads
+    spin for a while after a run, waiting for more work, and they took the cores from the other session (trunk,
+    then tail) and from the NumPy work between runs. On 2 cores, spinning off made a 1024×768 prediction 1.7-2.4×
+    as fast in process (`benchmarks/serving.py`, README, "MC samples"); on many cores the cost is a wake-up per
+    parallel step."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxBackend:
     """`int8_trunk` runs the static int8 trunk of `lesionseg quantise` (`--backend onnx-int8`)."""
 
     def __init__(self, weights_path: Path, sidecar: Sidecar, threads: int = 0, int8_trunk: bool = False) -> None:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options = session_options(threads)
         self.sessions = [
             onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             for path in graph_paths(weights_path, sidecar, int8_trunk)

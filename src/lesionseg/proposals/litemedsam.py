@@ -142,12 +142,13 @@ class BoxProposer:
     def _session(self, part: str):
         import onnxruntime
 
+        from lesionseg.backends.onnx_backend import session_options
+
         entry = self.sidecar["onnx"][part]
         path = self.directory / entry["file"]
         if not path.is_file() or file_sha256(path) != entry["sha256"]:
             raise CheckpointError(f"{path.name} is missing or does not match its sidecar's sha256")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
+        options = session_options(self.threads)
         return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def sessions(self):
