@@ -222,11 +222,12 @@ class Predictor:
     ) -> "Predictor":
         """`site_profile`: a clinic's own thresholds for this model (`lesionseg calibrate-site`), in place of the
         sidecar's."""
-        loaded_backend, sidecar = load_backend(weights_path, backend, allow_pickle, threads)
+        choice = choose_backend(backend, weights_path)
+        loaded_backend, sidecar = load_backend(weights_path, choice["name"], allow_pickle, threads)
         if site_profile is not None:
             sidecar = with_site_profile(sidecar, read_site_profile(site_profile), site_profile)
         gate = load_gate(weights_path, sidecar)
-        return cls(loaded_backend, sidecar, max_batch_size, gate, choose_backend(backend, weights_path))
+        return cls(loaded_backend, sidecar, max_batch_size, gate, choice)
 
     @property
     def input_size(self) -> int:
