@@ -56,7 +56,7 @@ print(json.dumps({"before": before, "peak": status("VmHWM"), "after": status("Vm
 """
 
 
-def photo(side: int) -> "np.ndarray":
+def photo(side: int) -> np.ndarray:
     """Smooth colour fields with fine grain, as a dermoscopic photo is."""
     generator = np.random.default_rng(0)
     coarse = generator.integers(60, 220, (side // 250, side // 250, 3), dtype=np.uint8)
@@ -65,7 +65,7 @@ def photo(side: int) -> "np.ndarray":
     return picture
 
 
-def encoded(picture: "np.ndarray", format: str, **options) -> bytes:
+def encoded(picture: np.ndarray, format: str, **options) -> bytes:
     stream = io.BytesIO()
     Image.fromarray(picture).save(stream, format=format, **options)
     return stream.getvalue()
