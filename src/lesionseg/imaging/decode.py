@@ -54,26 +54,30 @@ class ImageRejected(ValueError):
         self.message = message
 
 
-# Rows of a kept photo converted to RGB at once (the same bands as the maps drawn over it).
-PHOTO_BAND_ROWS = BAND_ROWS
 # Modes whose conversion to 8 bits depends on the whole picture's range (see to_rgb): converted whole.
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
+def rgb_bands(image: Image.Image, rows: int) -> Iterator[tuple[slice, Image.Image]]:
+    """The picture as RGB bands of `rows` rows, top to bottom, each converted on its own: the whole picture is
+    never converted at once."""
+    width, height = image.size
+    for top in range(0, height, rows):
+        bottom = min(top + rows, height)
+        yield slice(top, bottom), to_rgb(image.crop((0, top, width, bottom)))
+
+
 class PhotoBands:
-    """A full-size picture kept in Pillow's own mode, given as RGB bands of rows when drawn: a palette GIF
-    stays one byte a pixel, where RGB would be four in Pillow and three more in NumPy (448 MB beside 64 MB
-    at 64 megapixels)."""
+    """A full-size picture kept in Pillow's own mode, given as RGB bands of BAND_ROWS rows (those of the maps
+    drawn over it) when drawn: a palette GIF stays one byte a pixel, where RGB would be four in Pillow and
+    three more in NumPy (448 MB beside 64 MB at 64 megapixels)."""
 
     def __init__(self, image: Image.Image) -> None:
         self.image = image
-        self.shape = (image.height, image.width, 3)
 
     def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
-        width, height = self.image.size
-        for top in range(0, height, PHOTO_BAND_ROWS):
-            bottom = min(top + PHOTO_BAND_ROWS, height)
-            yield slice(top, bottom), np.asarray(to_rgb(self.image.crop((0, top, width, bottom))))
+        for rows, band in rgb_bands(self.image, BAND_ROWS):
+            yield rows, np.asarray(band)
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ PREMULTIPLIED_MODES = {"La": "LA", "RGBa": "RGBA"}
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any mode to 8-bit RGB; high-bit-depth images are rescaled rather than clipped."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode in HIGH_BIT_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
         scaled = np.clip(values / peak * 255.0, 0, 255).round().astype(np.uint8)
@@ -167,13 +171,8 @@ def reduce_in_bands(image: Image.Image, factor: int) -> Image.Image:
     """The picture shrunk `factor` times by averaging factor×factor boxes (Pillow's `reduce`), converted to RGB
     a band of rows at a time, so the full-size RGB picture is never made. The bands start at multiples of
     `factor`: the result is the whole picture's `reduce`, to the bit."""
-    rows = factor * max(1, PHOTO_BAND_ROWS // factor)
-    width, height = image.size
-    parts = []
-    for top in range(0, height, rows):
-        band = to_rgb(image.crop((0, top, width, min(top + rows, height))))
-        parts.append(np.asarray(band.reduce(factor)))
-    return Image.fromarray(np.concatenate(parts))
+    rows = factor * max(1, BAND_ROWS // factor)
+    return Image.fromarray(np.concatenate([np.asarray(band.reduce(factor)) for _, band in rgb_bands(image, rows)]))
 
 
 def model_view(image: Image.Image, draft_size: int | None, keep_photo: bool) -> tuple[Image.Image, Image.Image | None]:
