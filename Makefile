@@ -87,7 +87,8 @@ wheelhouse: $(BUILD_VENV)/bin/pip
 	mkdir -p wheelhouse
 	rm -f wheelhouse/lesionseg-*.whl
 	$(BUILD_VENV)/bin/pip wheel --quiet --no-deps --wheel-dir wheelhouse .
-	$(BUILD_VENV)/bin/pip download --quiet --dest wheelhouse -r requirements-onnx.txt "psycopg[binary]==3.3.9"
+	# `wheel`, not `download`: pyvips comes as source, built here into a wheel the offline build can install.
+	$(BUILD_VENV)/bin/pip wheel --quiet --wheel-dir wheelhouse -r requirements-onnx.txt "psycopg[binary]==3.3.9"
 
 container: container-base wheelhouse
 	# --no-cache: the wheels are mounted, not copied, so a cached layer would not see a new wheel (35 s here).

@@ -1,3 +1,4 @@
+import functools
 import io
 
 import cv2
@@ -6,7 +7,15 @@ import pytest
 from PIL import Image, TiffImagePlugin
 from tests.hostile_files import encapsulated_postscript, png_with_exif_tags, tiff_with_pages
 
-from lesionseg.imaging.decode import ImageRejected, decode_upload, reduce_in_bands, to_rgb
+from lesionseg.imaging.decode import (
+    ImageRejected,
+    StreamedPicture,
+    decode_upload,
+    reduce_in_bands,
+    rgb_bands,
+    streamed_picture,
+    to_rgb,
+)
 
 LIMITS = {"max_pixels": 64_000_000, "min_side": 16}
 
@@ -49,6 +58,33 @@ def test_exif_rotation_is_honoured(lesion):
     assert (decoded.original_width, decoded.original_height) == (200, 300)
 
 
+def png_chunks(data: bytes) -> list[bytes]:
+    """A PNG's chunks, each whole (length, type, data, checksum), after its signature."""
+    chunks, position = [], 8
+    while position < len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        chunks.append(data[position : position + 12 + length])
+        position += 12 + length
+    return chunks
+
+
+def test_a_png_whose_exif_follows_its_pixels_is_turned_too(lesion):
+    """The PNG format lets EXIF come after the pixel data, where Pillow reaches it only by decoding the
+    picture; the chunks are walked instead, and the picture is turned all the same."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encoded(lesion.resize((300, 200)), "PNG", exif=exif)
+    chunks = png_chunks(data)
+    exif_chunk = next(chunk for chunk in chunks if chunk[4:8] == b"eXIf")
+    others = [chunk for chunk in chunks if chunk is not exif_chunk]
+    assert [chunk[4:8] for chunk in chunks].index(b"eXIf") < [chunk[4:8] for chunk in chunks].index(b"IDAT")
+    exif_last = data[:8] + b"".join(others[:-1]) + exif_chunk + others[-1]  # before IEND
+    assert "exif" not in Image.open(io.BytesIO(exif_last)).info  # Pillow has not reached it from the header
+    decoded = decode_upload(exif_last, **LIMITS)
+    assert decoded.rgb.shape[:2] == (300, 200)
+    assert np.array_equal(decoded.rgb, decode_upload(data, **LIMITS).rgb)
+
+
 def test_large_jpeg_is_decoded_at_reduced_scale_but_reports_its_size(lesion):
     big = lesion.resize((4000, 3000))
     decoded = decode_upload(encoded(big, "JPEG", quality=90), draft_size=384, **LIMITS)
@@ -67,7 +103,7 @@ def test_a_large_picture_shown_at_its_size_is_kept_in_its_own_mode_and_drawn_by_
     data = encoded(big, "PNG", exif=exif)
     whole = decode_upload(data, **LIMITS)  # no draft size: the whole picture, as before
     decoded = decode_upload(data, draft_size=100, keep_photo=True, **LIMITS)
-    assert decoded.photo is not None and decoded.photo.mode == "P"
+    assert decoded.photo is not None
     photo = np.concatenate([band for _, band in decoded.photo_bands()])
     assert np.array_equal(photo, whole.rgb)
     assert (decoded.original_width, decoded.original_height) == (whole.rgb.shape[1], whole.rgb.shape[0])
@@ -80,7 +116,68 @@ def test_a_large_picture_shown_at_its_size_is_kept_in_its_own_mode_and_drawn_by_
 @pytest.mark.parametrize("mode", ["P", "RGB", "RGBA"])
 def test_reducing_by_bands_is_reducing_the_whole_picture(lesion, mode):
     picture = lesion.resize((997, 1203)).convert(mode)
-    assert np.array_equal(np.asarray(reduce_in_bands(picture, 7)), np.asarray(to_rgb(picture).reduce(7)))
+    reduced = reduce_in_bands(functools.partial(rgb_bands, picture), 7)
+    assert np.array_equal(np.asarray(reduced), np.asarray(to_rgb(picture).reduce(7)))
+
+
+@pytest.mark.parametrize(
+    ("format", "mode", "options"),
+    [
+        ("PNG", "L", {}),
+        ("PNG", "LA", {}),
+        ("PNG", "RGB", {}),
+        ("PNG", "RGBA", {}),
+        ("JPEG", "L", {"quality": 90}),
+        ("JPEG", "RGB", {"quality": 90}),
+        ("TIFF", "RGB", {"compression": "tiff_adobe_deflate"}),
+        ("TIFF", "RGBA", {"compression": "tiff_lzw"}),
+        ("TIFF", "RGB", {"compression": "jpeg"}),
+    ],
+)
+def test_a_large_picture_is_read_by_bands_as_the_same_picture(lesion, format, mode, options):
+    """libvips reads a large PNG or TIFF, or a JPEG shown at its own size, a band at a time: the photo's bands
+    join into Pillow's whole decode, bit for bit, and the model's picture is its box reduction, bit for bit."""
+    picture = lesion.resize((1000, 750)).convert(mode)
+    if mode in ("LA", "RGBA"):  # a transparent corner, which becomes white
+        picture.putalpha(
+            Image.fromarray(np.where(np.arange(750)[:, None] + np.arange(1000) < 300, 0, 255).astype(np.uint8))
+        )
+    data = encoded(picture, format, **options)
+    opened = Image.open(io.BytesIO(data))
+    assert isinstance(streamed_picture(data, opened, 1, draft_size=100, keep_photo=True), StreamedPicture)
+    whole = decode_upload(data, **LIMITS)  # Pillow, the whole picture at once
+    decoded = decode_upload(data, draft_size=100, keep_photo=True, **LIMITS)
+    assert np.array_equal(np.concatenate([band for _, band in decoded.photo_bands()]), whole.rgb)
+    assert np.array_equal(decoded.rgb, np.asarray(Image.fromarray(whole.rgb).reduce(5)))
+
+
+def test_pictures_libvips_would_read_otherwise_than_pillow_are_left_to_pillow(lesion):
+    """A palette PNG (one byte a pixel in Pillow already), a CMYK JPEG, a 16-bit PNG, a picture EXIF turns (a
+    turn needs the whole picture), a JPEG no output shows at its size (decoded small in JPEG's draft mode)
+    and a picture the model takes whole are not read by bands."""
+    picture = lesion.resize((1000, 750))
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    grey_16_bit = Image.fromarray(np.asarray(picture.convert("L")).astype(np.uint16) * 257)
+    left_to_pillow = [
+        (encoded(picture.convert("P"), "PNG"), 1, True, 100),
+        (encoded(picture.convert("CMYK"), "JPEG"), 1, True, 100),
+        (encoded(grey_16_bit, "PNG"), 1, True, 100),
+        (encoded(picture, "PNG", exif=turned), 6, True, 100),
+        (encoded(picture, "JPEG"), 1, False, 100),
+        (encoded(picture, "PNG"), 1, True, 384),
+    ]
+    for data, orientation, keep_photo, draft_size in left_to_pillow:
+        opened = Image.open(io.BytesIO(data))
+        assert streamed_picture(data, opened, orientation, draft_size, keep_photo) is None, opened.mode
+
+
+@pytest.mark.parametrize("format", ["PNG", "JPEG"])
+def test_a_damaged_large_picture_read_by_bands_is_refused_before_inference(lesion, format):
+    data = encoded(lesion.resize((1000, 750)), format)
+    with pytest.raises(ImageRejected) as caught:
+        decode_upload(data[: len(data) // 2], draft_size=100, keep_photo=True, **LIMITS)
+    assert caught.value.status_code == 400 and caught.value.message == "the image data is truncated or corrupt"
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,19 @@ Only the decoders in ALLOWED_FORMATS are ever tried, whatever the upload's name 
 has plugins (EPS, for one) that run external programs. Pillow reads only the header before we check the
 pixel count, so a decompression bomb is refused before any memory is spent on it. Large JPEGs are
 decoded at a reduced scale (Pillow's draft mode) when the model needs far fewer pixels; the original
-size is kept for the outputs. Messages are ours: a client never sees a library's wording or paths.
+size is kept for the outputs. Pillow decodes a PNG, a TIFF and a JPEG at full scale only whole, at four
+bytes a pixel (256 MB at 64 megapixels): where such a picture is large, libvips reads it instead, top to
+bottom, a band of rows at a time (`StreamedPicture`). Messages are ours: a client never sees a library's wording or
+paths.
 """
 
+import functools
 import io
 import logging
 import os
 import stat
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +48,10 @@ ORIENTATION_TRANSPOSES = {
     8: Image.Transpose.ROTATE_90,
 }
 EXIF_ORIENTATION_TAG = 0x0112
+# A PNG file: its signature, then chunks of a length, a type, the data and a checksum.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHUNK_HEADER = struct.Struct(">I4s")
+PNG_CHUNK_CRC_BYTES = 4
 
 
 class ImageRejected(ValueError):
@@ -58,6 +67,10 @@ class ImageRejected(ValueError):
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
+# A picture's RGB bands of a given number of rows, top to bottom: (the rows, the band as an RGB picture).
+BandSource = Callable[[int], Iterator[tuple[slice, Image.Image]]]
+
+
 def rgb_bands(image: Image.Image, rows: int) -> Iterator[tuple[slice, Image.Image]]:
     """The picture as RGB bands of `rows` rows, top to bottom, each converted on its own: the whole picture is
     never converted at once."""
@@ -67,16 +80,68 @@ def rgb_bands(image: Image.Image, rows: int) -> Iterator[tuple[slice, Image.Imag
         yield slice(top, bottom), to_rgb(image.crop((0, top, width, bottom)))
 
 
-class PhotoBands:
-    """A full-size picture kept in Pillow's own mode, given as RGB bands of BAND_ROWS rows (those of the maps
-    drawn over it) when drawn: a palette GIF stays one byte a pixel, where RGB would be four in Pillow and
-    three more in NumPy (448 MB beside 64 MB at 64 megapixels)."""
+# libvips's loader for each format it reads here, and Pillow's mode for each of its band counts.
+STREAMED_LOADERS = {"PNG": "pngload_buffer", "JPEG": "jpegload_buffer", "TIFF": "tiffload_buffer"}
+MODES_BY_BAND_COUNT = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
-    def __init__(self, image: Image.Image) -> None:
-        self.image = image
+
+@functools.cache
+def libvips():
+    """pyvips, imported on first use and set up for uploads: no operation cache, which would keep each
+    upload's bytes and pixels alive after its request; no loaders libvips itself calls untrusted."""
+    import pyvips
+
+    pyvips.cache_set_max(0)
+    pyvips.block_untrusted_set(True)
+    return pyvips
+
+
+@dataclass(frozen=True)
+class StreamedPicture:
+    """An uploaded PNG, JPEG or TIFF read by libvips with sequential access: each reading decodes the file top to
+    bottom once, keeping only the rows a band needs, so the whole picture is never held. Each band is made
+    into a Pillow picture of Pillow's own mode for this file and converted by `to_rgb`, as a Pillow decode
+    would be: the pixels are the same, bit for bit (tests/imaging/test_decode.py)."""
+
+    data: bytes
+    format: str
+    mode: str
+
+    @classmethod
+    def of(cls, data: bytes, image: Image.Image) -> "StreamedPicture | None":
+        """The upload as libvips reads it, where that is the picture Pillow opened: same size, 8 bits, and
+        the band layout of Pillow's mode. Otherwise None (a palette, 16 bits, CMYK), and Pillow decodes it."""
+        if image.format not in STREAMED_LOADERS:
+            return None
+        candidate = cls(data, image.format, image.mode)
+        picture = candidate.load()  # the header only: sequential reading decodes nothing until asked
+        same_size = (picture.width, picture.height) == image.size
+        same_layout = picture.format == "uchar" and MODES_BY_BAND_COUNT.get(picture.bands) == image.mode
+        return candidate if same_size and same_layout else None
+
+    def load(self):
+        return getattr(libvips().Image, STREAMED_LOADERS[self.format])(self.data, access="sequential", fail_on="error")
+
+    def bands(self, rows: int) -> Iterator[tuple[slice, Image.Image]]:
+        picture = self.load()  # a new reading: a sequential one goes down the picture only once
+        region = libvips().Region.new(picture)
+        for top in range(0, picture.height, rows):
+            bottom = min(top + rows, picture.height)
+            pixels = region.fetch(0, top, picture.width, bottom - top)
+            yield slice(top, bottom), to_rgb(Image.frombytes(self.mode, (picture.width, bottom - top), pixels))
+
+
+class PhotoBands:
+    """A full-size picture given as RGB bands of BAND_ROWS rows (those of the maps drawn over it), converted or
+    decoded a band at a time when drawn: a palette GIF kept in Pillow stays one byte a pixel, a PNG or JPEG
+    read by libvips is not held at all, where RGB would be four bytes a pixel in Pillow and three more in
+    NumPy (448 MB at 64 megapixels)."""
+
+    def __init__(self, bands: BandSource) -> None:
+        self.bands = bands
 
     def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
-        for rows, band in rgb_bands(self.image, BAND_ROWS):
+        for rows, band in self.bands(BAND_ROWS):
             yield rows, np.asarray(band)
 
 
@@ -86,11 +151,11 @@ class DecodedImage:
     original_width: int
     original_height: int
     format: str | None = None  # Pillow's name (JPEG, PNG, ...) for decoded bytes; None for arrays
-    photo: Image.Image | None = None  # the full-size picture, kept (see `photo_bands`) when `rgb` is reduced
+    photo: PhotoBands | None = None  # the full-size picture, kept when `rgb` is reduced and an output shows it
 
-    def photo_bands(self) -> "PhotoBands | np.ndarray":
+    def photo_bands(self) -> PhotoBands | np.ndarray:
         """The photo for outputs that show it: the kept full-size picture as RGB bands, or else `rgb`."""
-        return PhotoBands(self.photo) if self.photo is not None else self.rgb
+        return self.photo if self.photo is not None else self.rgb
 
 
 # Alpha premultiplied into the colours: Pillow has them, and converts them only to straight alpha.
@@ -167,24 +232,50 @@ def log_decoder_error(stage: str, error: Exception) -> None:
     )
 
 
-def reduce_in_bands(image: Image.Image, factor: int) -> Image.Image:
-    """The picture shrunk `factor` times by averaging factor×factor boxes (Pillow's `reduce`), converted to RGB
-    a band of rows at a time, so the full-size RGB picture is never made. The bands start at multiples of
-    `factor`: the result is the whole picture's `reduce`, to the bit."""
+def reduce_in_bands(bands: BandSource, factor: int) -> Image.Image:
+    """The picture shrunk `factor` times by averaging factor×factor boxes (Pillow's `reduce`), a band of RGB
+    rows at a time, so the full-size RGB picture is never made. The bands start at multiples of `factor`:
+    the result is the whole picture's `reduce`, to the bit."""
     rows = factor * max(1, BAND_ROWS // factor)
-    return Image.fromarray(np.concatenate([np.asarray(band.reduce(factor)) for _, band in rgb_bands(image, rows)]))
+    return Image.fromarray(np.concatenate([np.asarray(band.reduce(factor)) for _, band in bands(rows)]))
+
+
+def reduction(size: tuple[int, int], draft_size: int | None) -> int:
+    """How many times the model's picture is smaller than the original a side: above four times `draft_size`
+    a side the model needs far fewer pixels, and the picture is reduced by averaging boxes to between two
+    and four times `draft_size`, as JPEG's draft mode does. 1: not reduced."""
+    if not draft_size or max(size) <= 4 * draft_size:
+        return 1
+    return max(size) // (2 * draft_size)
 
 
 def model_view(image: Image.Image, draft_size: int | None, keep_photo: bool) -> tuple[Image.Image, Image.Image | None]:
     """A loaded picture -> (the RGB picture the model is given, the full-size one kept for drawing, or None).
-    Above four times `draft_size` a side, the model needs far fewer pixels: the picture is reduced by
-    averaging boxes to between two and four times `draft_size`, as JPEG's draft mode does, before any
-    conversion, so a huge canvas is never copied at full size."""
+    A reduced picture is reduced before any conversion, so a huge canvas is never copied at full size."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
         image = to_rgb(image)
-    if not draft_size or max(image.size) <= 4 * draft_size:
+    factor = reduction(image.size, draft_size)
+    if factor == 1:
         return to_rgb(image), None
-    return reduce_in_bands(image, max(image.size) // (2 * draft_size)), image if keep_photo else None
+    return reduce_in_bands(functools.partial(rgb_bands, image), factor), image if keep_photo else None
+
+
+def exif_orientation(image: Image.Image, data: bytes) -> int:
+    """The EXIF orientation, 1 where there is none. Pillow finds a PNG's EXIF after the pixel data only by
+    decoding the whole picture first; the chunks are walked here instead, and the pixels left undecoded."""
+    if image.format != "PNG" or "exif" in image.info:
+        return image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    exif = Image.Exif()
+    position = len(PNG_SIGNATURE)
+    while position + PNG_CHUNK_HEADER.size <= len(data):
+        length, kind = PNG_CHUNK_HEADER.unpack_from(data, position)
+        if kind == b"eXIf":
+            start = position + PNG_CHUNK_HEADER.size
+            exif.load(data[start : start + length])
+        if kind in (b"eXIf", b"IEND"):
+            break
+        position += PNG_CHUNK_HEADER.size + length + PNG_CHUNK_CRC_BYTES
+    return exif.get(EXIF_ORIENTATION_TAG, 1)
 
 
 def upright(image: Image.Image | None, orientation: int) -> Image.Image | None:
@@ -192,6 +283,17 @@ def upright(image: Image.Image | None, orientation: int) -> Image.Image | None:
     orientation read before the picture was reduced)."""
     method = ORIENTATION_TRANSPOSES.get(orientation)
     return image.transpose(method) if image is not None and method is not None else image
+
+
+def streamed_picture(
+    data: bytes, image: Image.Image, orientation: int, draft_size: int | None, keep_photo: bool
+) -> StreamedPicture | None:
+    """libvips's band reader, where it saves what matters: for a picture reduced for the model (a whole decode
+    would be thrown away), stored upright (a turn needs the whole picture), which Pillow would decode whole:
+    a PNG, a TIFF, or a JPEG an output shows at its own size (otherwise JPEG's draft mode decodes it small)."""
+    if orientation != 1 or reduction(image.size, draft_size) == 1 or (image.format == "JPEG" and not keep_photo):
+        return None
+    return StreamedPicture.of(data, image)
 
 
 def decode_bytes(
@@ -218,12 +320,20 @@ def decode_bytes(
         # data, where corruption surfaces.
         several_frames = image.format != "MPO" and getattr(image, "is_animated", False)
         if not several_frames:
-            orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-            if draft_size and image.format in ("JPEG", "MPO") and not keep_photo:
-                image.draft("RGB", (draft_size, draft_size))
-            image.load()
-            model_picture, photo = model_view(image, draft_size, keep_photo)
-            rgb, photo = np.asarray(upright(model_picture, orientation)), upright(photo, orientation)
+            orientation = exif_orientation(image, data)
+            streamed = streamed_picture(data, image, orientation, draft_size, keep_photo)
+            if streamed is not None:
+                # The first reading makes the model's picture, and meets any damage here, before inference.
+                rgb = np.asarray(reduce_in_bands(streamed.bands, reduction(image.size, draft_size)))
+                photo = PhotoBands(streamed.bands) if keep_photo else None
+            else:
+                if draft_size and image.format in ("JPEG", "MPO") and not keep_photo:
+                    image.draft("RGB", (draft_size, draft_size))
+                image.load()
+                model_picture, kept = model_view(image, draft_size, keep_photo)
+                rgb = np.asarray(upright(model_picture, orientation))
+                kept = upright(kept, orientation)
+                photo = PhotoBands(functools.partial(rgb_bands, kept)) if kept is not None else None
     except Exception as error:  # Pillow's decoders raise many types on corrupt data
         log_decoder_error("pixels", error)
         raise ImageRejected(400, "the image data is truncated or corrupt") from None
