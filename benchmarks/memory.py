@@ -6,8 +6,11 @@ output, rounded up).
 
 The kinds:
 - `gif`: the cheapest attack, 35 bytes whose header claims an 8000×8000 screen, one byte a pixel decoded;
-- `png`: a flat RGB PNG of a few hundred KB, which Pillow decodes whole at four bytes a pixel;
-- `jpeg`: a photo, smooth colour fields with grain, decoded at reduced scale unless the output shows it.
+- `png`: a flat RGB PNG of a few hundred KB, which libvips reads a band of rows at a time;
+- `jpeg`: a photo, smooth colour fields with grain, decoded at reduced scale unless the output shows it,
+  and then read by libvips a band at a time;
+- `webp`: a flat lossless WebP, which Pillow decodes whole at four bytes a pixel: the costliest kind, with
+  BMP and the PNG, JPEG and TIFF files libvips does not read by bands (turned by EXIF, 16-bit, CMYK...).
 """
 
 import argparse
@@ -35,13 +38,14 @@ def status(field):
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
 
-from lesionseg.api.memory_budget import MemoryBudget
+from lesionseg.api.memory_budget import MemoryBudget, configure_malloc
 from lesionseg.api.routes.predict import ResponseFormat, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.predictor import Predictor
 from lesionseg.segmenter import PredictionRequest, Segmenter
 
 backend, output, data = sys.argv[1], sys.argv[2], sys.stdin.buffer.read()
+configure_malloc()  # as the service does
 predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS, backend)
 segmenter, budget = Segmenter(predictor, Settings()), MemoryBudget(1 << 40)
 small = io.BytesIO()
@@ -75,6 +79,7 @@ IMAGES = {
     "gif": canvas_gif,
     "png": lambda side: encoded(np.full((side, side, 3), (180, 140, 120), np.uint8), "PNG", compress_level=9),
     "jpeg": lambda side: encoded(photo(side), "JPEG", quality=85),
+    "webp": lambda side: encoded(np.full((side, side, 3), (180, 140, 120), np.uint8), "WEBP", lossless=True),
 }
 OUTPUTS = ("mask", "json", "uncertainty", "overlay", "png", "json_with_images")
 
