@@ -1,6 +1,7 @@
 """The Python API: lesionseg.load() and Segmenter.predict, on the real model and real images."""
 
 import doctest
+import json
 import shutil
 
 import numpy as np
@@ -48,6 +49,14 @@ def test_to_json_is_what_the_server_returns(segmenter, client, real_image_path):
     local = segmenter.predict(real_image_path, seed=0).to_json()
     timing_free = {key for key in served if key != "timings_ms"}
     assert {key: local[key] for key in timing_free} == {key: served[key] for key in timing_free}
+
+
+def test_json_text_with_images_is_to_json_with_images(segmenter, real_image_path):
+    """The JSON the server sends with images, made without copies, is the Python API's dict with images."""
+    result = segmenter.predict(real_image_path, seed=0)
+    from_text = json.loads(result.render("json", include_images=True))
+    assert set(from_text["images"]) == {"overlay", "mask", "heatmap", "probability"}
+    assert from_text == result.to_json(include_images=True)
 
 
 def test_arrays_that_are_not_images_are_refused_in_words(segmenter):

@@ -21,6 +21,7 @@ jobs and the review worklist build the same one, with its defaults and checks he
 import base64
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -194,15 +195,40 @@ class Result:
         without asking again) as PNG data URLs."""
         body = dict(self._json)
         if include_images:
-            heatmap = heatmap_bands(self.uncertainty_bands(), self.settings.heatmap_scale_max)
-            probability = probability_bands(self.prediction.bands("mean_probability"))
             body["images"] = {
-                "overlay": data_url(self.render("overlay")),
-                "mask": data_url(self.render("mask")),
-                "heatmap": data_url(encode_png_bands(heatmap, self.width, self.height)),
-                "probability": data_url(encode_png_bands(probability, self.width, self.height)),
+                name: DATA_URL_PREFIX + base64.b64encode(png).decode("ascii") for name, png in self.pngs()
             }
         return body
+
+    def pngs(self) -> Iterator[tuple[str, bytes]]:
+        """The images `include_images` adds, drawn one at a time as they are asked for."""
+        yield "overlay", self.render("overlay")
+        yield "mask", self.render("mask")
+        heatmap = heatmap_bands(self.uncertainty_bands(), self.settings.heatmap_scale_max)
+        yield "heatmap", encode_png_bands(heatmap, self.width, self.height)
+        probability = probability_bands(self.prediction.bands("mean_probability"))
+        yield "probability", encode_png_bands(probability, self.width, self.height)
+
+    def json_with_images(self) -> bytes:
+        """`to_json(include_images=True)` as JSON text, made without its copies: each PNG is base64'd as bytes
+        and let go before the next is drawn, and the data URLs, plain ASCII, need no escaping, so the text is
+        the summary and the URLs joined once. The dict's way held a photo's overlay PNG (47 MB at 64
+        megapixels) as bytes, base64, text, data URL, dumped JSON and its encoding."""
+        summary = json.dumps(self._json)
+        parts = [summary.removesuffix("}").encode(), b', "images": {']
+        for name, png in self.pngs():
+            separator = b", " if len(parts) > 2 else b""
+            parts += [
+                separator,
+                json.dumps(name).encode(),
+                b': "',
+                DATA_URL_PREFIX.encode(),
+                base64.b64encode(png),
+                b'"',
+            ]
+            del png  # before the next PNG is drawn
+        parts.append(b"}}")
+        return b"".join(parts)
 
     def uncertainty_bands(self):
         return self.prediction.bands("uncertainty_std")
@@ -213,7 +239,7 @@ class Result:
         and uncertainty, `json` the summary. `heatmap` overrides the settings' colour scale for `png`. The
         uncertainty map is drawn a band at a time, never held whole at the image's size."""
         if format == "json":
-            return json.dumps(self.to_json(include_images)).encode()
+            return self.json_with_images() if include_images else json.dumps(self._json).encode()
         if format == "mask":
             return encode_mask_png(self.mask)
         if format == "uncertainty":
@@ -228,8 +254,7 @@ class Result:
         raise ValueError(f"unknown format {format!r}; use one of {', '.join(MEDIA_TYPES)}")
 
 
-def data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+DATA_URL_PREFIX = "data:image/png;base64,"
 
 
 def mean_in_mask(bands, mask: np.ndarray, area: int) -> float | None:
