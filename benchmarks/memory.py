@@ -2,7 +2,7 @@
 image, each request in a fresh process: what api/memory_budget.py's estimates come from (the worst kind, per
 output, rounded up).
 
-    .venv/bin/python benchmarks/memory.py [--side 8000] [--backend onnx]
+    .venv/bin/python benchmarks/memory.py [--side 8000] [--backend onnx] [--kinds gif png jpeg webp]
 
 The kinds:
 - `gif`: the cheapest attack, 35 bytes whose header claims an 8000×8000 screen, one byte a pixel decoded;
@@ -96,8 +96,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--side", type=int, default=8000)
     parser.add_argument("--backend", default="onnx")
+    parser.add_argument("--kinds", nargs="+", choices=IMAGES, default=list(IMAGES))
     arguments = parser.parse_args()
-    images = {kind: make(arguments.side) for kind, make in IMAGES.items()}
+    images = {kind: IMAGES[kind](arguments.side) for kind in arguments.kinds}
     pixels = arguments.side**2
     sizes = ", ".join(f"{kind} {len(data) / 1e6:.2f} MB" for kind, data in images.items())
     print(f"Extra peak memory of one request at {pixels / 1e6:.0f} MP, in MB ({arguments.backend}; {sizes})")

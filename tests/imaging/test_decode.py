@@ -127,17 +127,23 @@ def test_reducing_by_bands_is_reducing_the_whole_picture(lesion, mode):
         ("PNG", "LA", {}),
         ("PNG", "RGB", {}),
         ("PNG", "RGBA", {}),
+        ("PNG", "I;16", {}),
         ("JPEG", "L", {"quality": 90}),
         ("JPEG", "RGB", {"quality": 90}),
         ("TIFF", "RGB", {"compression": "tiff_adobe_deflate"}),
         ("TIFF", "RGBA", {"compression": "tiff_lzw"}),
         ("TIFF", "RGB", {"compression": "jpeg"}),
+        ("WEBP", "RGB", {"quality": 80}),
+        ("WEBP", "RGBA", {"lossless": True}),
     ],
 )
 def test_a_large_picture_is_read_by_bands_as_the_same_picture(lesion, format, mode, options):
-    """libvips reads a large PNG or TIFF, or a JPEG shown at its own size, a band at a time: the photo's bands
-    join into Pillow's whole decode, bit for bit, and the model's picture is its box reduction, bit for bit."""
-    picture = lesion.resize((1000, 750)).convert(mode)
+    """libvips reads a large PNG, TIFF or WebP, or a JPEG shown at its own size, a band at a time: the photo's
+    bands join into Pillow's whole decode, bit for bit, and the model's picture is its box reduction, bit for
+    bit (a WebP's within a level or two)."""
+    picture = lesion.resize((1000, 750)).convert("L" if mode == "I;16" else mode)
+    if mode == "I;16":  # the whole 16-bit range, with values between the 8-bit levels
+        picture = Image.fromarray(np.asarray(picture).astype(np.uint16) * 257 + 100)
     if mode in ("LA", "RGBA"):  # a transparent corner, which becomes white
         picture.putalpha(
             Image.fromarray(np.where(np.arange(750)[:, None] + np.arange(1000) < 300, 0, 255).astype(np.uint8))
@@ -148,21 +154,39 @@ def test_a_large_picture_is_read_by_bands_as_the_same_picture(lesion, format, mo
     whole = decode_upload(data, **LIMITS)  # Pillow, the whole picture at once
     decoded = decode_upload(data, draft_size=100, keep_photo=True, **LIMITS)
     assert np.array_equal(np.concatenate([band for _, band in decoded.photo_bands()]), whole.rgb)
+    boxes = np.asarray(Image.fromarray(whole.rgb).reduce(5))
+    if format == "WEBP":  # scaled by libwebp as it decodes: averages over areas, not the boxes' exact bits
+        assert decoded.rgb.shape == boxes.shape and np.abs(decoded.rgb.astype(int) - boxes).mean() < 2
+    else:
+        assert np.array_equal(decoded.rgb, boxes)
+
+
+def test_a_large_picture_exif_turns_is_read_by_bands_and_the_models_copy_turned(lesion):
+    """Only the model's small copy is needed, so it is made by bands and then turned: the whole picture
+    turned and then reduced, bit for bit (the boxes tile the picture exactly either way)."""
+    turned = Image.Exif()
+    turned[0x0112] = 6
+    data = encoded(lesion.resize((1000, 750)), "PNG", exif=turned)
+    opened = Image.open(io.BytesIO(data))
+    assert isinstance(streamed_picture(data, opened, 6, draft_size=100, keep_photo=False), StreamedPicture)
+    whole = decode_upload(data, **LIMITS)  # Pillow: decoded whole, then turned
+    decoded = decode_upload(data, draft_size=100, **LIMITS)
+    assert (decoded.original_width, decoded.original_height) == (750, 1000)
     assert np.array_equal(decoded.rgb, np.asarray(Image.fromarray(whole.rgb).reduce(5)))
 
 
 def test_pictures_libvips_would_read_otherwise_than_pillow_are_left_to_pillow(lesion):
-    """A palette PNG (one byte a pixel in Pillow already), a CMYK JPEG, a 16-bit PNG, a picture EXIF turns (a
-    turn needs the whole picture), a JPEG no output shows at its size (decoded small in JPEG's draft mode)
-    and a picture the model takes whole are not read by bands."""
+    """A palette PNG (one byte a pixel in Pillow already), a CMYK JPEG, a 16-bit colour PNG (8 bits in Pillow),
+    a photo shown at its size that EXIF turns (a turn needs the whole picture), a JPEG no output shows at its
+    size (decoded small in JPEG's draft mode) and a picture the model takes whole are not read by bands."""
     picture = lesion.resize((1000, 750))
     turned = Image.Exif()
     turned[0x0112] = 6
-    grey_16_bit = Image.fromarray(np.asarray(picture.convert("L")).astype(np.uint16) * 257)
+    colour_16_bit = cv2.imencode(".png", np.asarray(picture).astype(np.uint16) * 257)[1].tobytes()
     left_to_pillow = [
         (encoded(picture.convert("P"), "PNG"), 1, True, 100),
         (encoded(picture.convert("CMYK"), "JPEG"), 1, True, 100),
-        (encoded(grey_16_bit, "PNG"), 1, True, 100),
+        (colour_16_bit, 1, True, 100),
         (encoded(picture, "PNG", exif=turned), 6, True, 100),
         (encoded(picture, "JPEG"), 1, False, 100),
         (encoded(picture, "PNG"), 1, True, 384),

@@ -4,10 +4,10 @@ Only the decoders in ALLOWED_FORMATS are ever tried, whatever the upload's name 
 has plugins (EPS, for one) that run external programs. Pillow reads only the header before we check the
 pixel count, so a decompression bomb is refused before any memory is spent on it. Large JPEGs are
 decoded at a reduced scale (Pillow's draft mode) when the model needs far fewer pixels; the original
-size is kept for the outputs. Pillow decodes a PNG, a TIFF and a JPEG at full scale only whole, at four
-bytes a pixel (256 MB at 64 megapixels): where such a picture is large, libvips reads it instead, top to
-bottom, a band of rows at a time (`StreamedPicture`). Messages are ours: a client never sees a library's wording or
-paths.
+size is kept for the outputs. Pillow decodes a PNG, TIFF, WebP, or a JPEG at full scale, only whole, at
+four bytes a pixel and more (256 MB at 64 megapixels): where such a picture is large, libvips reads it
+instead, top to bottom, a band of rows at a time (`StreamedPicture`). Messages are ours: a client never
+sees a library's wording or paths.
 """
 
 import functools
@@ -73,16 +73,30 @@ BandSource = Callable[[int], Iterator[tuple[slice, Image.Image]]]
 
 def rgb_bands(image: Image.Image, rows: int) -> Iterator[tuple[slice, Image.Image]]:
     """The picture as RGB bands of `rows` rows, top to bottom, each converted on its own: the whole picture is
-    never converted at once."""
+    never converted at once (a high-bit-depth one would be 8 bytes a pixel on the way)."""
     width, height = image.size
+    peak = eight_bit_peak(image) if image.mode in HIGH_BIT_DEPTH_MODES else None
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
-        yield slice(top, bottom), to_rgb(image.crop((0, top, width, bottom)))
+        yield slice(top, bottom), to_rgb(image.crop((0, top, width, bottom)), peak)
 
 
 # libvips's loader for each format it reads here, and Pillow's mode for each of its band counts.
-STREAMED_LOADERS = {"PNG": "pngload_buffer", "JPEG": "jpegload_buffer", "TIFF": "tiffload_buffer"}
-MODES_BY_BAND_COUNT = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+STREAMED_LOADERS = {
+    "PNG": "pngload_buffer",
+    "JPEG": "jpegload_buffer",
+    "TIFF": "tiffload_buffer",
+    "WEBP": "webpload_buffer",
+}
+# Pillow's mode for each libvips pixel format and band count read here: 16-bit grey in the machine's order,
+# which `to_rgb` scales band by band (its white is 65535 whatever the picture holds).
+MODES_BY_LAYOUT = {
+    ("uchar", 1): "L",
+    ("uchar", 2): "LA",
+    ("uchar", 3): "RGB",
+    ("uchar", 4): "RGBA",
+    ("ushort", 1): "I;16",
+}
 
 
 @functools.cache
@@ -98,10 +112,12 @@ def libvips():
 
 @dataclass(frozen=True)
 class StreamedPicture:
-    """An uploaded PNG, JPEG or TIFF read by libvips with sequential access: each reading decodes the file top to
-    bottom once, keeping only the rows a band needs, so the whole picture is never held. Each band is made
-    into a Pillow picture of Pillow's own mode for this file and converted by `to_rgb`, as a Pillow decode
-    would be: the pixels are the same, bit for bit (tests/imaging/test_decode.py)."""
+    """An uploaded PNG, JPEG, TIFF or WebP read by libvips with sequential access: each reading decodes the file
+    top to bottom once, keeping only the rows a band needs, so the whole picture is never held. Each band is
+    made into a Pillow picture of Pillow's own mode for this file and converted by `to_rgb`, as a Pillow
+    decode would be: the pixels are the same, bit for bit (tests/imaging/test_decode.py). libwebp decodes a
+    WebP only whole, so libvips holds one while its bands are read: about half of what Pillow holds, whose
+    only WebP decoder is the animation decoder's, with its canvas beside the frame (978 MB at 64 MP)."""
 
     data: bytes
     format: str
@@ -109,14 +125,14 @@ class StreamedPicture:
 
     @classmethod
     def of(cls, data: bytes, image: Image.Image) -> "StreamedPicture | None":
-        """The upload as libvips reads it, where that is the picture Pillow opened: same size, 8 bits, and
-        the band layout of Pillow's mode. Otherwise None (a palette, 16 bits, CMYK), and Pillow decodes it."""
+        """The upload as libvips reads it, where that is the picture Pillow opened: same size, and the pixel
+        layout of Pillow's mode. Otherwise None (a palette, 16-bit colour, CMYK), and Pillow decodes it."""
         if image.format not in STREAMED_LOADERS:
             return None
         candidate = cls(data, image.format, image.mode)
         picture = candidate.load()  # the header only: sequential reading decodes nothing until asked
         same_size = (picture.width, picture.height) == image.size
-        same_layout = picture.format == "uchar" and MODES_BY_BAND_COUNT.get(picture.bands) == image.mode
+        same_layout = MODES_BY_LAYOUT.get((picture.format, picture.bands)) == image.mode
         return candidate if same_size and same_layout else None
 
     def load(self):
@@ -130,11 +146,20 @@ class StreamedPicture:
             pixels = region.fetch(0, top, picture.width, bottom - top)
             yield slice(top, bottom), to_rgb(Image.frombytes(self.mode, (picture.width, bottom - top), pixels))
 
+    def reduced(self, factor: int) -> Image.Image:
+        """The RGB picture `factor` times smaller a side, for the model: box averages of the bands, bit for bit
+        Pillow's `reduce`. A WebP is scaled by libwebp as it decodes instead (averages over areas, within a
+        level or two of the boxes), and never held at its full size."""
+        if self.format != "WEBP":
+            return reduce_in_bands(self.bands, factor)
+        picture = libvips().Image.webpload_buffer(self.data, scale=1 / factor, fail_on="error")
+        return to_rgb(Image.frombytes(self.mode, (picture.width, picture.height), picture.write_to_memory()))
+
 
 class PhotoBands:
     """A full-size picture given as RGB bands of BAND_ROWS rows (those of the maps drawn over it), converted or
-    decoded a band at a time when drawn: a palette GIF kept in Pillow stays one byte a pixel, a PNG or JPEG
-    read by libvips is not held at all, where RGB would be four bytes a pixel in Pillow and three more in
+    decoded a band at a time when drawn: a palette GIF kept in Pillow stays one byte a pixel, a PNG, JPEG or
+    TIFF read by libvips is not held at all, where RGB would be four bytes a pixel in Pillow and three more in
     NumPy (448 MB at 64 megapixels)."""
 
     def __init__(self, bands: BandSource) -> None:
@@ -162,11 +187,18 @@ class DecodedImage:
 PREMULTIPLIED_MODES = {"La": "LA", "RGBa": "RGBA"}
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode to 8-bit RGB; high-bit-depth images are rescaled rather than clipped."""
+def eight_bit_peak(image: Image.Image) -> float:
+    """The value a high-bit-depth picture's white has: 65535 for 16-bit modes and for 32-bit ones that go
+    above 255 anywhere in the picture (read without copying it), else 255."""
+    return 65535.0 if image.mode.startswith("I;16") or image.getextrema()[1] > 255 else 255.0
+
+
+def to_rgb(image: Image.Image, peak: float | None = None) -> Image.Image:
+    """Any mode to 8-bit RGB; high-bit-depth images are rescaled rather than clipped, by `peak` where the
+    picture is a band of a larger one (the whole picture's `eight_bit_peak`)."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        peak = eight_bit_peak(image) if peak is None else peak
         scaled = np.clip(values / peak * 255.0, 0, 255).round().astype(np.uint8)
         return Image.fromarray(scaled).convert("RGB")
     if image.mode == "RGB":
@@ -252,8 +284,6 @@ def reduction(size: tuple[int, int], draft_size: int | None) -> int:
 def model_view(image: Image.Image, draft_size: int | None, keep_photo: bool) -> tuple[Image.Image, Image.Image | None]:
     """A loaded picture -> (the RGB picture the model is given, the full-size one kept for drawing, or None).
     A reduced picture is reduced before any conversion, so a huge canvas is never copied at full size."""
-    if image.mode in HIGH_BIT_DEPTH_MODES:
-        image = to_rgb(image)
     factor = reduction(image.size, draft_size)
     if factor == 1:
         return to_rgb(image), None
@@ -289,9 +319,12 @@ def streamed_picture(
     data: bytes, image: Image.Image, orientation: int, draft_size: int | None, keep_photo: bool
 ) -> StreamedPicture | None:
     """libvips's band reader, where it saves what matters: for a picture reduced for the model (a whole decode
-    would be thrown away), stored upright (a turn needs the whole picture), which Pillow would decode whole:
-    a PNG, a TIFF, or a JPEG an output shows at its own size (otherwise JPEG's draft mode decodes it small)."""
-    if orientation != 1 or reduction(image.size, draft_size) == 1 or (image.format == "JPEG" and not keep_photo):
+    would be thrown away), which Pillow would decode whole: a PNG, a TIFF, a WebP, or a JPEG an output shows
+    at its own size (otherwise JPEG's draft mode decodes it small). Not for a photo shown at its own size
+    that EXIF turns: the turn needs the whole picture (the model's small one is turned once reduced)."""
+    if reduction(image.size, draft_size) == 1 or (image.format == "JPEG" and not keep_photo):
+        return None
+    if keep_photo and orientation != 1:
         return None
     return StreamedPicture.of(data, image)
 
@@ -324,7 +357,7 @@ def decode_bytes(
             streamed = streamed_picture(data, image, orientation, draft_size, keep_photo)
             if streamed is not None:
                 # The first reading makes the model's picture, and meets any damage here, before inference.
-                rgb = np.asarray(reduce_in_bands(streamed.bands, reduction(image.size, draft_size)))
+                rgb = np.asarray(upright(streamed.reduced(reduction(image.size, draft_size)), orientation))
                 photo = PhotoBands(streamed.bands) if keep_photo else None
             else:
                 if draft_size and image.format in ("JPEG", "MPO") and not keep_photo:
