@@ -9,8 +9,11 @@ The kinds:
 - `png`: a flat RGB PNG of a few hundred KB, which libvips reads a band of rows at a time;
 - `jpeg`: a photo, smooth colour fields with grain, decoded at reduced scale unless the output shows it,
   and then read by libvips a band at a time;
-- `webp`: a flat lossless WebP, which Pillow decodes whole at four bytes a pixel: the costliest kind, with
-  BMP and the PNG, JPEG and TIFF files libvips does not read by bands (turned by EXIF, 16-bit, CMYK...).
+- `webp`: a flat lossless WebP, which libvips reads as libwebp decodes it: whole, but only when shown;
+- `turned-png`, `turned-jpeg`, `turned-webp`: the same, turned by EXIF, so that a photo shown is decoded
+  whole by Pillow and turned (its model copy is still made by bands);
+- `float-tiff`: a flat 32-bit float TIFF, which Pillow decodes whole at four bytes a pixel: its conversion
+  to 8 bits depends on the whole picture's range.
 """
 
 import argparse
@@ -75,11 +78,28 @@ def encoded(picture: np.ndarray, format: str, **options) -> bytes:
     return stream.getvalue()
 
 
+def flat(side: int) -> np.ndarray:
+    return np.full((side, side, 3), (180, 140, 120), np.uint8)
+
+
+def turned() -> Image.Exif:
+    """EXIF orientation 6: the picture is shown turned, which needs it whole."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return exif
+
+
 IMAGES = {
     "gif": canvas_gif,
-    "png": lambda side: encoded(np.full((side, side, 3), (180, 140, 120), np.uint8), "PNG", compress_level=9),
+    "png": lambda side: encoded(flat(side), "PNG", compress_level=9),
     "jpeg": lambda side: encoded(photo(side), "JPEG", quality=85),
-    "webp": lambda side: encoded(np.full((side, side, 3), (180, 140, 120), np.uint8), "WEBP", lossless=True),
+    "webp": lambda side: encoded(flat(side), "WEBP", lossless=True),
+    "turned-png": lambda side: encoded(flat(side), "PNG", compress_level=9, exif=turned()),
+    "turned-jpeg": lambda side: encoded(photo(side), "JPEG", quality=85, exif=turned()),
+    "turned-webp": lambda side: encoded(flat(side), "WEBP", lossless=True, exif=turned()),
+    "float-tiff": lambda side: encoded(
+        np.full((side, side), 1000.0, np.float32), "TIFF", compression="tiff_adobe_deflate"
+    ),
 }
 OUTPUTS = ("mask", "json", "uncertainty", "overlay", "png", "json_with_images")
 

@@ -133,6 +133,8 @@ def test_reducing_by_bands_is_reducing_the_whole_picture(lesion, mode):
         ("TIFF", "RGB", {"compression": "tiff_adobe_deflate"}),
         ("TIFF", "RGBA", {"compression": "tiff_lzw"}),
         ("TIFF", "RGB", {"compression": "jpeg"}),
+        ("TIFF", "F", {"compression": "tiff_adobe_deflate"}),
+        ("TIFF", "I", {"compression": "tiff_lzw"}),
         ("WEBP", "RGB", {"quality": 80}),
         ("WEBP", "RGBA", {"lossless": True}),
     ],
@@ -141,9 +143,10 @@ def test_a_large_picture_is_read_by_bands_as_the_same_picture(lesion, format, mo
     """libvips reads a large PNG, TIFF or WebP, or a JPEG shown at its own size, a band at a time: the photo's
     bands join into Pillow's whole decode, bit for bit, and the model's picture is its box reduction, bit for
     bit (a WebP's within a level or two)."""
-    picture = lesion.resize((1000, 750)).convert("L" if mode == "I;16" else mode)
-    if mode == "I;16":  # the whole 16-bit range, with values between the 8-bit levels
-        picture = Image.fromarray(np.asarray(picture).astype(np.uint16) * 257 + 100)
+    picture = lesion.resize((1000, 750)).convert("L" if mode in ("I;16", "F", "I") else mode)
+    if mode in ("I;16", "F", "I"):  # the whole 16-bit range, with values between the 8-bit levels
+        values = np.asarray(picture).astype(np.uint16) * 257 + 100
+        picture = Image.fromarray(values.astype({"I;16": np.uint16, "F": np.float32, "I": np.int32}[mode]))
     if mode in ("LA", "RGBA"):  # a transparent corner, which becomes white
         picture.putalpha(
             Image.fromarray(np.where(np.arange(750)[:, None] + np.arange(1000) < 300, 0, 255).astype(np.uint8))

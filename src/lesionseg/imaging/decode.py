@@ -88,14 +88,16 @@ STREAMED_LOADERS = {
     "TIFF": "tiffload_buffer",
     "WEBP": "webpload_buffer",
 }
-# Pillow's mode for each libvips pixel format and band count read here: 16-bit grey in the machine's order,
-# which `to_rgb` scales band by band (its white is 65535 whatever the picture holds).
+# Pillow's mode for each libvips pixel format and band count read here; the high-bit-depth ones (grey, in the
+# machine's order) are scaled band by band with the whole picture's `eight_bit_peak`.
 MODES_BY_LAYOUT = {
     ("uchar", 1): "L",
     ("uchar", 2): "LA",
     ("uchar", 3): "RGB",
     ("uchar", 4): "RGBA",
     ("ushort", 1): "I;16",
+    ("int", 1): "I",
+    ("float", 1): "F",
 }
 
 
@@ -144,7 +146,16 @@ class StreamedPicture:
         for top in range(0, picture.height, rows):
             bottom = min(top + rows, picture.height)
             pixels = region.fetch(0, top, picture.width, bottom - top)
-            yield slice(top, bottom), to_rgb(Image.frombytes(self.mode, (picture.width, bottom - top), pixels))
+            band = Image.frombytes(self.mode, (picture.width, bottom - top), pixels)
+            yield slice(top, bottom), to_rgb(band, self.peak)
+
+    @functools.cached_property
+    def peak(self) -> float | None:
+        """`eight_bit_peak` of the whole picture, for a 32-bit one (a reading of its own: it scales every band);
+        65535 for 16 bits; None for 8."""
+        if self.mode not in HIGH_BIT_DEPTH_MODES:
+            return None
+        return 65535.0 if self.mode.startswith("I;16") or self.load().max() > 255 else 255.0
 
     def reduced(self, factor: int) -> Image.Image:
         """The RGB picture `factor` times smaller a side, for the model: box averages of the bands, bit for bit
