@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.hostile_files import canvas_gif  # noqa: E402
+from tests.hostile_files import canvas_gif, flat_webp  # noqa: E402
 
 MEASURE = """
 import io, json, sys
@@ -93,10 +93,10 @@ IMAGES = {
     "gif": canvas_gif,
     "png": lambda side: encoded(flat(side), "PNG", compress_level=9),
     "jpeg": lambda side: encoded(photo(side), "JPEG", quality=85),
-    "webp": lambda side: encoded(flat(side), "WEBP", lossless=True),
+    "webp": flat_webp,
     "turned-png": lambda side: encoded(flat(side), "PNG", compress_level=9, exif=turned()),
     "turned-jpeg": lambda side: encoded(photo(side), "JPEG", quality=85, exif=turned()),
-    "turned-webp": lambda side: encoded(flat(side), "WEBP", lossless=True, exif=turned()),
+    "turned-webp": lambda side: flat_webp(side, orientation=6),
     "float-tiff": lambda side: encoded(
         np.full((side, side), 1000.0, np.float32), "TIFF", compression="tiff_adobe_deflate"
     ),

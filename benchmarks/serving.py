@@ -36,6 +36,7 @@ from tests.conftest import RunningServer  # noqa: E402
 
 import lesionseg  # noqa: E402
 from lesionseg.config import DEFAULT_WEIGHTS  # noqa: E402
+from lesionseg.imaging.decode import decode_upload  # noqa: E402
 from lesionseg.predictor import Predictor  # noqa: E402
 from lesionseg.uncertainty.full_pass_reference import full_pass_logits  # noqa: E402
 from lesionseg.uncertainty.sampling import sample_logits  # noqa: E402
@@ -55,6 +56,10 @@ SAMPLES_TARGET = 1.15
 SHIPPED_BACKENDS = ("pytorch", "onnx", "onnx-int8", "openvino", "openvino-f32", "openvino-int8")
 # A request over HTTP against the same work in process (decode, predict, render): what the request path adds.
 HTTP_TARGET = 1.3
+# A 4000×3000 request against its floor: the 1024×768 request plus what a bigger photo must add
+# (`large_image_additions`). Issue 27 measured 0.86–0.88 for mask and json and 1.24 for png, and asked to keep
+# them there; the raw 4000×3000 / 1024×768 ratios above rise whenever the small request gets faster.
+FLOOR_TARGET = 1.3
 
 
 def source_image() -> np.ndarray:
@@ -225,6 +230,42 @@ def peak_under_large_images(server: RunningServer, data: bytes, duration: float)
     return resident_megabytes(server.process.pid, "VmHWM")
 
 
+def median_ms(function, repeats: int) -> float:
+    function()  # warm-up: first calls load code and grow the allocator
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def large_image_additions(images: dict[str, bytes], repeats: int) -> dict[str, float]:
+    """What a 4000×3000 photo must add to a 1024×768 request, in process (median ms, the large minus the
+    small): its decode at reduced scale (JPEG's draft mode, to the model's needs), one resize of a
+    model-sized map to its size, and the cheapest encoding of a picture its size (a mask PNG at the fastest
+    compression). The floor of a 4000×3000 request is the 1024×768 one plus these."""
+    input_size = Predictor.from_checkpoint(DEFAULT_WEIGHTS, "onnx").input_size
+    costs = {name: image_costs(data, name, input_size, repeats) for name, data in images.items()}
+    return {step: costs["4000x3000"][step] - costs["1024x768"][step] for step in costs["4000x3000"]}
+
+
+def image_costs(data: bytes, name: str, input_size: int, repeats: int) -> dict[str, float]:
+    width, height = (int(side) for side in name.split("x"))
+    map_at_model_size = np.random.default_rng(0).random((input_size, input_size), dtype=np.float32)
+    mask = np.zeros((height, width), np.uint8)
+    cv2.ellipse(mask, (width // 2, height // 2), (width // 3, height // 3), 0, 0, 360, 255, -1)
+    return {
+        "decode": median_ms(lambda: decode_upload(data, 10**9, 16, draft_size=2 * input_size), repeats),
+        "resize": median_ms(lambda: cv2.resize(map_at_model_size, (width, height)), repeats),
+        "encoding": median_ms(lambda: cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, 1]), repeats),
+    }
+
+
+def floor_ms(small_ms: float, additions: dict[str, float]) -> float:
+    return small_ms + sum(additions.values())
+
+
 def measure_sampling(repeats: int) -> list[dict]:
     """In process, PyTorch: the seed's T full passes against trunk once + batched tail, same masks."""
     predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS)
@@ -302,17 +343,24 @@ def print_report(report: dict) -> None:
             f"{row['backend']:>8} {row['image']:>10} {row['samples']:>8} {row['median_ms']:>8.1f} {row['p95_ms']:>8.1f}"
             f" {row['median_ms'] / base['median_ms']:>12.2f} {row['median_ms'] / torch_row['median_ms']:>15.2f}"
         )
-    print("\nPOST /predict/ by format, samples=10, one client (ms)")
-    print(f"{'backend':>8} {'format':>7} {'1024x768':>9} {'4000x3000':>10} {'ratio':>6}")
+    additions = report["large_image_additions"]
+    print("\nPOST /predict/ by format, samples=10, one client (ms); the floor is the 1024×768 request plus what")
+    print(
+        "a 4000×3000 photo must add: "
+        + ", ".join(f"{step} {milliseconds:.1f}" for step, milliseconds in additions.items())
+        + f" (target ≤ {FLOOR_TARGET} × floor)"
+    )
+    print(f"{'backend':>8} {'format':>7} {'1024x768':>9} {'4000x3000':>10} {'ratio':>6} {'floor':>7} {'× floor':>8}")
     for backend, measured in report["backends"].items():
         for format in FORMATS:
             small, large = (
                 next(row for row in measured["formats"] if row["format"] == format and row["image"] == image)
                 for image in ("1024x768", "4000x3000")
             )
+            floor = floor_ms(small["median_ms"], additions)
             print(
                 f"{backend:>8} {format:>7} {small['median_ms']:>9.1f} {large['median_ms']:>10.1f}"
-                f" {large['median_ms'] / small['median_ms']:>6.2f}"
+                f" {large['median_ms'] / small['median_ms']:>6.2f} {floor:>7.1f} {large['median_ms'] / floor:>8.2f}"
             )
     print("\nMC sampling in process, PyTorch, model resolution (ms)")
     print(f"{'samples':>8} {'batched tail':>13} {'full passes':>12} {'speed-up':>9}")
@@ -364,6 +412,8 @@ def key_ratios(report: dict) -> dict[str, float]:
                 for image in ("1024x768", "4000x3000")
             )
             ratios[f"{backend}: format={format}, 4000x3000 / 1024x768"] = large["median_ms"] / small["median_ms"]
+            floor = floor_ms(small["median_ms"], report["large_image_additions"])
+            ratios[f"{backend}: format={format}, 4000x3000 / floor"] = large["median_ms"] / floor
         ratios[f"{backend}: peak memory, 16 clients of 4000x3000 / idle"] = (
             measured["large_image_peak_memory_mb"] / measured["memory_mb"]
         )
@@ -390,6 +440,8 @@ def key_ratios(report: dict) -> dict[str, float]:
 
 
 def target_for(name: str) -> float | None:
+    if "/ floor" in name:
+        return FLOOR_TARGET
     if "peak memory" in name:
         return TARGETS["memory"]
     if "samples=10 / samples=1" in name:
@@ -415,7 +467,7 @@ def cpu_family() -> str:
 
 def compare_with_baseline(ratios: dict[str, float], baseline: dict[str, float]) -> list[str]:
     """Prints each ratio beside its target and baseline; returns the names of those that regressed."""
-    print(f"\n{'key ratio (lower is better)':<52} {'now':>6} {'target':>7} {'baseline':>9} {'change':>7}")
+    print(f"\n{'key ratio (lower is better)':<56} {'now':>6} {'target':>7} {'baseline':>9} {'change':>7}")
     regressed = []
     for name, value in ratios.items():
         target, base = target_for(name), baseline.get(name)
@@ -426,7 +478,7 @@ def compare_with_baseline(ratios: dict[str, float], baseline: dict[str, float]) 
             change += "  REGRESSION"
         target_text = "" if target is None else f"≤ {target}"
         base_text = "" if base is None else f"{base:.2f}"
-        print(f"{name:<52} {value:>6.2f} {target_text:>7} {base_text:>9} {change:>7}{verdict}")
+        print(f"{name:<56} {value:>6.2f} {target_text:>7} {base_text:>9} {change:>7}{verdict}")
     return regressed
 
 
@@ -452,6 +504,7 @@ def main() -> int:
             backend: measure_backend(backend, images, arguments.repeats, arguments.warmup, arguments.duration)
             for backend in ("pytorch", "onnx")
         },
+        "large_image_additions": large_image_additions(images, max(arguments.repeats, 15)),
         "sampling": measure_sampling(arguments.repeats),
         "compute": measure_compute(arguments.repeats),
         "sampling_by_backend": sampling_by_backend(images["1024x768"], max(arguments.repeats, 15), arguments.warmup),

@@ -1,7 +1,10 @@
 """Hostile files built byte by byte, as an attacker would: each is small and aims at one weak spot."""
 
+import io
 import struct
 import zlib
+
+from PIL import Image
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -12,6 +15,17 @@ def canvas_gif(side: int) -> bytes:
     """35 bytes: a 1×1 picture on a side×side logical screen, which the decoder paints whole."""
     screen = b"GIF89a" + struct.pack("<HH", side, side) + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
     return screen + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+
+
+def flat_webp(side: int, orientation: int = 1) -> bytes:
+    """A few hundred bytes: a lossless side×side WebP of one colour, which libwebp can only decode whole,
+    and which EXIF `orientation` may ask to be shown turned (needing it whole once more)."""
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    stream = io.BytesIO()
+    Image.new("RGB", (side, side), (180, 140, 120)).save(stream, format="WEBP", lossless=True, exif=exif)
+    return stream.getvalue()
 
 
 def encapsulated_postscript() -> bytes:

@@ -153,7 +153,7 @@ def test_a_large_picture_is_read_by_bands_as_the_same_picture(lesion, format, mo
         )
     data = encoded(picture, format, **options)
     opened = Image.open(io.BytesIO(data))
-    assert isinstance(streamed_picture(data, opened, 1, draft_size=100, keep_photo=True), StreamedPicture)
+    assert isinstance(streamed_picture(data, opened, draft_size=100, keep_photo=True), StreamedPicture)
     whole = decode_upload(data, **LIMITS)  # Pillow, the whole picture at once
     decoded = decode_upload(data, draft_size=100, keep_photo=True, **LIMITS)
     assert np.array_equal(np.concatenate([band for _, band in decoded.photo_bands()]), whole.rgb)
@@ -171,32 +171,42 @@ def test_a_large_picture_exif_turns_is_read_by_bands_and_the_models_copy_turned(
     turned[0x0112] = 6
     data = encoded(lesion.resize((1000, 750)), "PNG", exif=turned)
     opened = Image.open(io.BytesIO(data))
-    assert isinstance(streamed_picture(data, opened, 6, draft_size=100, keep_photo=False), StreamedPicture)
+    assert isinstance(streamed_picture(data, opened, draft_size=100, keep_photo=False), StreamedPicture)
     whole = decode_upload(data, **LIMITS)  # Pillow: decoded whole, then turned
     decoded = decode_upload(data, draft_size=100, **LIMITS)
     assert (decoded.original_width, decoded.original_height) == (750, 1000)
     assert np.array_equal(decoded.rgb, np.asarray(Image.fromarray(whole.rgb).reduce(5)))
 
 
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_a_large_photo_exif_turns_is_shown_turned_as_pillow_turns_it(lesion, orientation):
+    """libvips turns a photo shown at its size as Pillow does, for each EXIF orientation, bit for bit."""
+    turned = Image.Exif()
+    turned[0x0112] = orientation
+    data = encoded(lesion.resize((1000, 750)), "JPEG", quality=90, exif=turned)
+    whole = decode_upload(data, **LIMITS)  # Pillow: decoded whole, then turned
+    decoded = decode_upload(data, draft_size=100, keep_photo=True, **LIMITS)
+    assert isinstance(streamed_picture(data, Image.open(io.BytesIO(data)), 100, keep_photo=True), StreamedPicture)
+    assert np.array_equal(np.concatenate([band for _, band in decoded.photo_bands()]), whole.rgb)
+    assert np.array_equal(decoded.rgb, np.asarray(Image.fromarray(whole.rgb).reduce(5)))
+
+
 def test_pictures_libvips_would_read_otherwise_than_pillow_are_left_to_pillow(lesion):
     """A palette PNG (one byte a pixel in Pillow already), a CMYK JPEG, a 16-bit colour PNG (8 bits in Pillow),
-    a photo shown at its size that EXIF turns (a turn needs the whole picture), a JPEG no output shows at its
-    size (decoded small in JPEG's draft mode) and a picture the model takes whole are not read by bands."""
+    a JPEG no output shows at its size (decoded small in JPEG's draft mode) and a picture the model takes
+    whole are not read by bands."""
     picture = lesion.resize((1000, 750))
-    turned = Image.Exif()
-    turned[0x0112] = 6
     colour_16_bit = cv2.imencode(".png", np.asarray(picture).astype(np.uint16) * 257)[1].tobytes()
     left_to_pillow = [
-        (encoded(picture.convert("P"), "PNG"), 1, True, 100),
-        (encoded(picture.convert("CMYK"), "JPEG"), 1, True, 100),
-        (colour_16_bit, 1, True, 100),
-        (encoded(picture, "PNG", exif=turned), 6, True, 100),
-        (encoded(picture, "JPEG"), 1, False, 100),
-        (encoded(picture, "PNG"), 1, True, 384),
+        (encoded(picture.convert("P"), "PNG"), True, 100),
+        (encoded(picture.convert("CMYK"), "JPEG"), True, 100),
+        (colour_16_bit, True, 100),
+        (encoded(picture, "JPEG"), False, 100),
+        (encoded(picture, "PNG"), True, 384),
     ]
-    for data, orientation, keep_photo, draft_size in left_to_pillow:
+    for data, keep_photo, draft_size in left_to_pillow:
         opened = Image.open(io.BytesIO(data))
-        assert streamed_picture(data, opened, orientation, draft_size, keep_photo) is None, opened.mode
+        assert streamed_picture(data, opened, draft_size, keep_photo) is None, opened.mode
 
 
 @pytest.mark.parametrize("format", ["PNG", "JPEG"])

@@ -1,11 +1,12 @@
 """A ceiling on the memory that requests' images take at once, whatever their number and size.
 
-A request's working memory grows with its image's pixel count and its output format: at the 64-megapixel
-limit, from about 0.2 GB (`mask`) and 0.3 GB (`png`) to 0.7 GB (`overlay`, which holds the photo itself),
-measured with benchmarks/memory.py. Full-size probability and uncertainty maps are never held whole (see
-`imaging.bands.MapBands`); what remains is the mask, the picture being encoded and, for `overlay`, the photo. Before
-decoding, a request reads its image's size from the header and reserves its estimate here; it waits
-while the reservations of others leave no room. One request larger than the whole budget runs alone.
+A request's working memory grows with its image's pixel count, its kind and its output format: at the
+64-megapixel limit, from about 0.1–0.3 GB (`mask`, `png`, `uncertainty`, `json`) to 0.2–1 GB (`overlay`, which
+shows the photo itself), measured with benchmarks/memory.py. Full-size probability and uncertainty maps are never
+held whole (see `imaging.bands.MapBands`), nor most pictures (`imaging.decode.StreamedPicture`); what remains is
+the mask, the picture being encoded and, for `overlay`, what the photo's decoder holds. Before decoding, a
+request reads its image's size and format from the header and reserves its estimate here; it waits while the
+reservations of others leave no room. One request larger than the whole budget runs alone.
 After a large request, memory the allocator keeps is handed back to the system.
 """
 
@@ -24,22 +25,28 @@ from lesionseg import cancellation
 from lesionseg.imaging.decode import ALLOWED_FORMATS
 
 # Peak working bytes per image pixel, by output, at 64 megapixels, for the costliest kind of image
-# (benchmarks/memory.py), rounded up. An RGB PNG is decoded whole at four bytes a pixel whatever the output;
-# a photo shown in the overlay is held at its own size, and its PNG, base64'd in JSON, is the rest.
-BYTES_PER_PIXEL = {"mask": 5, "json": 5, "uncertainty": 5, "overlay": 9, "png": 5, "json_with_images": 10}
+# (benchmarks/memory.py), rounded up, with room to spare. libvips reads most large pictures a band at a time
+# (imaging/decode.py), but Pillow still decodes some whole at four bytes a pixel (CMYK, 16-bit colour), and
+# a photo shown that EXIF turns is held whole to be turned (457 MB for a 64-megapixel JPEG, measured); the
+# overlay's PNG is the rest.
+BYTES_PER_PIXEL = {"mask": 5, "json": 5, "uncertainty": 5, "overlay": 9, "png": 5, "json_with_images": 9}
+# A WebP shown at its own size is decoded whole by libwebp and held twice in libvips (the frame and its
+# copy): 622 MB at 64 MP, 634 MB turned, measured.
+WEBP_BYTES_PER_PIXEL = {"overlay": 12, "json_with_images": 12}
 # Below this a request's memory is small enough to leave to the allocator.
 TRIM_AFTER_BYTES = 256 * 1024 * 1024
 WAIT_STEP_SECONDS = 0.05
 Outcome = TypeVar("Outcome")
 
 
-def header_pixels(data: bytes) -> int:
-    """The pixel count the image's header claims; 0 where it cannot be read (decoding then says why)."""
+def read_header(data: bytes) -> tuple[int, str | None]:
+    """The pixel count the image's header claims, and its format; (0, None) where it cannot be read
+    (decoding then says why)."""
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-            return image.size[0] * image.size[1]
+            return image.size[0] * image.size[1], image.format
     except Exception:  # noqa: BLE001 - any unreadable header is refused, with reasons, by the decoder
-        return 0
+        return 0, None
 
 
 # glibc's mallopt parameters: the most malloc arenas the process may create, and the size from which a
@@ -117,4 +124,6 @@ class MemoryBudget:
 
 
 def estimate_bytes(data: bytes, output: str) -> int:
-    return header_pixels(data) * BYTES_PER_PIXEL[output]
+    pixels, format = read_header(data)
+    bytes_per_pixel = WEBP_BYTES_PER_PIXEL.get(output) if format == "WEBP" else None
+    return pixels * (bytes_per_pixel or BYTES_PER_PIXEL[output])
