@@ -1,5 +1,6 @@
 import functools
 import io
+import logging
 
 import cv2
 import numpy as np
@@ -309,6 +310,23 @@ def test_exif_warnings_are_counted_on_this_thread_and_never_printed(lesion, capf
     assert decoded.rgb.shape == (lesion.height, lesion.width, 3)
     captured = capfd.readouterr()
     assert "Tag data larger than file" not in captured.err + captured.out
+
+
+def test_libvips_warnings_are_counted_in_one_line_and_never_printed(lesion, capfd, caplog):
+    """A JPEG damaged in many places, large and shown at its size, is read by libvips, which warns as it
+    decodes: the warnings become one line of the decoder's, once, though the photo is read twice."""
+    data = bytearray(encoded(lesion.resize((1000, 750)), "JPEG", quality=90))
+    for position in range(2000, len(data) - 100, 997):
+        data[position] = 0xFF if data[position] != 0xFF else 0x00
+    with caplog.at_level(logging.INFO):
+        decoded = decode_upload(bytes(data), draft_size=100, keep_photo=True, **LIMITS)
+        assert sum(1 for _ in decoded.photo_bands()) > 1
+    warned = [record for record in caplog.records if record.getMessage() == "the image decoder warned"]
+    assert len(warned) == 1 and warned[0].fields["warnings"] >= 1
+    assert "libvips: " in warned[0].fields["first"][0]
+    assert not [record for record in caplog.records if record.name == "pyvips"]
+    captured = capfd.readouterr()
+    assert "Corrupt JPEG" not in captured.err + captured.out
 
 
 def test_a_corrupt_image_is_described_in_our_words(lesion):

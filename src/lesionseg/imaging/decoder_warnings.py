@@ -1,11 +1,15 @@
-"""Pillow's warnings during one decode, gathered on the decoding thread and logged as one bounded line.
+"""The decoders' warnings during one decode, gathered on the decoding thread and logged as one bounded line.
 
 A hostile file can make Pillow warn once per EXIF tag: 65,000 lines on stderr for one upload, each with
 its own text. `warnings.catch_warnings` would gather them, but it swaps process-wide state and is not
 safe with several decoding threads. Instead one hook, installed once, hands each Pillow warning to the
-collector of the thread that raised it, and passes any other warning on unchanged.
+collector of the thread that raised it, and passes any other warning on unchanged. libvips's warnings
+(a damaged JPEG's, say) reach Python's logging through pyvips's "pyvips" logger, on the decoding thread:
+a filter there does the same for them, and drops those outside a decode (a photo read again to be drawn
+repeats its decode's warnings).
 """
 
+import logging
 import re
 import threading
 import warnings
@@ -18,6 +22,8 @@ MAX_MESSAGE_CHARACTERS = 200
 # "always" rather than the default "once per text": Pillow's texts name the tag or offset, so each
 # differs, and the default would remember every one of them for the life of the process.
 PILLOW_MODULES = r"PIL\."
+# Where pyvips logs libvips's messages.
+LIBVIPS_LOGGER = "pyvips"
 # The entry `warnings.filterwarnings` makes, to tell whether a reset removed it.
 PILLOW_FILTER_ENTRY = ("always", None, Warning, re.compile(PILLOW_MODULES), 0)
 
@@ -46,9 +52,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     collector.add(f"{category.__name__}: {message}")
 
 
+def _collect_libvips_record(record: logging.LogRecord) -> bool:
+    collector = getattr(_thread_state, "collector", None)
+    if collector is not None:
+        collector.add(f"libvips: {record.getMessage()}")
+    return False  # never logged on its own
+
+
 def install() -> None:
     """Idempotent; called before each decode, since test runners and notebooks reset warning state."""
     global _previous_showwarning
+    libvips_logger = logging.getLogger(LIBVIPS_LOGGER)
+    if _collect_libvips_record not in libvips_logger.filters:
+        libvips_logger.addFilter(_collect_libvips_record)
     if warnings.showwarning is _show_warning and PILLOW_FILTER_ENTRY in warnings.filters:
         return
     with _install_lock:
@@ -61,7 +77,7 @@ def install() -> None:
 
 @contextmanager
 def collect_decoder_warnings() -> Iterator[DecoderWarnings]:
-    """Pillow warnings raised on this thread inside the block are counted, not printed."""
+    """Pillow's and libvips's warnings raised on this thread inside the block are counted, not printed."""
     install()
     collector = DecoderWarnings()
     _thread_state.collector = collector
