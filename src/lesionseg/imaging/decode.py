@@ -63,7 +63,7 @@ class ImageRejected(ValueError):
         self.message = message
 
 
-# Modes whose conversion to 8 bits depends on the whole picture's range (see to_rgb): converted whole.
+# Modes whose conversion to 8 bits depends on the whole picture's range: scaled by its `eight_bit_peak`.
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
@@ -81,7 +81,7 @@ def rgb_bands(image: Image.Image, rows: int) -> Iterator[tuple[slice, Image.Imag
         yield slice(top, bottom), to_rgb(image.crop((0, top, width, bottom)), peak)
 
 
-# libvips's loader for each format it reads here, and Pillow's mode for each of its band counts.
+# libvips's loader for each format it reads here.
 STREAMED_LOADERS = {
     "PNG": "pngload_buffer",
     "JPEG": "jpegload_buffer",
@@ -104,7 +104,8 @@ MODES_BY_LAYOUT = {
 @functools.cache
 def libvips():
     """pyvips, imported on first use and set up for uploads: no operation cache, which would keep each
-    upload's bytes and pixels alive after its request; no loaders libvips itself calls untrusted."""
+    upload's bytes and pixels alive after its request; none of the loaders libvips marks untrusted (only
+    named loaders are called here: this guards any later code that lets libvips guess)."""
     import pyvips
 
     pyvips.cache_set_max(0)
@@ -149,19 +150,18 @@ class StreamedPicture:
         same_layout = MODES_BY_LAYOUT.get((picture.format, picture.bands)) == image.mode
         return candidate if same_size and same_layout else None
 
-    def load(self):
-        return getattr(libvips().Image, STREAMED_LOADERS[self.format])(self.data, access="sequential", fail_on="error")
+    def load(self, access: str = "sequential"):
+        loader = getattr(libvips().Image, STREAMED_LOADERS[self.format])
+        # A random-access reading is decoded into memory, never into a temporary file on disk.
+        in_memory = {"memory": True} if access == "random" else {}
+        return loader(self.data, access=access, fail_on="error", **in_memory)
 
     def bands(self, rows: int, orientation: int = 1) -> Iterator[tuple[slice, Image.Image]]:
         """The RGB bands of the picture as stored or, given its EXIF `orientation`, as shown. Each call is a
         new reading: a sequential one goes down the picture only once. A turn needs the whole picture, so a
         turned reading holds it decoded in libvips (217 MB for a 64-megapixel JPEG, measured, where Pillow
         held it and its turned copy: 512 MB)."""
-        if orientation == 1:
-            picture = self.load()
-        else:
-            loader = getattr(libvips().Image, STREAMED_LOADERS[self.format])
-            picture = LIBVIPS_TURNS[orientation](loader(self.data, access="random", fail_on="error", memory=True))
+        picture = self.load() if orientation == 1 else LIBVIPS_TURNS[orientation](self.load(access="random"))
         region = libvips().Region.new(picture)
         for top in range(0, picture.height, rows):
             bottom = min(top + rows, picture.height)
@@ -190,8 +190,8 @@ class StreamedPicture:
 class PhotoBands:
     """A full-size picture given as RGB bands of BAND_ROWS rows (those of the maps drawn over it), converted or
     decoded a band at a time when drawn: a palette GIF kept in Pillow stays one byte a pixel, a PNG, JPEG or
-    TIFF read by libvips is not held at all, where RGB would be four bytes a pixel in Pillow and three more in
-    NumPy (448 MB at 64 megapixels)."""
+    TIFF read by libvips is not held at all (unless turned), where RGB would be four bytes a pixel in Pillow
+    and three more in NumPy (448 MB at 64 megapixels)."""
 
     def __init__(self, bands: BandSource) -> None:
         self.bands = bands
