@@ -117,7 +117,7 @@ def test_a_large_picture_shown_at_its_size_is_kept_in_its_own_mode_and_drawn_by_
 @pytest.mark.parametrize("mode", ["P", "RGB", "RGBA"])
 def test_reducing_by_bands_is_reducing_the_whole_picture(lesion, mode):
     picture = lesion.resize((997, 1203)).convert(mode)
-    reduced = reduce_in_bands(functools.partial(rgb_bands, picture), 7)
+    reduced = reduce_in_bands(functools.partial(rgb_bands, picture), picture.size, 7)
     assert np.array_equal(np.asarray(reduced), np.asarray(to_rgb(picture).reduce(7)))
 
 
