@@ -41,14 +41,14 @@ def status(field):
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
 
-from lesionseg.api.memory_budget import MemoryBudget, limit_malloc_arenas
+from lesionseg.api.memory_budget import MemoryBudget, configure_malloc
 from lesionseg.api.routes.predict import ResponseFormat, predict_and_render
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.predictor import Predictor
 from lesionseg.segmenter import PredictionRequest, Segmenter
 
 backend, output, data = sys.argv[1], sys.argv[2], sys.stdin.buffer.read()
-limit_malloc_arenas()  # as the service does
+configure_malloc()  # as the service does
 predictor = Predictor.from_checkpoint(DEFAULT_WEIGHTS, backend)
 segmenter, budget = Segmenter(predictor, Settings()), MemoryBudget(1 << 40)
 small = io.BytesIO()

@@ -13,7 +13,7 @@ from fastapi_offline import FastAPIOffline
 from lesionseg import __version__
 from lesionseg.api.errors import install_error_handlers
 from lesionseg.api.inference_queue import InferenceGate
-from lesionseg.api.memory_budget import MemoryBudget, limit_malloc_arenas
+from lesionseg.api.memory_budget import MemoryBudget, configure_malloc
 from lesionseg.api.middleware import (
     AccessLogMiddleware,
     ApiKeyMiddleware,
@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.state.predictor = app.state.segmenter = None
     app.state.case_store = None
     app.state.inference_gate = InferenceGate(settings.max_queue, metrics)
-    limit_malloc_arenas()
+    configure_malloc()
     app.state.memory_budget = MemoryBudget(settings.memory_budget_mb * 1024 * 1024)
     # Decoding, inference and rendering run on a few dedicated threads: one request's decoding or PNG
     # encoding overlaps another's inference (one at a time, its own threads using every core), and

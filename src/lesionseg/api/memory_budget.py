@@ -49,9 +49,15 @@ def read_header(data: bytes) -> tuple[int, str | None]:
         return 0, None
 
 
-# glibc's mallopt parameter for the most malloc arenas the process may create.
+# glibc's mallopt parameters: the most malloc arenas the process may create; the size from which a block is
+# mapped on its own (and unmapped when freed) rather than carved from an arena; and how much free memory the
+# top of an arena may keep before it is given back to the system.
 M_ARENA_MAX = -8
 MALLOC_ARENAS = 2
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
+M_TRIM_THRESHOLD = -1
+TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 
 
 @functools.cache
@@ -61,19 +67,26 @@ def c_library_function(name: str):
     return getattr(ctypes.CDLL(library), name, None) if library else None
 
 
-def limit_malloc_arenas() -> None:
-    """At most two malloc arenas, where glibc would give each busy worker thread its own (up to 8 per core).
+def configure_malloc() -> None:
+    """Called before the first request, as arenas are made on demand.
+
+    At most two malloc arenas, where glibc would give each busy worker thread its own (up to 8 per core).
     Each arena keeps what its thread freed, and no trim gives it all back: after four 64-megapixel requests
     at once on a busy machine, 164–178 MB stayed with the default arenas and 50–67 MB with two, measured;
-    12-megapixel requests ran no slower. Called before the first request, as arenas are made on demand.
+    12-megapixel requests ran no slower.
 
-    glibc's sliding mmap threshold is left as it is: fixing it at 4 MB cut the peak of reading a 64-megapixel
-    JPEG by bands from 325 to 130 MB, but made a 4000×3000 request 1.4–2.1 times as slow (each 12 MB map
-    mapped and faulted in afresh), measured. Long-lived small blocks between the bands are avoided instead
-    (`imaging.decode.reduce_in_bands`)."""
+    Blocks of 4 MB and more are mapped on their own. By default glibc raises that threshold to the largest
+    block freed so far (up to 32 MB), and a picture read a band at a time (6–8 MB bands at 64 megapixels,
+    made and freed by the dozen among small blocks that stay) then fragments the arena: reducing a
+    64-megapixel JPEG by bands peaked at 324 MB with the default and 130 MB with this. Fixing the threshold
+    also fixes the trim threshold, at 128 KB unless set: the arenas were then given back and faulted in
+    again on every request, and a 4000×3000 request ran 1.4–2.1 times as slow. At 64 MB, glibc's own
+    ceiling for it, 4000×3000 requests run as fast as with the defaults, measured."""
     mallopt = c_library_function("mallopt")
     if mallopt is not None:
         mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
 
 
 def release_freed_memory() -> None:
