@@ -216,8 +216,8 @@ class Result:
         megapixels) as bytes, base64, text, data URL, dumped JSON and its encoding."""
         summary = json.dumps(self._json)
         parts = [summary.removesuffix("}").encode(), b', "images": {']
-        for name, png in self.pngs():
-            separator = b", " if len(parts) > 2 else b""
+        for index, (name, png) in enumerate(self.pngs()):
+            separator = b", " if index else b""
             parts += [
                 separator,
                 json.dumps(name).encode(),

@@ -27,11 +27,11 @@ from lesionseg.imaging.decode import ALLOWED_FORMATS
 # Peak working bytes per image pixel, by output, at 64 megapixels, for the costliest kind of image
 # (benchmarks/memory.py), rounded up, with room to spare. libvips reads most large pictures a band at a time
 # (imaging/decode.py), but Pillow still decodes some whole at four bytes a pixel (CMYK, 16-bit colour), and
-# a photo shown that EXIF turns is held whole to be turned (471 MB for a 64-megapixel JPEG, measured); the
+# a photo shown that EXIF turns is held whole to be turned (466 MB for a 64-megapixel JPEG, measured); the
 # overlay's PNG is the rest.
 BYTES_PER_PIXEL = {"mask": 5, "json": 5, "uncertainty": 5, "overlay": 9, "png": 5, "json_with_images": 9}
 # A WebP shown at its own size is decoded whole by libwebp and held twice in libvips (the frame and its
-# copy): 621 MB at 64 MP, 634 MB turned, measured.
+# copy): 623 MB at 64 MP, 631 MB turned, measured.
 WEBP_BYTES_PER_PIXEL = {"overlay": 12, "json_with_images": 12}
 # Below this a request's memory is small enough to leave to the allocator.
 TRIM_AFTER_BYTES = 256 * 1024 * 1024
