@@ -11,9 +11,9 @@ The kinds:
   and then read by libvips a band at a time;
 - `webp`: a flat lossless WebP, which libvips reads as libwebp decodes it: whole, but only when shown;
 - `turned-png`, `turned-jpeg`, `turned-webp`: the same, turned by EXIF, so that a photo shown is decoded
-  whole by Pillow and turned (its model copy is still made by bands);
-- `float-tiff`: a flat 32-bit float TIFF, which Pillow decodes whole at four bytes a pixel: its conversion
-  to 8 bits depends on the whole picture's range.
+  whole by libvips to be turned (its model copy is still made by bands, and turned once small);
+- `float-tiff`: a flat 32-bit float TIFF, read by bands too, after a reading of its own for its peak: its
+  conversion to 8 bits depends on the whole picture's range.
 """
 
 import argparse

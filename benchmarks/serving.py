@@ -4,7 +4,9 @@ in the same run (this machine is shared and noisy).
     make benchmark            # or: .venv/bin/python benchmarks/serving.py [--quick]
 
 Measures on the embedded model, for both backends: POST /predict/ latency at samples 1/10/30/64 on a
-1024×768 and a 4000×3000 JPEG; the seed's T-full-passes method against trunk-once + batched tail;
+1024×768 and a 4000×3000 JPEG, and each format's 4000×3000 request against its floor (the 1024×768 request
+plus what a bigger photo must add: `large_image_additions`); the seed's T-full-passes method against
+trunk-once + batched tail;
 throughput and p95 with 1, 4 and 16 concurrent clients; server start-up time and resident memory;
 the trunk's achieved GFLOP/s against this machine's matrix-multiply GFLOP/s. Prints tables and
 writes benchmarks/results/serving.json.
