@@ -25,15 +25,15 @@ def bands_of(values) -> Iterator[tuple[slice, np.ndarray]]:
 WHOLE_MAP_PIXELS = 4_000_000
 
 
-def linear_sampling(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each of `target` positions, the two source indices and the second one's weight, as OpenCV's
-    bilinear resize samples: pixel centres aligned, the edges clamped."""
+def linear_sampling(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `target` positions, the lower of its two source indices and the next one's weight, as
+    OpenCV's bilinear resize samples: pixel centres aligned, the edges clamped (weight 0)."""
     position = ((np.arange(target) + 0.5) * (source / target) - 0.5).astype(np.float32)
     lower = np.floor(position).astype(np.int64)
     weight = (position - lower).astype(np.float32)
     weight[(lower < 0) | (lower >= source - 1)] = 0.0
     lower = np.clip(lower, 0, source - 1)
-    return lower, np.minimum(lower + 1, source - 1), weight
+    return lower, weight
 
 
 class MapBands:
@@ -52,7 +52,7 @@ class MapBands:
         self.columns = cv2.resize(values, (width, values.shape[0]), interpolation=cv2.INTER_LINEAR)
         # Each source row's step to the next (none after the last: its weight is always 0).
         self.steps = np.diff(self.columns, axis=0, append=self.columns[-1:])
-        self.lower, _, self.weight = linear_sampling(values.shape[0], height)
+        self.lower, self.weight = linear_sampling(values.shape[0], height)
 
     def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
         """(rows, band) pairs, top to bottom. An image's rows are many times the model's, so runs of them

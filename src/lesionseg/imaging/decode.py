@@ -75,7 +75,7 @@ def rgb_bands(image: Image.Image, rows: int) -> Iterator[tuple[slice, Image.Imag
     """The picture as RGB bands of `rows` rows, top to bottom, each converted on its own: the whole picture is
     never converted at once (a high-bit-depth one would be 8 bytes a pixel on the way)."""
     width, height = image.size
-    peak = eight_bit_peak(image) if image.mode in HIGH_BIT_DEPTH_MODES else None
+    peak = eight_bit_peak(image.mode, lambda: image.getextrema()[1]) if image.mode in HIGH_BIT_DEPTH_MODES else None
     for top in range(0, height, rows):
         bottom = min(top + rows, height)
         yield slice(top, bottom), to_rgb(image.crop((0, top, width, bottom)), peak)
@@ -151,11 +151,11 @@ class StreamedPicture:
         same_layout = MODES_BY_LAYOUT.get((picture.format, picture.bands)) == image.mode
         return candidate if same_size and same_layout else None
 
-    def load(self, access: str = "sequential"):
+    def load(self, access: str = "sequential", **options):
         loader = getattr(libvips().Image, STREAMED_LOADERS[self.format])
         # A random-access reading is decoded into memory, never into a temporary file on disk.
         in_memory = {"memory": True} if access == "random" else {}
-        return loader(self.data, access=access, fail_on="error", **in_memory)
+        return loader(self.data, access=access, fail_on="error", **in_memory, **options)
 
     def bands(self, rows: int, orientation: int = 1) -> Iterator[tuple[slice, Image.Image]]:
         """The RGB bands of the picture as stored or, given its EXIF `orientation`, as shown. Each call is a
@@ -176,7 +176,7 @@ class StreamedPicture:
         65535 for 16 bits; None for 8."""
         if self.mode not in HIGH_BIT_DEPTH_MODES:
             return None
-        return 65535.0 if self.mode.startswith("I;16") or self.load().max() > 255 else 255.0
+        return eight_bit_peak(self.mode, lambda: self.load().max())
 
     def reduced(self, factor: int) -> Image.Image:
         """The RGB picture `factor` times smaller a side, for the model: box averages of the bands, bit for bit
@@ -184,7 +184,7 @@ class StreamedPicture:
         level or two of the boxes), and never held at its full size."""
         if self.format != "WEBP":
             return reduce_in_bands(self.bands, self.size, factor)
-        picture = libvips().Image.webpload_buffer(self.data, scale=1 / factor, fail_on="error")
+        picture = self.load(scale=1 / factor)
         return to_rgb(Image.frombytes(self.mode, (picture.width, picture.height), picture.write_to_memory()))
 
 
@@ -219,10 +219,11 @@ class DecodedImage:
 PREMULTIPLIED_MODES = {"La": "LA", "RGBa": "RGBA"}
 
 
-def eight_bit_peak(image: Image.Image) -> float:
+def eight_bit_peak(mode: str, largest_value: Callable[[], float]) -> float:
     """The value a high-bit-depth picture's white has: 65535 for 16-bit modes and for 32-bit ones that go
-    above 255 anywhere in the picture (read without copying it), else 255."""
-    return 65535.0 if image.mode.startswith("I;16") or image.getextrema()[1] > 255 else 255.0
+    above 255 anywhere in the picture, else 255. `largest_value` is asked only for 32-bit modes (Pillow's
+    extrema, read without copying the picture; a reading of its own in libvips)."""
+    return 65535.0 if mode.startswith("I;16") or largest_value() > 255 else 255.0
 
 
 def to_rgb(image: Image.Image, peak: float | None = None) -> Image.Image:
@@ -230,7 +231,7 @@ def to_rgb(image: Image.Image, peak: float | None = None) -> Image.Image:
     picture is a band of a larger one (the whole picture's `eight_bit_peak`)."""
     if image.mode in HIGH_BIT_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float64)
-        peak = eight_bit_peak(image) if peak is None else peak
+        peak = eight_bit_peak(image.mode, lambda: image.getextrema()[1]) if peak is None else peak
         scaled = np.clip(values / peak * 255.0, 0, 255).round().astype(np.uint8)
         return Image.fromarray(scaled).convert("RGB")
     if image.mode == "RGB":
