@@ -261,3 +261,66 @@ def test_a_case_flagged_not_dermoscopy_is_accepted_only_after_the_reviewer_confi
         browser.close()
     assert len(questions) == 2
     assert service.get(f"/cases/{case['id']}").json()["review"]["status"] == "accepted"
+
+
+def test_every_way_out_of_an_edited_case_asks_first_and_a_no_keeps_the_strokes(service, real_image_path):
+    """← Worklist, Refresh, the status filter, Next and closing the page each ask; answered no, the case stays
+    open with its strokes (Undo still enabled) and the filter shows what it showed."""
+    case = service.upload(real_image_path.read_bytes(), seed=11).json()
+    questions = []
+
+    def decline(dialog) -> None:
+        questions.append(dialog.type)
+        dialog.dismiss()
+
+    with sync_playwright() as driver:
+        browser, page = open_review_page(driver, service)
+        open_case(page, case["id"])
+        # Unedited, leaving asks nothing.
+        page.click("#back")
+        page.wait_for_selector("#worklist-view:not(.hidden)")
+        box = open_case(page, case["id"])
+        page.mouse.move(box["x"] + 0.1 * box["width"], box["y"] + 0.1 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.3 * box["width"], box["y"] + 0.1 * box["height"], steps=8)
+        page.mouse.up()
+        assert page.is_enabled("#undo") and questions == []
+        page.on("dialog", decline)
+        page.click("#back")
+        page.click("#refresh")
+        page.select_option("#status", "")
+        page.evaluate("document.activeElement.blur()")  # shortcuts never act in a field, the filter included
+        page.keyboard.press("n")
+        assert questions == ["confirm"] * 4
+        assert page.is_visible("#case-view") and not page.is_visible("#worklist-view")
+        assert page.is_enabled("#undo") and page.input_value("#status") == "pending"
+        # Closing or reloading the page: its beforeunload handler asks the browser to ask (a cancelled event).
+        leaving = (
+            "() => { const e = new Event('beforeunload', {cancelable: true}); dispatchEvent(e); "
+            "return e.defaultPrevented; }"
+        )
+        assert page.evaluate(leaving) is True
+        page.click("#undo")  # back to the model's mask, but edited all the same: the page cannot tell intent
+        assert page.evaluate(leaving) is True
+        browser.close()
+    assert service.get(f"/cases/{case['id']}").json()["review"]["status"] == "pending"
+
+
+def test_a_new_key_and_refresh_at_once_list_each_case_once_and_a_verdict_names_its_case(service, real_image_path):
+    first = service.upload(real_image_path.read_bytes(), seed=21, external_id="FIRST-CASE").json()
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(service.url + "/review")
+        page.fill("#api-key", KEYS["reviewer"])
+        page.dispatch_event("#api-key", "change")
+        page.click("#refresh")  # a second load while the first is in flight
+        page.wait_for_selector(f"#worklist li[data-id='{first['id']}']", timeout=30_000)
+        page.wait_for_load_state("networkidle")  # both loads answered: the earlier one's must have been dropped
+        ids = page.eval_on_selector_all("#worklist li", "items => items.map((item) => item.dataset.id)")
+        assert len(ids) == len(set(ids)), "a case listed twice"
+        open_case(page, first["id"])
+        page.keyboard.press("r")
+        wait_until(page, "document.getElementById('saved').textContent.includes('rejected')")
+        assert "FIRST-CASE" in page.inner_text("#saved")
+        browser.close()

@@ -6,14 +6,18 @@
 
 Then `lesionseg train --data-root PARENT_OF_OUT --sets NAME_OF_OUT`.
 
-An export is a snapshot: written whole into a fresh folder beside OUT, then renamed into place, so a reader
-(or a training run) never sees half of one, and nothing of an earlier export survives into it (a case
-rejected since is gone). It refuses an OUT that is not empty unless asked to replace it, and refuses one
-that is a symbolic link. A case whose image is missing or unreadable is skipped and reported, never the
-end of the export. Cases the gate called "not dermoscopy" stay out unless asked for.
+An export is a snapshot: written whole into a fresh folder beside OUT, then exchanged with OUT in one
+rename, so a reader (or a training run) never sees half of one, OUT is never missing, even if the export is
+killed, and nothing of an earlier export survives into it (a case rejected since is gone). It refuses an OUT
+that is not empty unless asked to replace it, one that is a symbolic link, and one whose replacement would
+delete what is not an export: the worklist's database, its image storage, the folder either lives in, the
+working folder, `/` or a home folder. A case whose image is missing or unreadable is skipped and reported,
+never the end of the export. Cases the gate called "not dermoscopy" stay out unless asked for.
 """
 
 import csv
+import ctypes
+import errno
 import io
 import os
 import shutil
@@ -21,6 +25,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filelock import FileLock
 from PIL import Image
 
 from lesionseg.config import Settings
@@ -61,11 +66,39 @@ class ExportSummary:
     left_out_of_distribution: int = 0
 
 
-def check_destination(output: Path, replace: bool) -> None:
+def protected_folders(store: CaseStore) -> list[Path]:
+    """Folders an export must never be, nor hold: replacing it would delete the worklist or a person's files."""
+    folders = [Path("/"), Path.home(), Path.cwd(), store.images.directory, store.images.directory.parent]
+    database = store.engine.url.database
+    if store.engine.dialect.name == "sqlite" and database and database != ":memory:":
+        folders += [Path(database), Path(database).parent]
+    # Every person's home folder, not only the one running the export (a service account exporting to /home/x).
+    folders += [Path(line.split(":")[5]) for line in read_passwd() if line.count(":") >= 6]
+    return [folder.resolve() for folder in folders]
+
+
+def read_passwd() -> list[str]:
+    try:
+        return Path("/etc/passwd").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def check_destination(output: Path, replace: bool, protected: list[Path] = (), storage: Path | None = None) -> None:
     if output.is_symlink():
         raise ExportRefused(f"{output} is a symbolic link; give a real folder")
     if output.exists() and not output.is_dir():
         raise ExportRefused(f"{output} exists and is not a folder")
+    resolved = output.resolve()
+    for folder in protected:
+        # Home folders such as /nonexistent or / for system accounts: only / itself is refused for them.
+        if resolved == folder or (folder != Path("/") and folder.is_relative_to(resolved)):
+            raise ExportRefused(
+                f"{output} is or holds {folder}, which an export must never replace "
+                "(the worklist's database or images, a working or home folder); give a new folder of its own"
+            )
+    if storage is not None and resolved.is_relative_to(storage.resolve()):
+        raise ExportRefused(f"{output} is inside the worklist's image storage {storage}; give a folder outside it")
     if output.is_dir() and any(output.iterdir()) and not replace:
         raise ExportRefused(f"{output} is not empty; give --replace to swap it for a new export whole")
 
@@ -80,16 +113,54 @@ def export_reviews(
     """Writes every accepted or corrected case into a new snapshot at `output`."""
     settings = settings or Settings()
     output = Path(output).absolute()
-    check_destination(output, replace)
+    protected = protected_folders(store)
+    check_destination(output, replace, protected, store.images.directory)
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
-    try:
-        summary = write_snapshot(store, staging, settings, include_out_of_distribution)
-        swap_into_place(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    # One export of OUT at a time: the sweep below must not take another export's staging folder.
+    with FileLock(output.parent / f".{output.name}.export-lock"):
+        sweep_stale_staging(output)
+        # Again: the sweep may have put a parked export back into OUT.
+        check_destination(output, replace, protected, store.images.directory)
+        staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.partial-"))
+        try:
+            summary = write_snapshot(store, staging, settings, include_out_of_distribution)
+            swap_into_place(staging, output)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return summary
+
+
+def sweep_stale_staging(output: Path) -> None:
+    """What a killed export left beside OUT: its half-written snapshot, and (from the two-rename fallback) the
+    earlier export parked aside, which goes back to OUT if OUT is missing."""
+    for previous in sorted(output.parent.glob(f".{output.name}.previous-*")):
+        parked = previous / "export"
+        if not output.exists() and parked.is_dir():
+            os.rename(parked, output)
+        shutil.rmtree(previous, ignore_errors=True)
+    for partial in output.parent.glob(f".{output.name}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# renameat2(2) flags and the "current folder" descriptor, from <fcntl.h> and <linux/fs.h>.
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+
+
+def exchange(first: Path, second: Path) -> bool:
+    """Swaps two paths in one step (Linux 3.15+, on file systems that support it); False where it cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    result = renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, f"cannot swap the new export into {second}: {os.strerror(code)}")
 
 
 def swap_into_place(staging: Path, output: Path) -> None:
@@ -97,6 +168,10 @@ def swap_into_place(staging: Path, output: Path) -> None:
     if not output.exists():
         os.rename(staging, output)
         return
+    if exchange(staging, output):
+        shutil.rmtree(staging, ignore_errors=True)  # now the earlier export
+        return
+    # Two renames: a kill between them leaves OUT missing, and the next export's sweep puts it back.
     previous = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.previous-"))
     os.rename(output, previous / "export")
     os.rename(staging, output)

@@ -136,14 +136,20 @@ async function thumbnail(item, target) {
   target.dataset.drawn = "true";
 }
 
+/* One list load at a time: a load started later (a new key, Refresh, the filter) makes an earlier one's answer
+   stale, and a stale answer is dropped rather than appended, which once showed every card twice. */
+let listLoad = 0;
+
 async function loadWorklist(more = false) {
   showError("");
+  const load = ++listLoad;
   if (!more) { state.cases = []; state.cursor = null; byId("worklist").innerHTML = ""; }
   const query = new URLSearchParams({ order: "uncertainty", limit: "24" });
   if (statusFilter.value) query.set("status", statusFilter.value);
   if (state.cursor) query.set("cursor", state.cursor);
   try {
     const page = await (await api(`cases?${query}`)).json();
+    if (load !== listLoad) return;
     state.cursor = page.next_cursor;
     byId("counts").textContent = Object.entries(page.counts).map(([status, count]) => `${count} ${status}`).join(" · ");
     const list = byId("worklist");
@@ -162,7 +168,7 @@ async function loadWorklist(more = false) {
     byId("worklist-empty").classList.toggle("hidden", state.cases.length > 0);
     byId("more").classList.toggle("hidden", !state.cursor);
   } catch (failure) {
-    showError(failure.message);
+    if (load === listLoad) showError(failure.message);
   }
 }
 
@@ -490,7 +496,8 @@ async function decide(status) {
     });
     const saved = await response.json();
     await openNext();
-    byId("saved").textContent = `Saved: ${status} (version ${saved.review.version}).`;
+    /* Named, since the next case is on screen now: the verdict is the previous case's. */
+    byId("saved").textContent = `Saved the previous case (${caseName(saved)}): ${status}, version ${saved.review.version}.`;
   } catch (failure) {
     if (failure.status === 409) {
       /* The case is reloaded, with the reviewer's strokes laid back on it (the reloaded mask one Undo away),
@@ -514,10 +521,26 @@ async function decide(status) {
   }
 }
 
-function leaveForNext() {
-  if (state.history.length && !window.confirm("Leave this case without saving your changes?")) return;
-  openNext();
+/* Strokes not yet saved: every way out of the case asks first (Next, the worklist, Refresh, the filter, a new
+   upload, closing or reloading the page). Undo back to the start still counts as edited: the page cannot tell
+   whether the person meant it. */
+function hasUnsavedEdits() {
+  return !byId("case-view").classList.contains("hidden") && (state.history.length > 0 || state.redo.length > 0);
 }
+
+function mayLeaveCase() {
+  return !hasUnsavedEdits() || window.confirm("Leave this case without saving your changes?");
+}
+
+function leaveForNext() {
+  if (mayLeaveCase()) openNext();
+}
+
+window.addEventListener("beforeunload", (event) => {
+  if (!hasUnsavedEdits()) return;
+  event.preventDefault();
+  event.returnValue = ""; // older browsers ask only when this is set
+});
 
 byId("accept").addEventListener("click", () => decide("accepted"));
 byId("save").addEventListener("click", () => decide("corrected"));
@@ -535,11 +558,20 @@ byId("reset").addEventListener("click", async () => {
   state.mask = await maskFromPng(`cases/${state.current.id}/mask?source=model`, width, height);
   draw();
 });
-function backToWorklist() { showView("worklist"); loadWorklist(); }
+function backToWorklist() {
+  if (!mayLeaveCase()) return false;
+  showView("worklist");
+  loadWorklist();
+  return true;
+}
 byId("back").addEventListener("click", backToWorklist);
 byId("refresh").addEventListener("click", backToWorklist);
 byId("more").addEventListener("click", () => loadWorklist(true));
-statusFilter.addEventListener("change", backToWorklist);
+let filterShown = statusFilter.value;
+statusFilter.addEventListener("change", () => {
+  if (backToWorklist()) filterShown = statusFilter.value;
+  else statusFilter.value = filterShown; // stayed on the case: the filter shows what the list still holds
+});
 byId("upload").addEventListener("change", async (event) => {
   /* Each chosen image is segmented and kept as a case (POST /cases), then the worklist is shown again. */
   showError("");
@@ -557,7 +589,8 @@ byId("upload").addEventListener("change", async (event) => {
   }
   showProgress("");
   event.target.value = "";
-  showView("worklist");
+  /* New cases join the list; a case with unsaved strokes stays open (they are added all the same). */
+  if (mayLeaveCase()) showView("worklist");
   await loadWorklist();
   showError(failures.join(" · "));
 });
