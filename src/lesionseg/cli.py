@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lesionseg import __version__
 from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
+from lesionseg.devices import DEVICE_HELP, check_device_name
 
 
 def model_split(predictor):
@@ -78,24 +79,27 @@ def add_serve_parser(subparsers) -> None:
         "--workers", type=int, default=1, help="processes, each with its own model; give each cores / workers threads"
     )
     parser.add_argument("--backend", choices=BACKENDS, help=f"{BACKEND_HELP} (or LESIONSEG_BACKEND)")
+    parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
 
 
 def run_serve(arguments: argparse.Namespace) -> None:
     import functools
 
-    import uvicorn
-
-    from lesionseg.api.http_protocol import H11_BUFFER_MARGIN_BYTES, LimitedH11Protocol
-    from lesionseg.api.observability import uvicorn_log_config
     from lesionseg.config import Settings
     from lesionseg.predictor import check_backend_installed
 
     # Flags become environment settings, so that every worker process reads the same ones.
-    for key in ("host", "port", "weights", "backend"):
+    for key in ("host", "port", "weights", "backend", "device"):
         if (value := getattr(arguments, key)) is not None:
             os.environ[f"LESIONSEG_{key.upper()}"] = str(value)
+    # Checked before the server's own imports: a wrong setting is named, whatever else is missing.
     settings = Settings()
-    check_backend_installed(settings.backend, settings.weights)
+    check_backend_installed(settings.backend, settings.weights, settings.device)
+
+    import uvicorn
+
+    from lesionseg.api.http_protocol import H11_BUFFER_MARGIN_BYTES, LimitedH11Protocol
+    from lesionseg.api.observability import uvicorn_log_config
     uvicorn.run(
         "lesionseg.api.app:create_app",
         factory=True,
@@ -114,6 +118,13 @@ def run_serve(arguments: argparse.Namespace) -> None:
     )
 
 
+def device_argument(text: str) -> str:
+    try:
+        return check_device_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_predict_parser(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="segment images or folders of images")
     parser.add_argument("images", nargs="+", type=Path, help="image files and/or folders of images")
@@ -127,6 +138,7 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     add_prediction_arguments(parser)
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
     parser.add_argument("--json", action="store_true", help="report one JSON object per image instead of a table")
 
 
@@ -187,7 +199,7 @@ def run_predict(arguments: argparse.Namespace) -> None:
     from lesionseg.imaging.decode import ImageRejected
     from lesionseg.segmenter import load
 
-    segmenter = load(arguments.weights, arguments.backend)
+    segmenter = load(arguments.weights, arguments.backend, device=arguments.device)
     request = prediction_request(arguments, segmenter.settings)
     arguments.out.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -276,6 +288,7 @@ def add_batch_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=0, help="threads per worker; 0: all cores (local), 1 (ray)")
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
     add_prediction_arguments(parser)
 
 
@@ -285,14 +298,22 @@ def run_batch(arguments: argparse.Namespace) -> None:
     from lesionseg.batch.results import ResultsTable
     from lesionseg.batch.worker import JobSettings
     from lesionseg.config import Settings
-    from lesionseg.predictor import resolve_backend
+    from lesionseg.devices import wants_cuda
+    from lesionseg.predictor import check_backend_installed, resolve_backend
 
-    weights = (arguments.weights or Settings().weights).resolve()
+    settings = Settings()
+    weights = (arguments.weights or settings.weights).resolve()
+    device = arguments.device or settings.device
+    # The job's record names the engine that ran, and where.
+    check_backend_installed(arguments.backend, weights, device)  # before any image is read
+    backend = resolve_backend(arguments.backend, weights, device)
+    on_gpu = backend == "pytorch" and wants_cuda(device)
     job = JobSettings(
         weights=str(weights),
-        backend=resolve_backend(arguments.backend, weights),  # the job's record names the engine that ran
+        backend=backend,
         request=prediction_request(arguments),
         threads=arguments.threads,
+        device=("cuda" if device == "auto" else device) if on_gpu else "cpu",
     )
     items = list_inputs(arguments.input)
     if not items:

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # precision (bfloat16 where the CPU has it); openvino-f32: OpenVINO in float32. onnx-int8 and
     # openvino-int8: the static int8 trunk `lesionseg quantise` wrote beside the graphs, the tail in float.
     backend: Literal["auto", "pytorch", "onnx", "onnx-int8", "openvino", "openvino-f32", "openvino-int8"] = "auto"
+    # Where the PyTorch backend runs (lesionseg.devices): auto takes CUDA where a GPU is visible, in bfloat16;
+    # cpu, cuda and cuda:N by name. ONNX Runtime and OpenVINO run on the CPU.
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     # Threads for one inference; 0 keeps the backend's default (one per core). With several
     # workers, give each cores / workers so they do not fight over the same cores.
     inference_threads: int = Field(0, ge=0)

@@ -15,6 +15,7 @@ import numpy as np
 
 from lesionseg.backends.batching import TrunkBatcher
 from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
+from lesionseg.devices import check_device_name, wants_cuda
 from lesionseg.imaging import preprocess
 from lesionseg.imaging.bands import MapBands
 from lesionseg.model.config import ModelConfig
@@ -29,7 +30,14 @@ from lesionseg.model.sidecar import (
 from lesionseg.site_profile import read_site_profile, with_site_profile
 from lesionseg.uncertainty.coverage import threshold_for_coverage
 from lesionseg.uncertainty.out_of_distribution import OutOfDistributionGate
-from lesionseg.uncertainty.sampling import Backend, UncertaintyMaps, check_samples, sample_tail, summarise
+from lesionseg.uncertainty.sampling import (
+    Backend,
+    UncertaintyMaps,
+    check_samples,
+    draw_channel_masks,
+    sample_tail,
+    summarise,
+)
 from lesionseg.uncertainty.scores import expected_dice_error
 
 
@@ -101,13 +109,26 @@ def has_onnx_graphs(weights_path: Path) -> bool:
     )
 
 
-def choose_backend(requested: str, weights_path: Path) -> dict[str, str]:
+def choose_backend(requested: str, weights_path: Path, device: str = "auto") -> dict[str, str]:
     """{"name", "reason"}: the backend `requested` means for these weights, and why, in a sentence for `/info`.
-    "auto" is ONNX Runtime on the checkpoint's float32 graphs wherever they were exported (the same model as
-    PyTorch, to float rounding: faster on every CPU measured, and lighter), else PyTorch. Never int8, which
-    moves a few boundary pixels: that is asked for by name."""
+    "auto" is PyTorch where the device is a GPU; else ONNX Runtime on the checkpoint's float32 graphs wherever
+    they were exported (the same model as PyTorch, to float rounding: faster on every CPU measured, and
+    lighter), else PyTorch. Never int8, which moves a few boundary pixels: that is asked for by name."""
+    check_device_name(device)
+    if requested not in ("auto", "pytorch") and device.startswith("cuda"):
+        raise ValueError(
+            f"LESIONSEG_DEVICE / --device {device}: only the PyTorch backend runs on a GPU; --backend {requested} "
+            "runs on the CPU (give --backend pytorch, or --device cpu)"
+        )
     if requested != "auto":
         return {"name": requested, "reason": f"asked for by name ({requested})"}
+    if wants_cuda(device):
+        if importlib.util.find_spec("torch") is None:
+            raise ValueError(
+                f"LESIONSEG_DEVICE / --device {device}: a GPU runs the model through PyTorch, which this install "
+                "does not have: pip install 'lesionseg[torch]' (or --device cpu)"
+            )
+        return {"name": "pytorch", "reason": "auto: a CUDA GPU is visible, and PyTorch runs the model on it"}
     if has_onnx_graphs(weights_path):
         return {
             "name": "onnx",
@@ -123,25 +144,33 @@ def choose_backend(requested: str, weights_path: Path) -> dict[str, str]:
     return {"name": "onnx", "reason": "auto: PyTorch is not installed (the lean install), so ONNX Runtime"}
 
 
-def resolve_backend(backend: str, weights_path: Path) -> str:
-    return choose_backend(backend, weights_path)["name"]
+def resolve_backend(backend: str, weights_path: Path, device: str = "auto") -> str:
+    return choose_backend(backend, weights_path, device)["name"]
 
 
 # The module each backend cannot run without (and which an optional extra installs).
 BACKEND_MODULES = {"pytorch": "torch", "openvino": "openvino", "openvino-f32": "openvino", "openvino-int8": "openvino"}
 
 
-def check_backend_installed(backend: str, weights_path: Path) -> None:
+def check_backend_installed(backend: str, weights_path: Path, device: str = "auto") -> None:
     """ModuleNotFoundError, naming the module, if `backend` cannot run here: checked before a server starts
-    its workers, where the error would otherwise end as a traceback in each of them."""
-    module = BACKEND_MODULES.get(resolve_backend(backend, weights_path))
+    its workers, where the error would otherwise end as a traceback in each of them. A GPU asked for by name
+    is looked for now too (ValueError in one line where PyTorch sees none)."""
+    resolved = resolve_backend(backend, weights_path, device)
+    module = BACKEND_MODULES.get(resolved)
     if module is not None:
         importlib.import_module(module)
+    if resolved == "pytorch" and device.startswith("cuda"):
+        from lesionseg.backends.pytorch_backend import resolve_device
+
+        resolve_device(device)
 
 
-def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: int) -> tuple[Backend, Sidecar]:
+def load_backend(
+    weights_path: Path, backend: str, allow_pickle: bool, threads: int, device: str = "auto"
+) -> tuple[Backend, Sidecar]:
     """The torch import stays inside the PyTorch branch, so an ONNX-only install never needs it."""
-    backend = resolve_backend(backend, weights_path)
+    backend = resolve_backend(backend, weights_path, device)
     if backend in ("onnx", "onnx-int8"):
         from lesionseg.backends.onnx_backend import OnnxBackend
 
@@ -162,7 +191,7 @@ def load_backend(weights_path: Path, backend: str, allow_pickle: bool, threads: 
     from lesionseg.model.checkpoint import load_checkpoint
 
     model, sidecar = load_checkpoint(weights_path, allow_pickle=allow_pickle)
-    return TorchBackend(model, sidecar.architecture["input_size"], threads), sidecar
+    return TorchBackend(model, sidecar.architecture["input_size"], threads, device), sidecar
 
 
 def flipped_views(batch: np.ndarray) -> np.ndarray:
@@ -219,11 +248,14 @@ class Predictor:
         threads: int = 0,
         max_batch_size: int = 1,
         site_profile: Path | None = None,
+        device: str = "auto",
     ) -> "Predictor":
         """`site_profile`: a clinic's own thresholds for this model (`lesionseg calibrate-site`), in place of the
-        sidecar's."""
-        choice = choose_backend(backend, weights_path)
-        loaded_backend, sidecar = load_backend(weights_path, choice["name"], allow_pickle, threads)
+        sidecar's. `device`: where the PyTorch backend runs (lesionseg.devices)."""
+        choice = choose_backend(backend, weights_path, device)
+        loaded_backend, sidecar = load_backend(weights_path, choice["name"], allow_pickle, threads, device)
+        # Where it runs and in what precision, for /info: a GPU's bfloat16 moves a few boundary pixels.
+        choice = {**choice, **loaded_backend.placement}
         if site_profile is not None:
             sidecar = with_site_profile(sidecar, read_site_profile(site_profile), site_profile)
         gate = load_gate(weights_path, sidecar)
@@ -270,6 +302,22 @@ class Predictor:
         # The first view is the image as given; flipped views describe the same picture.
         return (pooled_views(logits) if tta else logits), (None if descriptor is None else descriptor[0])
 
+    def sample_maps(
+        self, batch: np.ndarray, samples: int, seed: int, tta: bool = DEFAULT_TTA
+    ) -> tuple[UncertaintyMaps, np.ndarray | None]:
+        """`sample`'s logits summarised: the mean probability, its standard deviation and entropy. A backend
+        on a GPU summarises where its logits are (`sample_maps`), the same maps to float rounding."""
+        if not getattr(self.backend, "on_gpu", False):
+            logits, descriptor = self.sample(batch, samples, seed, tta)
+            return summarise(logits, self.temperature), descriptor
+        check_samples(samples)
+        views = 3 if tta else 1
+        trunk, descriptor = self.batcher.trunk(flipped_views(batch) if tta else batch)
+        with self.batcher.inference_lock:
+            masks = draw_channel_masks(self.config, views * samples, seed)
+            maps = self.backend.sample_maps(trunk, masks, views, self.temperature)
+        return maps, (None if descriptor is None else descriptor[0])
+
     def predict(
         self,
         rgb: np.ndarray,
@@ -291,8 +339,7 @@ class Predictor:
         started = time.perf_counter()
         batch = self.model_input(rgb)
         prepared = time.perf_counter()
-        logits, image_descriptor = self.sample(batch, samples, seed, tta)
-        maps = summarise(logits, self.temperature)
+        maps, image_descriptor = self.sample_maps(batch, samples, seed, tta)
         ood_score = float(self.gate.scores(image_descriptor[None])[0]) if self.gate is not None else None
         sampled = time.perf_counter()
         model_probability = maps.mean_probability[0]

@@ -351,14 +351,24 @@ class Segmenter:
 
 
 def load(
-    weights: str | Path | None = None, backend: str = "auto", threads: int = 0, settings: Settings | None = None
+    weights: str | Path | None = None,
+    backend: str = "auto",
+    threads: int = 0,
+    settings: Settings | None = None,
+    device: str | None = None,
 ) -> Segmenter:
     """The embedded model, or the checkpoint at `weights` (a .safetensors with its .json sidecar).
-    `backend`: "onnx" (ONNX Runtime), "pytorch", ..., or "auto" (ONNX Runtime where the checkpoint's graphs were
-    exported, else PyTorch)."""
+    `backend`: "onnx" (ONNX Runtime), "pytorch", ..., or "auto" (PyTorch on a visible GPU, else ONNX Runtime
+    where the checkpoint's graphs were exported, else PyTorch). `device`: "auto", "cpu", "cuda" or "cuda:N";
+    None reads LESIONSEG_DEVICE (default auto)."""
     settings = settings or Settings()
     weights = Path(weights) if weights else settings.weights
     predictor = Predictor.from_checkpoint(
-        weights, backend, settings.allow_pickle_checkpoints, threads, site_profile=settings.site_profile
+        weights,
+        backend,
+        settings.allow_pickle_checkpoints,
+        threads,
+        site_profile=settings.site_profile,
+        device=settings.device if device is None else device,
     )
     return Segmenter(predictor, settings)

@@ -98,6 +98,8 @@ class PredictionSummary(BaseModel):
 class BackendChoice(BaseModel):
     name: str = Field(description="the backend serving: pytorch, onnx, onnx-int8, openvino...")
     reason: str = Field(description="why: asked for by name, or what `auto` found installed")
+    device: str = Field("cpu", description="where it runs: cpu, or cuda:N (the PyTorch backend on a GPU)")
+    precision: str = Field("float32", description="float32 on a CPU; bfloat16 (or float16) on a GPU")
 
 
 class ModelCard(BaseModel):

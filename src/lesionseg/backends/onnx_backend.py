@@ -35,6 +35,7 @@ class OnnxBackend:
         self.tail_inputs = [item.name for item in self.tail_session.get_inputs()]
         self.has_descriptor = has_descriptor(self.trunk_session.get_outputs()[-1].name, weights_path, sidecar)
         self.repeats_trunk = tail_repeats_trunk(sidecar)
+        self.placement = {"device": "cpu", "precision": "int8 trunk, float32 tail" if int8_trunk else "float32"}
 
     def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
         outputs = self.trunk_session.run(None, {"image": images})

@@ -38,6 +38,8 @@ class OpenVinoBackend:
         self.trunk_model = core.compile_model(core.read_model(trunk_path), "CPU", config)
         self.tail_model = core.compile_model(core.read_model(tail_path), "CPU", config)
         self.precision = self.trunk_model.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        trunk_precision = "int8 trunk, " if int8_trunk else ""
+        self.placement = {"device": "cpu", "precision": f"{trunk_precision}{self.precision}"}
         self.has_descriptor = has_descriptor(self.trunk_model.outputs[-1].get_any_name(), weights_path, sidecar)
         self.repeats_trunk = tail_repeats_trunk(sidecar)
 

@@ -48,6 +48,8 @@ class JobSettings:
     # A fixed seed (never drawn): rerunning a job, or resuming it, gives the same masks.
     request: PredictionRequest = PredictionRequest(seed=0)
     threads: int = 0  # per worker; 0 = the backend's choice
+    # cpu or cuda (lesionseg.devices), resolved when the job starts: a GPU's bfloat16 moves boundary pixels.
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         # Refused before the job starts, rather than as the same error in every image's row.
@@ -98,7 +100,7 @@ class BatchWorker:
         self.job = job
         self.settings = Settings()
         self.predictor = Predictor.from_checkpoint(
-            Path(job.weights), job.backend, threads=job.threads, max_batch_size=max_batch_size
+            Path(job.weights), job.backend, threads=job.threads, max_batch_size=max_batch_size, device=job.device
         )
         self.segmenter = Segmenter(self.predictor, self.settings)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"

@@ -28,12 +28,19 @@ class Launch:
 
 
 @contextmanager
-def joined_process_group() -> Iterator[Launch]:
-    """Joins the process group torchrun set up in the environment, and leaves it however training ends."""
+def joined_process_group(requested_device: str = "auto") -> Iterator[Launch]:
+    """Joins the process group torchrun set up in the environment, and leaves it however training ends.
+    `requested_device` (lesionseg.devices): `cpu` keeps a GPU machine's training on the CPU; `cuda:N` picks
+    the GPU of a single process (under torchrun each rank takes its LOCAL_RANK's)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if requested_device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {requested_device}: PyTorch sees no CUDA GPU here; give --device cpu or auto")
+    if requested_device.startswith("cuda:") and world_size == 1:
+        local_rank = int(requested_device.partition(":")[2])
+    on_gpu = torch.cuda.is_available() and requested_device != "cpu"
+    device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
     if device.type == "cuda":
         # NCCL and all_gather_object work on the current device, which must be this rank's own GPU.
         torch.cuda.set_device(device)

@@ -38,11 +38,14 @@ from lesionseg.training.distributed import (
     sum_over_ranks,
     wait_for_every_rank,
 )
+from lesionseg.training.gpu_augmentation import DevicePairs
 from lesionseg.training.losses import bce_dice_loss
 from lesionseg.training.options import TrainingOptions
 
 # Model selection and the shipped bar are both on ISIC pairs; other sets are reported alongside.
 SELECTION_SET = "isic2018"
+# The batch --learning-rate is given for (the CPU recipe's); larger batches scale it (scaled_learning_rate).
+REFERENCE_BATCH_SIZE = 16
 
 
 @dataclass
@@ -220,6 +223,23 @@ class TrainingState:
         wait_for_every_rank(launch)
 
 
+def device_batches(
+    dataset: DevicePairs, indices: list[int], options: TrainingOptions, start_step: int, launch: Launch, epoch: int
+):
+    """This rank's share of each remaining batch of the epoch, augmented on the device. Each step's draws come
+    from (seed, rank, epoch, step) alone, so a resumed epoch replays exactly what an uninterrupted one would."""
+    generator = torch.Generator(device=dataset.device)
+    for step in range(start_step, len(indices) // options.batch_size):
+        generator.manual_seed(((options.seed * 1_000_003 + launch.rank) * 10_007 + epoch) * 1_000_003 + step)
+        share = list(own_share(indices[step * options.batch_size : (step + 1) * options.batch_size], launch))
+        yield dataset.batch(share, generator)
+
+
+def scaled_learning_rate(options: TrainingOptions) -> float:
+    """AdamW's square-root rule: the peak learning rate given for a batch of 16, at this batch."""
+    return options.learning_rate * math.sqrt(options.batch_size / REFERENCE_BATCH_SIZE)
+
+
 def epoch_loader(
     dataset: AugmentedPairs, indices: list[int], options: TrainingOptions, start_step: int, launch: Launch
 ) -> torch.utils.data.DataLoader:
@@ -245,7 +265,7 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     scheduler,
     scaler: torch.amp.GradScaler,
-    loader: torch.utils.data.DataLoader,
+    loader,
     state: TrainingState,
     save_state,
     options: TrainingOptions,
@@ -306,15 +326,21 @@ def evaluate(
 def train(options: TrainingOptions) -> Path:
     """Trains, resuming from `output_directory/state.pt` if present; returns the best checkpoint's path.
     Under `torchrun` every rank runs this; rank 0 alone writes files and shows progress."""
-    with joined_process_group() as launch:
+    with joined_process_group(options.device) as launch:
         return train_in_process(options, launch)
+
+
+def augments_on_device(options: TrainingOptions, launch: Launch) -> bool:
+    return options.augment_on == "device" or (options.augment_on == "auto" and launch.device.type == "cuda")
 
 
 def training_dataset(
     records: list[PairRecord], options: TrainingOptions, config: ModelConfig, launch: Launch
-) -> AugmentedPairs:
+) -> AugmentedPairs | DevicePairs:
     images, masks = load_square_arrays(records, config.input_size, "decoding training pairs", launch.is_main)
     camera_shifts = options.augmentation == "camera"
+    if augments_on_device(options, launch):
+        return DevicePairs(images, masks, config.mean, config.std, launch.device, camera_shifts)
     return AugmentedPairs(images, masks, config.mean, config.std, augment=True, camera_shifts=camera_shifts)
 
 
@@ -368,7 +394,10 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
     model, encoder_weights = initialised_model(options, config)
     device = launch.device
     model.to(device, memory_format=memory_format(device))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
+    learning_rate = scaled_learning_rate(options)
+    if launch.is_main:
+        print(f"training on {device}, batch {options.batch_size}, peak learning rate {learning_rate:.2e}", flush=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=options.weight_decay)
     # Only float16 can underflow gradients; with bfloat16 or float32 the scaler passes everything through.
     # Its scale re-finds itself within a few steps, so state.pt does not keep it.
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype(device) == torch.float16)
@@ -390,7 +419,10 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
 
     while state.epoch < options.epochs:
         indices = epoch_indices(weights, steps_per_epoch * options.batch_size, options.seed, state.epoch)
-        loader = epoch_loader(dataset, indices, options, state.step_in_epoch, launch)
+        if isinstance(dataset, DevicePairs):
+            loader = device_batches(dataset, indices, options, state.step_in_epoch, launch, state.epoch)
+        else:
+            loader = epoch_loader(dataset, indices, options, state.step_in_epoch, launch)
         started = time.time()
         loss_total, loss_count = train_one_epoch(
             trained, optimizer, scheduler, scaler, loader, state, save_state, options, launch
@@ -402,6 +434,7 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
             "train_loss": round(loss_total / max(1, loss_count), 5),
             "learning_rate": scheduler.get_last_lr()[0],
             "train_seconds": round(time.time() - started, 1),
+            "images_per_second": round(loss_count / launch.world_size * options.batch_size / (time.time() - started)),
             **evaluate(model, config, validation_sets, options.batch_size, launch),
         }
         state.history.append(row)

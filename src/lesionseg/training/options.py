@@ -20,8 +20,12 @@ class TrainingOptions:
     output_directory: Path | None = option(None, "default: runs/MODEL")
     epochs: int = option(12)
     samples_per_epoch: int = option(4000, "pairs drawn per epoch, balanced across the sets")
-    batch_size: int = option(16)
-    learning_rate: float = option(1e-3, "the peak, after a linear warm-up; cosine decay to the end")
+    batch_size: int = option(16, "the global batch; on a GPU, 128 or more")
+    learning_rate: float = option(
+        1e-3,
+        "the peak at a batch of 16, after a linear warm-up, cosine decay to the end; a larger batch scales it by "
+        "the square root of batch / 16 (AdamW's rule), printed at the start",
+    )
     weight_decay: float = option(1e-4)
     warmup_fraction: float = option(0.03, "of all steps")
     held_out_fraction: float = option(
@@ -38,6 +42,14 @@ class TrainingOptions:
         choices=["camera", "basic"],
     )
     threads: int = option(0, "torch threads; 0 = torch's choice")
+    device: str = option("auto", "auto (CUDA where PyTorch sees a GPU, else the CPU), cpu, cuda or cuda:N")
+    augment_on: str = option(
+        "auto",
+        "loader: each pair in loader processes (all of --augmentation); device: whole batches on the training "
+        "device, the pairs kept there (geometry, colour, cast, exposure, vignette; no blur, resolution or JPEG); "
+        "auto: device on a GPU, loader on the CPU",
+        choices=["auto", "loader", "device"],
+    )
     checkpoint_every: int = option(50, "steps")
     loader_workers: int = option(2, "processes augmenting the next batches; 0 augments in the training process")
     limit_pairs: int = option(0, "use only the first N pairs of each set")

@@ -21,9 +21,13 @@ MAX_SAMPLES = 64
 class Backend(Protocol):
     """What MC sampling needs from an inference engine (PyTorch or ONNX Runtime)."""
 
+    # {"device", "precision"}: where it runs, for /info.
+    placement: dict[str, str]
+
     def trunk(self, images: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
         """The tail's inputs, and each image's descriptor for the out-of-distribution gate (N×D; None
-        from an ONNX graph exported before the gate existed)."""
+        from an ONNX graph exported before the gate existed). The tail's inputs are only sliced by rows and
+        handed back to the same backend's `tail`: on a GPU they stay there, as device tensors."""
         ...
 
     def tail(self, trunk: list[np.ndarray], masks: list[np.ndarray]) -> np.ndarray:

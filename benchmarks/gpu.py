@@ -1,0 +1,157 @@
+"""The GPU benchmark: serving on CUDA against the CPU in the same run, the masks' agreement, and `lesionseg batch`.
+
+    python benchmarks/gpu.py --photo PHOTO.jpg --pairs FOLDER [--device cuda] [--out results.json]
+
+On the embedded model through the public Python API (`lesionseg.load(device=...)`), PyTorch backend:
+- in process, a 1024×768 JPEG, flip TTA, mask out: p50 and p90 at T = 1, 10 and 30, on `--device` and on the
+  CPU, with the request's own decode / preprocess / inference split; and at T = 10 with the network
+  channels-last, the layout the default was chosen against;
+- agreement of the device's masks with the CPU's (T = 10, TTA, seed 0) on every picture in `--pairs`: the
+  share of pixels that differ, the largest probability difference, and how far from the threshold the CPU's
+  probability was at the pixels that differ;
+- `lesionseg batch` on 128 variants of the photo, images/s.
+Prints one table a section, and writes every number to `--out`. Runs on a CPU too (`--device cpu`), slowly:
+that is how it is checked before a GPU machine is lent.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+import lesionseg
+from lesionseg.backends.pytorch_backend import TorchBackend
+from lesionseg.cli import main as lesionseg_main
+from lesionseg.config import Settings
+from lesionseg.model.checkpoint import load_checkpoint
+from lesionseg.predictor import Predictor, load_gate
+from lesionseg.segmenter import Segmenter
+
+
+def photo_1024_by_768(path: Path) -> bytes:
+    image = cv2.resize(cv2.imread(str(path)), (1024, 768), interpolation=cv2.INTER_AREA)
+    return cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def timed(segmenter, data: bytes, samples: int, repeats: int) -> dict:
+    for _ in range(3):  # warm-up: kernels chosen, memory pooled
+        segmenter.predict(data, samples=samples, tta=True, seed=0).render("mask")
+    totals, parts = [], []
+    for repeat in range(repeats):
+        started = time.perf_counter()
+        result = segmenter.predict(data, samples=samples, tta=True, seed=repeat)
+        result.render("mask")
+        totals.append((time.perf_counter() - started) * 1000)
+        parts.append(result.prediction.timings_ms)
+    return {
+        "samples": samples,
+        "p50_ms": round(statistics.median(totals), 2),
+        "p90_ms": round(float(np.percentile(totals, 90)), 2),
+        **{f"{name}_ms": round(statistics.median(part[name] for part in parts), 2) for name in parts[0]},
+    }
+
+
+def channels_last(device: str) -> Segmenter:
+    """The embedded model on `device` with the network channels-last instead of the default NCHW."""
+    weights = Settings().weights
+    model, sidecar = load_checkpoint(weights)
+    backend = TorchBackend(model, sidecar.architecture["input_size"], device=device, channels_last=True)
+    return Segmenter(Predictor(backend, sidecar, 1, load_gate(weights, sidecar), {"name": "pytorch", "reason": ""}))
+
+
+def agreement(device_segmenter, cpu_segmenter, pictures: list[Path]) -> dict:
+    differing, largest, nearest_margin, total_pixels, gate = 0, 0.0, 0.0, 0, 0.0
+    for path in pictures:
+        data = path.read_bytes()
+        on_device = device_segmenter.predict(data, samples=10, tta=True, seed=0)
+        on_cpu = cpu_segmenter.predict(data, samples=10, tta=True, seed=0)
+        probability_device, probability_cpu = on_device.probability, on_cpu.probability
+        changed = on_device.mask != on_cpu.mask
+        differing += int(changed.sum())
+        total_pixels += changed.size
+        largest = max(largest, float(np.abs(probability_device - probability_cpu).max()))
+        if changed.any():
+            margin = np.abs(probability_cpu[changed] - on_cpu.prediction.threshold).max()
+            nearest_margin = max(nearest_margin, float(margin))
+        if on_device.ood_score is not None:
+            gate = max(gate, abs(on_device.ood_score - on_cpu.ood_score))
+    return {
+        "pictures": len(pictures),
+        "pixels_differing_fraction": differing / max(1, total_pixels),
+        "largest_probability_difference": round(largest, 5),
+        "largest_threshold_margin_of_a_differing_pixel": round(nearest_margin, 5),
+        "largest_gate_score_difference": round(gate, 5),
+    }
+
+
+def batch_throughput(photo: bytes, device: str, images: int) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        inputs, outputs = Path(folder) / "in", Path(folder) / "out"
+        inputs.mkdir()
+        decoded = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+        for index in range(images):
+            # Variants, not copies: each its own shift and flip, so no cache sees the same bytes twice.
+            variant = np.roll(decoded, (index * 7) % 97, axis=1)[:, :: (1 if index % 2 else -1)]
+            cv2.imwrite(str(inputs / f"{index:04d}.jpg"), variant, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        started = time.perf_counter()
+        lesionseg_main(["batch", str(inputs), str(outputs), "--device", device, "--backend", "pytorch"])
+        seconds = time.perf_counter() - started
+    return {"images": images, "seconds": round(seconds, 2), "images_per_second": round(images / seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photo", type=Path, required=True, help="a dermoscopy photo, made 1024×768 here")
+    parser.add_argument("--pairs", type=Path, required=True, help="a folder of pictures for the agreement check")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--agreement-pictures", type=int, default=100)
+    parser.add_argument("--batch-images", type=int, default=128)
+    parser.add_argument("--out", type=Path)
+    arguments = parser.parse_args()
+
+    photo = photo_1024_by_768(arguments.photo)
+    device_segmenter = lesionseg.load(backend="pytorch", device=arguments.device)
+    cpu_segmenter = lesionseg.load(backend="pytorch", device="cpu")
+    placement = device_segmenter.predictor.backend_choice
+    report = {"device": placement["device"], "precision": placement["precision"], "latency": []}
+    variants = [(arguments.device, device_segmenter, (1, 10, 30)), ("cpu", cpu_segmenter, (10,))]
+    if arguments.device != "cpu":
+        variants.append((f"{arguments.device}, NHWC", channels_last(arguments.device), (10,)))
+    for name, segmenter, counts in variants:
+        for samples in counts:
+            repeats = max(5, arguments.repeats // 5) if segmenter is cpu_segmenter else arguments.repeats
+            report["latency"].append({"device": name, **timed(segmenter, photo, samples, repeats)})
+    print(f"in process, 1024×768 JPEG, TTA, mask out ({report['device']}, {report['precision']})")
+    print(f"{'device':<14} {'T':>3} {'p50 ms':>8} {'p90 ms':>8} {'decode':>7} {'prep':>6} {'infer':>7}")
+    for row in report["latency"]:
+        print(
+            f"{row['device']:<14} {row['samples']:>3} {row['p50_ms']:>8} {row['p90_ms']:>8} "
+            f"{row.get('decode_ms', 0):>7} {row.get('preprocess_ms', 0):>6} {row.get('inference_ms', 0):>7}"
+        )
+    device_rows = {row["samples"]: row for row in report["latency"] if row["device"] == arguments.device}
+    if 30 in device_rows and 1 in device_rows:
+        report["t30_over_t1"] = round(device_rows[30]["p50_ms"] / device_rows[1]["p50_ms"], 2)
+        print(f"T = 30 over T = 1: {report['t30_over_t1']}× (target ≤ 1.3)")
+
+    pictures = sorted(arguments.pairs.rglob("*.jpg"))[: arguments.agreement_pictures]
+    report["agreement"] = agreement(device_segmenter, cpu_segmenter, pictures)
+    print("masks, device against CPU (T = 10, TTA, seed 0):", json.dumps(report["agreement"]))
+
+    if arguments.out:  # kept now: the batch run may outlast a time limit
+        arguments.out.write_text(json.dumps(report, indent=2) + "\n")
+    del device_segmenter, cpu_segmenter, variants
+    report["batch"] = batch_throughput(photo, arguments.device, arguments.batch_images)
+    print(f"lesionseg batch, {arguments.batch_images} 1024×768 JPEGs: {report['batch']['images_per_second']} images/s")
+    if arguments.out:
+        arguments.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
