@@ -100,6 +100,7 @@ def run_serve(arguments: argparse.Namespace) -> None:
 
     from lesionseg.api.http_protocol import H11_BUFFER_MARGIN_BYTES, LimitedH11Protocol
     from lesionseg.api.observability import uvicorn_log_config
+
     uvicorn.run(
         "lesionseg.api.app:create_app",
         factory=True,

@@ -60,7 +60,8 @@ def test_a_wrong_device_names_its_setting_in_one_line(real_image_path, tmp_path)
     assert "LESIONSEG_DEVICE" in served.stderr and "'gpu'" in served.stderr
     flagged = lesionseg("predict", str(real_image_path), "--out", str(tmp_path), "--device", "cuda:x")
     assert flagged.returncode == 2 and "--device" in flagged.stderr and "cuda:N" in flagged.stderr
-    on_onnx = lesionseg("predict", str(real_image_path), "--out", str(tmp_path), "--device", "cuda", "--backend", "onnx")
+    arguments = ["predict", str(real_image_path), "--out", str(tmp_path), "--device", "cuda", "--backend", "onnx"]
+    on_onnx = lesionseg(*arguments)
     assert on_onnx.returncode == 2 and "only the PyTorch backend runs on a GPU" in on_onnx.stderr
 
 
