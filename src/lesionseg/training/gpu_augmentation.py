@@ -4,8 +4,7 @@ The CPU path (training/data.py) augments one item at a time in loader processes:
 on each pair, and the camera shifts in NumPy. On a GPU that caps training near 2,000 images/s whatever the
 batch (5–7 ms an item on one core, 12 processes). Here the pairs are decoded once into uint8 tensors on the
 device (9,070 pairs at 192 px: 1.3 GB; all 11,800: 1.7 GB), and each step draws its own parameters per item
-and applies them
-as a few batched tensor operations:
+and applies them as a few batched tensor operations:
 
 - geometry: a flip either way, a rotation by any angle, a scale in [0.85, 1.2] and a shift of up to 5 %, one
   affine matrix per item, sampled by `grid_sample` (bilinear for the image, the mask cut at one half), as
