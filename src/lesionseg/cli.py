@@ -95,6 +95,13 @@ def run_serve(arguments: argparse.Namespace) -> None:
     # Checked before the server's own imports: a wrong setting is named, whatever else is missing.
     settings = Settings()
     check_backend_installed(settings.backend, settings.weights, settings.device)
+    if settings.site_profile is not None:  # refused here in one line, not by each worker in a traceback
+        from lesionseg.model.sidecar import read_sidecar
+        from lesionseg.site_profile import read_site_profile, with_site_profile
+
+        with_site_profile(
+            read_sidecar(settings.weights), read_site_profile(settings.site_profile), settings.site_profile
+        )
 
     import uvicorn
 
@@ -644,7 +651,7 @@ def add_calibrate_site_parser(subparsers) -> None:
 
 def run_calibrate_site(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation.site import calibrate_site, format_site_report
-    from lesionseg.site_profile import write_site_profile
+    from lesionseg.site_profile import PROFILE_FORMAT, profile_problem, write_site_profile
 
     _, predictor = load_predictor(arguments.weights)
     profile, report = calibrate_site(
@@ -656,6 +663,13 @@ def run_calibrate_site(arguments: argparse.Namespace) -> None:
         arguments.seed,
         arguments.negatives,
     )
+    # Refused rather than written: a profile that switches a flag off is worse than none.
+    problem = profile_problem({"format": PROFILE_FORMAT, **profile}, predictor.sidecar)
+    if problem is not None:
+        raise ValueError(
+            f"{arguments.export}: these cases cannot support a site profile ({problem}); the export is too small "
+            "or too uniform (tiny or empty masks): review more of the site's cases, then run it again"
+        )
     write_site_profile(arguments.output, {**profile, "held_back": report})
     print(format_site_report(report))
     print(f"site profile: {arguments.output}; serve with LESIONSEG_SITE_PROFILE={arguments.output}")

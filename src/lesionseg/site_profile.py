@@ -9,11 +9,68 @@ the gate's two thresholds, the review threshold and the coverage thresholds. It 
 
 import json
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lesionseg.files import write_atomically
 from lesionseg.model.sidecar import CheckpointError, Sidecar, file_sha256
+from lesionseg.uncertainty.out_of_distribution import surprise
 
 PROFILE_FORMAT = "lesionseg-site-profile/1"
+# How far a site's gate line may sit from the model's, either way. `calibrate-site` raises the lines together
+# until the site's own dermoscopy passes; one 1×1-pixel export once raised them 33-fold, and then the gate
+# flagged nothing at all. A clinic whose pictures need more than this is a clinic the gate was not made for.
+GATE_LINE_FACTOR = 4.0
+# Where the profile comes from, named in every refusal: the only way a profile reaches the service.
+SETTING = "LESIONSEG_SITE_PROFILE"
+
+Probability = Annotated[float, Field(gt=0.0, lt=1.0, allow_inf_nan=False)]
+
+
+class GateLines(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float = Field(gt=0.0, allow_inf_nan=False)  # a Mahalanobis distance
+    classifier_threshold: float | None = Field(None, allow_inf_nan=False)  # a logit
+
+
+class SiteProfile(BaseModel):
+    """What the service reads of a profile, with the ranges that keep its safety flags working: a NaN or
+    out-of-range threshold silently turned a flag off (no review ever recommended, no picture ever flagged,
+    empty or whole-image coverage masks). Other entries (`site`, `fitted_on`, `held_back`) are a record."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["lesionseg-site-profile/1"]
+    model_sha256: str
+    review_threshold: Probability
+    coverage_thresholds: dict[str, Probability] = Field(min_length=1)
+    out_of_distribution: GateLines | None = None
+
+    @field_validator("coverage_thresholds")
+    @classmethod
+    def coverage_levels_are_probabilities(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        for level in thresholds:
+            try:
+                value = float(level)
+            except ValueError:
+                raise ValueError(f"coverage level {level!r} is not a number") from None
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"coverage level {level!r} is not between 0 and 1")
+        return thresholds
+
+
+def refusal(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{SETTING}={path}: {what}")
+
+
+def problem_text(error: ValidationError) -> str:
+    """Pydantic's first problem, in one line, as `entry: what is wrong (it is X)`."""
+    problem = error.errors()[0]
+    entry = ".".join(map(str, problem["loc"])) or "the profile"
+    found = f" (it is {problem['input']!r})" if problem["type"] != "missing" else ""
+    return f"{entry}: {problem['msg'].removeprefix('Value error, ').lower()}{found}"
 
 
 def write_site_profile(path: Path, profile: dict) -> None:
@@ -21,23 +78,70 @@ def write_site_profile(path: Path, profile: dict) -> None:
 
 
 def read_site_profile(path: Path) -> dict:
+    """The profile at `path`, checked; CheckpointError in one line naming the setting and the entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise refusal(path, "no such file (a profile is the JSON file `lesionseg calibrate-site` writes)")
     try:
-        profile = json.loads(Path(path).read_text())
+        profile = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise refusal(path, f"cannot be read as JSON (it breaks at character {error.pos})") from None
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"site profile {path} cannot be read: {error}") from error
+        raise refusal(path, f"cannot be read ({getattr(error, 'strerror', None) or 'not UTF-8 text'})") from None
     if not isinstance(profile, dict) or profile.get("format") != PROFILE_FORMAT:
-        raise CheckpointError(f"{path} is not a site profile ({PROFILE_FORMAT}); lesionseg calibrate-site makes one")
+        raise refusal(path, f"not a site profile ({PROFILE_FORMAT}); lesionseg calibrate-site makes one")
+    try:
+        SiteProfile.model_validate(profile)
+    except ValidationError as error:
+        raise refusal(path, problem_text(error)) from None
     return profile
+
+
+def gate_line_problem(lines: dict, sidecar: Sidecar) -> str | None:
+    """What is wrong with the site's gate lines, if anything: each must lie within GATE_LINE_FACTOR of the
+    model's own, on its own scale: the distance as it is, the classifier's logit as its surprise
+    (−log P(dermoscopy)), which grows as the logit does."""
+    model = sidecar.out_of_distribution
+    pairs = [("threshold", lines["threshold"], model.threshold)]
+    if lines.get("classifier_threshold") is not None and model.classifier_threshold is not None:
+        pairs.append(
+            (
+                "classifier_threshold",
+                float(surprise(lines["classifier_threshold"])),
+                float(surprise(model.classifier_threshold)),
+            )
+        )
+    for name, site, own in pairs:
+        if not own / GATE_LINE_FACTOR <= site <= own * GATE_LINE_FACTOR:
+            return (
+                f"out_of_distribution.{name} is {site / own:.3g} times the model's; a site's gate line may be at "
+                f"most {GATE_LINE_FACTOR:g} times above or below it, or the not-dermoscopy flag stops working"
+            )
+    return None
+
+
+def profile_problem(profile: dict, sidecar: Sidecar) -> str | None:
+    """What would make `profile` unsafe to serve with this model, in one line; None if nothing. What
+    `calibrate-site` checks before it writes a profile, and the service before it serves one."""
+    try:
+        SiteProfile.model_validate(profile)
+    except ValidationError as error:
+        return problem_text(error)
+    if sidecar.out_of_distribution is not None and profile.get("out_of_distribution"):
+        return gate_line_problem(profile["out_of_distribution"], sidecar)
+    return None
 
 
 def with_site_profile(sidecar: Sidecar, profile: dict, profile_path: Path) -> Sidecar:
     """The sidecar with the profile's thresholds in place of the model's own, and a record of the profile."""
     if profile.get("model_sha256") != sidecar.sha256:
-        raise CheckpointError(
-            f"site profile {Path(profile_path).name} was fitted for another model (sha256 "
-            f"{str(profile.get('model_sha256'))[:12]}…, this one is {sidecar.sha256[:12]}…); "
-            "run lesionseg calibrate-site again for this model"
+        raise refusal(
+            profile_path,
+            f"fitted for another model (sha256 {str(profile.get('model_sha256'))[:12]}…, this one is "
+            f"{sidecar.sha256[:12]}…); run lesionseg calibrate-site again for this model",
         )
+    if (problem := profile_problem(profile, sidecar)) is not None:
+        raise refusal(profile_path, problem)
     entries = {
         "calibration": {**(sidecar.entry("calibration") or {}), "review_threshold": profile["review_threshold"]},
         "coverage": {**(sidecar.entry("coverage") or {}), "thresholds": profile["coverage_thresholds"]},

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import httpx
 import pytest
 from tests.conftest import RunningServer
@@ -88,3 +89,25 @@ def test_a_profile_for_another_model_is_refused_in_our_words(calibrated, tmp_pat
     other.write_text(json.dumps({**json.loads(profile_path.read_text()), "model_sha256": "0" * 64}))
     with pytest.raises(CheckpointError, match="fitted for another model"):
         lesionseg.load(backend="onnx", settings=Settings(site_profile=other))
+
+
+def test_an_export_too_degenerate_to_support_a_profile_writes_none(tmp_path):
+    """40 one-pixel cases with empty masks once gave review and coverage thresholds of 1.0 and a gate line 33
+    times the model's: every flag off, and exit 0."""
+    export = tmp_path / "degenerate"
+    (export / "images").mkdir(parents=True)
+    (export / "masks").mkdir()
+    for index in range(40):
+        pixel = np.full((1, 1, 3), 40 + index, np.uint8)
+        cv2.imwrite(str(export / "images" / f"case{index:02d}.jpg"), pixel)
+        cv2.imwrite(str(export / "masks" / f"case{index:02d}_segmentation.png"), np.zeros((1, 1), np.uint8))
+    profile = tmp_path / "site.json"
+    completed = subprocess.run(
+        [sys.executable, "-m", "lesionseg.cli", "calibrate-site", str(export), "--output", str(profile)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 2 and not profile.exists()
+    last = completed.stderr.strip().splitlines()[-1]
+    assert "cannot support a site profile" in last and "Traceback" not in completed.stderr
