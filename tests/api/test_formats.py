@@ -124,3 +124,22 @@ def test_info_is_the_model_card(client):
     # The test server runs in the full install, with LESIONSEG_BACKEND unset: auto, and the embedded model's
     # graphs are there, so ONNX Runtime serves although PyTorch is installed.
     assert body["backend"]["name"] == "onnx" and body["backend"]["reason"].startswith("auto: ONNX Runtime on the")
+
+
+@pytest.mark.parametrize("orientation", [0, 9, 65535])
+def test_an_orientation_exif_does_not_define_is_read_as_upright_by_every_output(
+    client, tmp_path, original_size_image_path, orientation
+):
+    """Some cameras write 0; 9 and 65535 are not EXIF orientations either. Above 1,536 px the photo is read by
+    libvips, whose turn table once raised KeyError (500) for them."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"orientation-{orientation}.jpg"
+    Image.open(original_size_image_path).convert("RGB").resize((2000, 1500)).save(
+        path, format="JPEG", quality=90, exif=exif
+    )
+    upright = decode_png(post_image(client, path, format="mask", seed=1, samples=2).content)
+    assert upright.shape == (1500, 2000)
+    for output in ({"format": "overlay"}, {"format": "json", "include_images": "true"}, {"format": "png"}):
+        response = post_image(client, path, seed=1, samples=2, **output)
+        assert response.status_code == 200, response.text

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import cv2
-import numpy as np
 import httpx
+import numpy as np
 import pytest
 from tests.conftest import RunningServer
 

@@ -334,3 +334,15 @@ def test_a_corrupt_image_is_described_in_our_words(lesion):
     with pytest.raises(ImageRejected) as caught:
         decode_upload(data[: len(data) // 2], **LIMITS)
     assert caught.value.message == "the image data is truncated or corrupt"
+
+
+@pytest.mark.parametrize("orientation", [0, 9, 65535])
+def test_an_orientation_exif_does_not_define_is_upright_on_both_readers(lesion, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(lesion.resize((1000, 750)), "JPEG", quality=90, exif=exif)
+    plain = decode_upload(encoded(lesion.resize((1000, 750)), "JPEG", quality=90), **LIMITS)
+    decoded = decode_upload(data, draft_size=100, keep_photo=True, **LIMITS)  # libvips, by bands
+    assert (decoded.original_width, decoded.original_height) == (1000, 750)
+    assert np.array_equal(np.concatenate([band for _, band in decoded.photo_bands()]), plain.rgb)
+    assert np.array_equal(decode_upload(data, **LIMITS).rgb, plain.rgb)  # Pillow, whole

@@ -333,7 +333,7 @@ def exif_orientation(image: Image.Image, data: bytes) -> int:
     """The EXIF orientation, 1 where there is none. Pillow finds a PNG's EXIF after the pixel data only by
     decoding the whole picture first; the chunks are walked here instead, and the pixels left undecoded."""
     if image.format != "PNG" or "exif" in image.info:
-        return image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+        return defined_orientation(image.getexif().get(EXIF_ORIENTATION_TAG, 1))
     exif = Image.Exif()
     position = len(PNG_SIGNATURE)
     while position + PNG_CHUNK_HEADER.size <= len(data):
@@ -344,7 +344,13 @@ def exif_orientation(image: Image.Image, data: bytes) -> int:
         if kind in (b"eXIf", b"IEND"):
             break
         position += PNG_CHUNK_HEADER.size + length + PNG_CHUNK_CRC_BYTES
-    return exif.get(EXIF_ORIENTATION_TAG, 1)
+    return defined_orientation(exif.get(EXIF_ORIENTATION_TAG, 1))
+
+
+def defined_orientation(value: object) -> int:
+    """EXIF defines orientations 1 to 8; anything else (some cameras write 0, files 9 or 65535 or text) is read
+    as 1, upright, as viewers do, on every path: the turn tables hold only 1 to 8."""
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def upright(image: Image.Image | None, orientation: int) -> Image.Image | None:
