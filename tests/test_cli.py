@@ -8,6 +8,7 @@ import sys
 import cv2
 import pytest
 from PIL import Image
+from tests.conftest import free_port
 
 import lesionseg
 
@@ -212,3 +213,38 @@ def test_the_help_imports_nothing_heavy():
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def serve_failing(tmp_path, workers: int, **environment: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lesionseg.cli", "serve", "--port", str(free_port()), "--workers", str(workers)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **environment},
+        cwd=tmp_path,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_with_a_database_it_cannot_reach_fails_in_one_line(tmp_path, workers):
+    """It exited 0 after 10 s with two workers, so Restart=on-failure and CI read it as success."""
+    refused = serve_failing(
+        tmp_path, workers, LESIONSEG_DATABASE_URL="postgresql+psycopg://reader:secret@127.0.0.1:1/cases"
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [refused.stderr.strip()]
+    assert "LESIONSEG_DATABASE_URL" in refused.stderr and "secret" not in refused.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_whose_workers_fail_to_start_exits_with_a_failure(tmp_path, workers):
+    """A checkpoint whose bytes are not the ones its sidecar names loads in no worker: uvicorn's start-up
+    failure code, 3, with one worker or several."""
+    weights = tmp_path / "weights.safetensors"
+    data = bytearray(lesionseg.config.DEFAULT_WEIGHTS.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    (tmp_path / "weights.json").write_bytes(lesionseg.config.DEFAULT_WEIGHTS.with_suffix(".json").read_bytes())
+    failed = serve_failing(tmp_path, workers, LESIONSEG_WEIGHTS=str(weights), LESIONSEG_BACKEND="pytorch")
+    assert failed.returncode == 3, failed.stderr[-2000:]

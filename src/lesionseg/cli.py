@@ -103,12 +103,15 @@ def run_serve(arguments: argparse.Namespace) -> None:
             read_sidecar(settings.weights), read_site_profile(settings.site_profile), settings.site_profile
         )
 
+    if settings.database_url:
+        check_database_reachable(settings.database_url)
+
     import uvicorn
 
     from lesionseg.api.http_protocol import H11_BUFFER_MARGIN_BYTES, LimitedH11Protocol
     from lesionseg.api.observability import uvicorn_log_config
 
-    uvicorn.run(
+    config = uvicorn.Config(
         "lesionseg.api.app:create_app",
         factory=True,
         host=settings.host,
@@ -124,6 +127,51 @@ def run_serve(arguments: argparse.Namespace) -> None:
         ),
         h11_max_incomplete_event_size=settings.max_header_bytes + H11_BUFFER_MARGIN_BYTES,
     )
+    sys.exit(serve_until_stopped(config))
+
+
+def check_database_reachable(url: str) -> None:
+    """One connection before any worker starts, so that a database that cannot be reached is one line naming
+    the setting (password hidden), not a traceback in each worker. Migrating stays the workers' own work."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ValueError) as error:
+        raise ValueError(f"LESIONSEG_DATABASE_URL is not a database URL SQLAlchemy reads: {error}") from None
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        shown = engine.url.render_as_string(hide_password=True)
+        raise ValueError(f"LESIONSEG_DATABASE_URL={shown}: cannot connect ({reason})") from None
+    finally:
+        engine.dispose()
+
+
+def serve_until_stopped(config) -> int:
+    """uvicorn.run's two ways to serve, with one difference: several workers whose start fails (a database
+    that cannot be reached, a checkpoint that does not load) end the command with uvicorn's start-up failure
+    code, 3, as one worker does. uvicorn.run returns normally then, so systemd's Restart=on-failure and CI
+    read a failed start as a clean stop."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.server import Server
+    from uvicorn.supervisors import Multiprocess
+
+    try:
+        if config.workers <= 1:
+            server = Server(config)
+            server.run()
+            return 0 if server.started else STARTUP_FAILURE
+        supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+        supervisor.run()
+    except KeyboardInterrupt:
+        return 0
+    # A worker that failed to start is kept in the list: the supervisor stops instead of replacing it.
+    failed = any(process.exitcode == STARTUP_FAILURE for process in supervisor.processes)
+    return STARTUP_FAILURE if failed else 0
 
 
 def device_argument(text: str) -> str:
