@@ -49,6 +49,37 @@ def test_a_service_on_loopback_answers_only_to_loopback_names(server_url, host):
         assert httpx.get(f"{server_url}/health", headers={"Host": f"{name}:1234"}).status_code == 200
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}@evil.example", "localhost:evil", "[::1]evil.example", "a b"])
+def test_a_host_that_is_not_a_name_and_a_port_is_refused(server_url, host):
+    """Read as a URL's authority: user info, a port that is not digits, or junk after an IPv6 address were
+    taken for loopback names."""
+    port = int(server_url.rsplit(":", 1)[1])
+    reply = exchange(port, f"GET /info HTTP/1.1\r\nHost: {host.format(port=port)}\r\n\r\n".encode())
+    assert reply.split(b"\r\n", 1)[0] in (b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 421 Misdirected Request"), reply
+    assert b"Host" in reply
+
+
+def test_two_host_or_origin_headers_are_refused(server_url):
+    """Two Origins, ours first, once passed as ours. Two Hosts are refused by the HTTP parser itself."""
+    port = int(server_url.rsplit(":", 1)[1])
+    for extra, words in (
+        (f"Origin: {server_url}\r\nOrigin: https://evil.example\r\n".encode(), b"more than one Host or Origin"),
+        (b"Host: attacker.example\r\n", b"not valid HTTP/1.1"),
+    ):
+        reply = exchange(port, b"POST /cases HTTP/1.1\r\nHost: 127.0.0.1\r\n" + extra + b"Content-Length: 0\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400") and words in reply, reply[:300]
+
+
+def test_a_write_the_browser_calls_cross_site_is_refused_without_an_origin(server_url, real_image_path):
+    files = {"file": ("a.jpg", real_image_path.read_bytes(), "image/jpeg")}
+    refused = httpx.post(f"{server_url}/predict/", files=files, headers={"Sec-Fetch-Site": "cross-site"})
+    assert refused.status_code == 403 and "cross-site" in refused.json()["detail"]
+    same = httpx.post(
+        f"{server_url}/predict/", files=files, headers={"Sec-Fetch-Site": "same-origin"}, params={"samples": 1}
+    )
+    assert same.status_code == 200
+
+
 def test_a_cross_site_form_cannot_write_but_the_page_itself_can(server_url, real_image_path):
     files = {"file": ("a.jpg", real_image_path.read_bytes(), "image/jpeg")}
     foreign = httpx.post(f"{server_url}/predict/", files=files, headers={"Origin": "https://attacker.example"})

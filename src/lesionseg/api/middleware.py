@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 
@@ -67,21 +68,28 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def header_count(scope: Scope, name: bytes) -> int:
+    return sum(1 for key, _ in scope.get("headers", []) if key == name)
+
+
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
+# A Host header is a URL's authority without its user part (RFC 9110 7.2): a name or an IPv4 address, or an IPv6
+# address in brackets, then an optional port of digits. Nothing else: `127.0.0.1:8000@evil.example` (user info),
+# `localhost:evil` and `[::1]evil.example` were read as loopback names.
+HOST_PATTERN = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?)(?::[0-9]{1,5})?")
 
 
-def host_name(host: str) -> str:
-    """The name in a Host header, without its port: `[::1]:8000` -> `[::1]`, `Example.org:80` -> `example.org`."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+def host_name(host: str) -> str | None:
+    """The name in a Host header, without its port: `[::1]:8000` -> `[::1]`, `Example.org:80` -> `example.org`;
+    None where the header is not a name and an optional port."""
+    match = HOST_PATTERN.fullmatch(host.strip().lower())
+    return match.group(1) if match else None
 
 
 def allowed_host_names(allowed_hosts: str, bind_host: str) -> set[str] | None:
     """The Host names a request may carry (None: any). Unset, a service bound to loopback answers only to
     loopback names: a web page elsewhere cannot reach it through a DNS name rebound to 127.0.0.1."""
-    names = {host_name(name) for name in allowed_hosts.split(",") if name.strip()}
+    names = {host_name(name) or name.strip().lower() for name in allowed_hosts.split(",") if name.strip()}
     if "*" in names:
         return None
     if names:
@@ -237,16 +245,27 @@ class RequestGuardMiddleware:
         names = [key for key, _ in scope["headers"]]
         if b"transfer-encoding" in names and b"content-length" in names:
             return 400, "the request has both Content-Length and Transfer-Encoding; send one of them"
+        if header_count(scope, b"host") > 1 or header_count(scope, b"origin") > 1:
+            return 400, "the request has more than one Host or Origin header; send one of each"
         host = header(scope, b"host") or ""
-        if self.allowed_hosts is not None and host_name(host) not in self.allowed_hosts:
+        name = host_name(host)
+        if host and name is None:
+            return 400, "the Host header is not a host name with an optional port (such as 127.0.0.1:8000)"
+        if self.allowed_hosts is not None and name not in self.allowed_hosts:
             return 421, "this service does not answer to that Host name (LESIONSEG_ALLOWED_HOSTS lists them)"
-        origin = header(scope, b"origin")
-        if scope["method"] in UNSAFE_METHODS and origin is not None:
-            origin = origin.rstrip("/").lower()
-            own = {f"{scheme}://{host.strip().lower()}" for scheme in ("http", "https")}
-            if origin not in own and origin not in self.cors_origins:
-                return 403, "cross-site requests may not change anything here (LESIONSEG_CORS_ORIGINS lists origins)"
+        if scope["method"] in UNSAFE_METHODS and self.cross_site(scope, host):
+            return 403, "cross-site requests may not change anything here (LESIONSEG_CORS_ORIGINS lists origins)"
         return None
+
+    def cross_site(self, scope: Scope, host: str) -> bool:
+        """A browser's write from another site: its Origin is neither this service nor a CORS origin, or,
+        without an Origin, the browser itself says the request is cross-site (Sec-Fetch-Site)."""
+        origin = header(scope, b"origin")
+        if origin is None:
+            return (header(scope, b"sec-fetch-site") or "").strip().lower() == "cross-site"
+        origin = origin.rstrip("/").lower()
+        own = {f"{scheme}://{host.strip().lower()}" for scheme in ("http", "https")}
+        return origin not in own and origin not in self.cors_origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (refused := self.refusal(scope)) is not None:
