@@ -324,3 +324,24 @@ def test_a_new_key_and_refresh_at_once_list_each_case_once_and_a_verdict_names_i
         wait_until(page, "document.getElementById('saved').textContent.includes('rejected')")
         assert "FIRST-CASE" in page.inner_text("#saved")
         browser.close()
+
+
+def test_a_refused_key_is_explained_in_a_reviewers_words(service, real_image_path):
+    """The API says "send it as X-API-Key or Authorization: Bearer"; the page has a key field, and says so."""
+    case = service.upload(real_image_path.read_bytes(), seed=31).json()
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(service.url + "/review")
+        wait_until(page, "document.getElementById('error').textContent.includes('API key field')")
+        assert "Bearer" not in page.inner_text("#error")
+        page.fill("#api-key", "not-a-key")
+        page.dispatch_event("#api-key", "change")
+        wait_until(page, "document.getElementById('error').textContent.includes('not accepted')")
+        page.fill("#api-key", KEYS["reader"])
+        page.dispatch_event("#api-key", "change")
+        open_case(page, case["id"])
+        page.keyboard.press("r")
+        wait_until(page, "document.getElementById('error').textContent.includes(\"reviewer's key\")")
+        browser.close()
+    assert service.get(f"/cases/{case['id']}").json()["review"]["status"] == "pending"

@@ -57,7 +57,7 @@ async function segment() {
     const body = await response.json();
     if (!response.ok) {
       const detail = Array.isArray(body.detail) ? body.detail.map((item) => item.msg).join("; ") : body.detail;
-      throw new Error(detail || `error ${response.status}`);
+      throw new Error(accessProblem(response.status, Boolean(apiKey)) || detail || `error ${response.status}`);
     }
     await show(body);
   } catch (failure) {

@@ -47,7 +47,7 @@ async function api(path, options = {}) {
       const body = await response.json();
       detail = Array.isArray(body.detail) ? body.detail.map((item) => item.msg).join("; ") : body.detail;
     } catch (ignored) { /* not JSON: keep the status */ }
-    const failure = new Error(detail);
+    const failure = new Error(accessProblem(response.status, Boolean(apiKey.value)) || detail);
     failure.status = response.status;
     throw failure;
   }
