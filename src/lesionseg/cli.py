@@ -872,7 +872,8 @@ def add_export_reviews_parser(subparsers) -> None:
     parser.add_argument(
         "--include-out-of-distribution",
         action="store_true",
-        help="also cases the gate called not dermoscopy (left out by default: they would teach the model on them)",
+        help="also cases the gate flagged that no reviewer confirmed as dermoscopy (verdicts from before confirmations "
+        "were recorded; confirmed ones are always in)",
     )
 
 
@@ -896,7 +897,7 @@ def run_export_reviews(arguments: argparse.Namespace) -> None:
         print(f"skipped case {case_id}: {reason}", file=sys.stderr)
     if summary.left_out_of_distribution:
         print(
-            f"left out {summary.left_out_of_distribution} cases flagged not dermoscopy "
+            f"left out {summary.left_out_of_distribution} cases flagged not dermoscopy that no reviewer confirmed "
             "(--include-out-of-distribution keeps them)"
         )
     print(f"{summary.written} reviewed cases written to {arguments.output}")

@@ -431,19 +431,32 @@ def test_a_case_flagged_not_dermoscopy_goes_to_training_only_when_a_person_confi
     assert service.review(other["id"], {"status": "rejected", "version": 1}).status_code == 200
     confirmed = service.review(flagged["id"], {"status": "accepted", "version": 1, "confirm_out_of_distribution": True})
     assert confirmed.status_code == 200, confirmed.text
-    # Even confirmed, an export leaves it out unless asked to keep such cases.
+    assert confirmed.json()["review"]["out_of_distribution_confirmed"] is True
+    # A verdict from before confirmations were recorded (schema 0003): accepted, flagged, unconfirmed.
+    legacy = service.upload(pictures["portrait"], seed=2).json()
+    body = {"status": "accepted", "version": 1, "confirm_out_of_distribution": True}
+    assert service.review(legacy["id"], body).status_code == 200
+    engine = create_engine(service.database_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE reviews SET out_of_distribution_confirmed = false WHERE case_id = :id"), {"id": legacy["id"]}
+        )
+    engine.dispose()
+    # A confirmed case is in every export: the reviewer said it is dermoscopy. An unconfirmed one only when asked.
     lesionseg = [sys.executable, "-m", "lesionseg.cli", "export-reviews"]
     location = ["--database-url", service.database_url, "--storage-dir", str(service.storage)]
-    for output, extra, kept in (
+    for output, extra, legacy_kept in (
         (tmp_path / "plain", [], False),
         (tmp_path / "all", ["--include-out-of-distribution"], True),
     ):
         exported = subprocess.run([*lesionseg, str(output), *location, *extra], capture_output=True, text=True)
         assert exported.returncode == 0, exported.stderr
         with open(output / "manifest.csv", newline="") as stream:
-            identifiers = {row["id"] for row in csv.DictReader(stream)}
-        assert (flagged["id"] in identifiers) is kept
-        assert other["id"] not in identifiers
+            rows = {row["id"]: row for row in csv.DictReader(stream)}
+        assert rows[flagged["id"]]["out_of_distribution_confirmed"] == "True"
+        assert (legacy["id"] in rows) is legacy_kept
+        assert other["id"] not in rows
+        assert ("that no reviewer confirmed" in exported.stdout) is not legacy_kept
 
 
 def test_reviewed_cases_export_as_a_training_set_that_trains(service, pictures, tmp_path):

@@ -143,6 +143,9 @@ class CaseReview(BaseModel):
     version: int = Field(description="send it back with a change; a change naming an older version gets 409")
     reviewer: str | None = Field(description="the identifier of the API key that last changed it")
     updated_at: str
+    out_of_distribution_confirmed: bool = Field(
+        False, description="the gate flagged the case, and the reviewer who accepted or corrected it confirmed it"
+    )
     mask_rle: RunLengthMask | None = Field(None, description="the corrected mask, when status is corrected")
 
 

@@ -76,6 +76,7 @@ def describe(case: Case, include_masks: bool = True) -> dict:
             "version": review.version,
             "reviewer": review.reviewer_key_id,
             "updated_at": aware(review.updated_at).isoformat(),
+            "out_of_distribution_confirmed": review.out_of_distribution_confirmed,
         },
     }
     if include_masks:
@@ -308,6 +309,10 @@ class CaseStore:
                     reviewer_key_id=reviewer_key_id,
                     updated_at=now(),
                     version=Review.version + 1,
+                    # Only a verdict that sends the case to training confirms anything; any later one clears it.
+                    out_of_distribution_confirmed=bool(
+                        case.out_of_distribution and status in ("accepted", "corrected") and confirm_out_of_distribution
+                    ),
                 )
                 .execution_options(synchronize_session=False)
             )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     create_engine,
     event,
+    false,
     text,
 )
 from sqlalchemy.engine import Engine
@@ -80,6 +81,8 @@ class Review(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     version: Mapped[int] = mapped_column(Integer)
+    # The gate flagged the case and the reviewer who accepted or corrected it confirmed it is dermoscopy.
+    out_of_distribution_confirmed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     case: Mapped[Case] = relationship(back_populates="review")
 
 

@@ -12,7 +12,9 @@ killed, and nothing of an earlier export survives into it (a case rejected since
 that is not empty unless asked to replace it, one that is a symbolic link, and one whose replacement would
 delete what is not an export: the worklist's database, its image storage, the folder either lives in, the
 working folder, `/` or a home folder. A case whose image is missing or unreadable is skipped and reported,
-never the end of the export. Cases the gate called "not dermoscopy" stay out unless asked for.
+never the end of the export. A case the gate called "not dermoscopy" goes in when the reviewer who accepted or
+corrected it confirmed it is dermoscopy; unconfirmed ones (verdicts from before confirmations were recorded)
+stay out unless asked for.
 """
 
 import csv
@@ -48,6 +50,7 @@ MANIFEST_FIELDS = [
     "model_sha256",
     "uncertainty_score",
     "out_of_distribution",
+    "out_of_distribution_confirmed",
     "filename",
     "external_id",
     "history",
@@ -192,7 +195,8 @@ def write_snapshot(
     (folder / "masks").mkdir()
     summary, rows = ExportSummary(), []
     for case, data, mask in store.reviewed():
-        if case["out_of_distribution"] and not include_out_of_distribution:
+        confirmed = case["review"]["out_of_distribution_confirmed"]
+        if case["out_of_distribution"] and not confirmed and not include_out_of_distribution:
             summary.left_out_of_distribution += 1
             continue
         if data is None:
@@ -223,6 +227,7 @@ def write_snapshot(
                 "model_sha256": model["sha256"],
                 "uncertainty_score": case["uncertainty_score"],
                 "out_of_distribution": case["out_of_distribution"],
+                "out_of_distribution_confirmed": confirmed,
                 "filename": case["image"]["filename"],
                 "external_id": case["external_id"],
                 "history": history_text(store.history(case["id"])),
