@@ -904,6 +904,41 @@ def run_export_reviews(arguments: argparse.Namespace) -> None:
     print(f"train on them: lesionseg train --data-root {arguments.output.parent} --sets {arguments.output.name}")
 
 
+def add_add_cases_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "add-cases", help="a folder of pictures into a running service's review worklist (POST /cases each)"
+    )
+    parser.add_argument("input", type=Path, help="a folder of images, or a CSV with a `path` column")
+    parser.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000 (key: LESIONSEG_API_KEY)")
+    add_prediction_arguments(parser)
+
+
+def run_add_cases(arguments: argparse.Namespace) -> None:
+    from lesionseg.batch.inputs import list_inputs
+    from lesionseg.batch.to_worklist import WorklistClient, add_to_worklist
+    from lesionseg.config import Settings
+
+    items = list_inputs(arguments.input)
+    if not items:
+        raise ValueError(f"no images in {arguments.input}")
+    # A reviewer's key, from the environment: never on the command line, where `ps` and shell history show it.
+    client = WorklistClient(arguments.url, os.environ.get("LESIONSEG_API_KEY"))
+    query = {
+        name: str(value).lower() if isinstance(value, bool) else str(value)
+        for name in ("samples", "threshold", "coverage", "seed", "tta")
+        if (value := getattr(arguments, name)) is not None
+    }
+    summary = add_to_worklist(items, client, query, Settings().max_upload_bytes)
+    for identifier, reason in summary.failed:
+        print(f"not added {identifier}: {reason}", file=sys.stderr)
+    print(
+        f"{summary.added} added to the worklist at {arguments.url}, {summary.already_there} already there, "
+        f"{len(summary.failed)} failed"
+    )
+    if summary.failed:
+        sys.exit(1)
+
+
 COMMANDS = {
     "serve": (add_serve_parser, run_serve),
     "predict": (add_predict_parser, run_predict),
@@ -920,6 +955,7 @@ COMMANDS = {
     "quantise": (add_quantise_parser, run_quantise),
     "import-seed": (add_import_seed_parser, run_import_seed),
     "export-reviews": (add_export_reviews_parser, run_export_reviews),
+    "add-cases": (add_add_cases_parser, run_add_cases),
 }
 
 

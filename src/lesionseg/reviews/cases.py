@@ -215,13 +215,21 @@ class CaseStore:
         return {"pending": 0, "accepted": 0, "corrected": 0, "rejected": 0} | {status: count for status, count in rows}
 
     def worklist(
-        self, status: str | None, order: WorklistOrder, limit: int, cursor: str | None
+        self,
+        status: str | None,
+        order: WorklistOrder,
+        limit: int,
+        cursor: str | None,
+        image_sha256: str | None = None,
     ) -> tuple[list[dict], str | None]:
         """One page of cases, and the cursor of the next page (None at the end). `uncertainty`: cases
-        recommended for review first, then the most uncertain; `newest`: the latest uploads first."""
+        recommended for review first, then the most uncertain; `newest`: the latest uploads first.
+        `image_sha256`: only the cases of that image (how `lesionseg add-cases` knows what is there)."""
         query = select(Case).join(Case.review).options(selectinload(Case.review))
         if status is not None:
             query = query.where(Review.status == status)
+        if image_sha256 is not None:
+            query = query.where(Case.image_sha256 == image_sha256)
         if order == "uncertainty":
             query = query.order_by(Case.review_recommended.desc(), Case.uncertainty_score.desc(), Case.id)
             if cursor:

@@ -136,9 +136,13 @@ def worklist(
     ] = "uncertainty",
     limit: Annotated[int, Query(ge=1, le=200, description="cases in one page")] = 50,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+    image_sha256: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9a-f]{64}$", description="only cases of this image (the sha256 of the uploaded bytes)"),
+    ] = None,
 ) -> dict:
     """The worklist, a page at a time, with how many cases have each status."""
-    cases, next_cursor = store.worklist(status, order, limit, cursor)
+    cases, next_cursor = store.worklist(status, order, limit, cursor, image_sha256)
     return {"cases": cases, "next_cursor": next_cursor, "counts": store.counts()}
 
 
