@@ -3,6 +3,8 @@ clinic: HAM10000 test pairs (never trained on) as a darker close-up camera shows
 the kind of photo the shipped gate called "not dermoscopy" most often in another clinic's images."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +113,50 @@ def test_an_export_too_degenerate_to_support_a_profile_writes_none(tmp_path):
     assert completed.returncode == 2 and not profile.exists()
     last = completed.stderr.strip().splitlines()[-1]
     assert "cannot support a site profile" in last and "Traceback" not in completed.stderr
+
+
+def broken_export(tmp_path, isic_validation_pairs, breakage: str) -> Path:
+    """Twelve good cases of an export, and one broken as `breakage` says, named `broken`."""
+    export = tmp_path / breakage
+    (export / "images").mkdir(parents=True)
+    (export / "masks").mkdir()
+    for record in isic_validation_pairs[:12]:
+        shutil.copy(record.image_path, export / "images" / f"{record.identifier}.jpg")
+        shutil.copy(record.mask_path, export / "masks" / f"{record.identifier}_segmentation.png")
+    image, mask = export / "images" / "broken.jpg", export / "masks" / "broken_segmentation.png"
+    good = isic_validation_pairs[0]
+    shutil.copy(good.mask_path, mask)
+    if breakage == "mask-of-another-size":
+        shutil.copy(good.image_path, image)
+        cv2.imwrite(str(mask), np.zeros((7, 9), np.uint8))
+    elif breakage == "device":
+        image.symlink_to("/dev/zero")
+    elif breakage == "pipe":
+        os.mkfifo(image)
+    elif breakage == "empty":
+        image.write_bytes(b"")
+    return export
+
+
+@pytest.mark.parametrize(
+    ("breakage", "words"),
+    [
+        ("mask-of-another-size", "its mask is 9×7 pixels"),
+        ("device", "not a regular file"),
+        ("pipe", "not a regular file"),
+        ("empty", "empty"),
+    ],
+)
+def test_a_broken_export_is_refused_naming_the_case(tmp_path, isic_validation_pairs, breakage, words):
+    """A mask of another size was an IndexError traceback, /dev/zero 1.6 GB of memory in 2 s, a FIFO a hang
+    and an empty image an error that named no file."""
+    export = broken_export(tmp_path, isic_validation_pairs, breakage)
+    completed = subprocess.run(
+        [sys.executable, "-m", "lesionseg.cli", "calibrate-site", str(export), "--output", str(tmp_path / "p.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr
+    last = completed.stderr.strip().splitlines()[-1]
+    assert "case broken:" in last and words in last, last

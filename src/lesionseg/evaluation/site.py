@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lesionseg.data.pairs import PairRecord, discover_pairs, read_image, read_truth
+from lesionseg.config import Settings
+from lesionseg.data.pairs import PairRecord, discover_pairs, truth_from_mask
 from lesionseg.evaluation.out_of_distribution import image_scores, read_ood_manifest
+from lesionseg.imaging.decode import ImageRejected, decode_upload, read_image_file
 from lesionseg.predictor import Predictor
 from lesionseg.uncertainty.coverage import THRESHOLD_GRID, calibrated_thresholds, missed_fraction_curve
 from lesionseg.uncertainty.out_of_distribution import logit_of_surprise, surprise
@@ -50,11 +52,32 @@ class SiteCases:
         )
 
 
+def read_case(record: PairRecord, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """A reviewed case's picture and lesion mask, read as the service reads an upload: regular files only (never
+    a device, a pipe or a folder), no larger than an upload may be, decoded within the pixel limit, which bounds
+    the time it takes. Every refusal names the case."""
+    try:
+        rgb = decode_upload(read_image_file(record.image_path, settings.max_upload_bytes), settings.max_pixels, 1).rgb
+        mask_data = read_image_file(record.mask_path, settings.max_upload_bytes)
+        mask = decode_upload(mask_data, settings.max_pixels, 1).rgb[..., 0]
+    except ImageRejected as error:
+        raise ValueError(f"case {record.identifier}: {error.message}") from None
+    except OSError as error:
+        raise ValueError(f"case {record.identifier}: {error.strerror or error}") from None
+    if mask.shape != rgb.shape[:2]:
+        raise ValueError(
+            f"case {record.identifier}: its mask is {mask.shape[1]}×{mask.shape[0]} pixels and its image "
+            f"{rgb.shape[1]}×{rgb.shape[0]}; a mask must be its image's size"
+        )
+    return rgb, truth_from_mask(mask)
+
+
 def measure_cases(predictor: Predictor, records: list[PairRecord], samples: int, seed: int) -> SiteCases:
     gate = predictor.gate
+    settings = Settings()
     distances, logits, scores, curves = [], [], [], []
     for record in tqdm(records, desc="site cases", unit="case"):
-        rgb, truth = read_image(record.image_path), read_truth(record.mask_path)
+        rgb, truth = read_case(record, settings)
         prediction = predictor.predict(rgb, samples=samples, seed=seed)  # its trunk run gives the descriptor too
         features = prediction.descriptor[None]
         distances.append(gate.summary.distances(features)[0])
