@@ -33,6 +33,9 @@ BYTES_PER_PIXEL = {"mask": 5, "json": 5, "uncertainty": 5, "overlay": 9, "png": 
 # A WebP shown at its own size is decoded whole by libwebp and held twice in libvips (the frame and its
 # copy): 623 MB at 64 MP, 631 MB turned, measured.
 WEBP_BYTES_PER_PIXEL = {"overlay": 12, "json_with_images": 12}
+# A box-prompted proposal's encoder (LiteMedSAM, always at 256×256) beyond the picture's decode: 266 MB above
+# the loaded sessions at its peak, measured in process, whatever the picture's size; reserved with room.
+PROPOSAL_ENCODER_BYTES = 320 * 1024 * 1024
 # Below this a request's memory is small enough to leave to the allocator.
 TRIM_AFTER_BYTES = 256 * 1024 * 1024
 WAIT_STEP_SECONDS = 0.05

@@ -22,7 +22,7 @@ from lesionseg.api.deps import (
     SettingsDependency,
 )
 from lesionseg.api.errors import RequestRejected
-from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
+from lesionseg.api.memory_budget import PROPOSAL_ENCODER_BYTES, MemoryBudget, estimate_bytes
 from lesionseg.api.routes.predict import read_single_upload, segment_upload
 from lesionseg.api.schemas import (
     CaseBody,
@@ -224,7 +224,10 @@ async def propose_mask(
     if box is None:
         box = box_around(store.mask(case_id, "model"))
     state = request.app.state
-    work = partial(state.memory_budget.run, estimate_bytes(data, "mask"), partial(segmenter.propose, data, box))
+    # The picture's decode, as a mask request's, and the encoder's own working memory, which does not grow with
+    # the picture (it always sees 256×256).
+    reservation = estimate_bytes(data, "mask") + PROPOSAL_ENCODER_BYTES
+    work = partial(state.memory_budget.run, reservation, partial(segmenter.propose, data, box))
     try:
         with state.inference_gate.admit() as admission:
             proposal = await admission.run(state.inference_executor, work)
