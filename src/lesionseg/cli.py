@@ -695,6 +695,12 @@ def add_calibrate_site_parser(subparsers) -> None:
     parser.add_argument(
         "--negatives", type=Path, help="also report the gate on this non-dermoscopic set (tools/build_ood_set.py)"
     )
+    parser.add_argument(
+        "--delta",
+        type=float,
+        default=0.1,
+        help="coverage holds with probability at least 1 - delta over the site's cases (default 0.1)",
+    )
 
 
 def run_calibrate_site(arguments: argparse.Namespace) -> None:
@@ -710,6 +716,7 @@ def run_calibrate_site(arguments: argparse.Namespace) -> None:
         arguments.samples,
         arguments.seed,
         arguments.negatives,
+        arguments.delta,
     )
     # Refused rather than written: a profile that switches a flag off is worse than none.
     problem = profile_problem({"format": PROFILE_FORMAT, **profile}, predictor.sidecar)

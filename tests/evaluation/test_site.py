@@ -25,7 +25,7 @@ from lesionseg.model.sidecar import CheckpointError, read_sidecar
 # Slow tier (`make test-fast` leaves it out): each test runs the lesionseg command in its own process on real images.
 pytestmark = pytest.mark.slow
 
-FIT_CASES, HELD_BACK_CASES = 50, 100
+FIT_CASES, HELD_BACK_CASES = 50, 150
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,11 @@ def test_after_fifty_cases_the_site_is_within_the_gates_and_the_coverages_bounds
     # The conformal line on 50 cases lets a new case through with a probability of at least 50/51.
     assert after["gate_flagged"] <= 0.03
     assert after["gate_flagged"] <= held_back["before"]["gate_flagged"]
-    # Conformal risk control bounds the expected miss; one held-back mean may exceed it by its own noise.
-    assert after["coverage_0.90_missed"] <= 0.10 + 2 * after["coverage_0.90_missed_standard_error"]
+    # Certified with probability 0.9 on this site's own 50 cases: its next 150 miss at most the promised share
+    # (conformal risk control, before, bounded only the average over calibration sets: 0.136 on a hidden clinic).
+    assert after["coverage_0.90_missed"] <= 0.10
+    assert "0.90" in profile["coverage"]["certified_levels"] and profile["coverage"]["delta"] == 0.1
+    assert "Fewest cases that can certify a level: 0.90: 22" in printed
     assert profile["model_sha256"] == read_sidecar(DEFAULT_WEIGHTS).sha256
 
 
@@ -93,16 +96,20 @@ def test_a_profile_for_another_model_is_refused_in_our_words(calibrated, tmp_pat
         lesionseg.load(backend="onnx", settings=Settings(site_profile=other))
 
 
-def test_an_export_too_degenerate_to_support_a_profile_writes_none(tmp_path):
+@pytest.mark.parametrize(
+    ("side", "words"), [(1, "case case00: "), (64, "0 of the 28 fitting cases have a lesion in their approved mask")]
+)
+def test_an_export_too_degenerate_to_support_a_profile_writes_none(tmp_path, side, words):
     """40 one-pixel cases with empty masks once gave review and coverage thresholds of 1.0 and a gate line 33
-    times the model's: every flag off, and exit 0."""
+    times the model's: every flag off, and exit 0. One-pixel pictures are refused as uploads are; pictures of
+    a fair size with nothing approved as lesion cannot certify any coverage."""
     export = tmp_path / "degenerate"
     (export / "images").mkdir(parents=True)
     (export / "masks").mkdir()
     for index in range(40):
-        pixel = np.full((1, 1, 3), 40 + index, np.uint8)
-        cv2.imwrite(str(export / "images" / f"case{index:02d}.jpg"), pixel)
-        cv2.imwrite(str(export / "masks" / f"case{index:02d}_segmentation.png"), np.zeros((1, 1), np.uint8))
+        picture = np.full((side, side, 3), 40 + index, np.uint8)
+        cv2.imwrite(str(export / "images" / f"case{index:02d}.jpg"), picture)
+        cv2.imwrite(str(export / "masks" / f"case{index:02d}_segmentation.png"), np.zeros((side, side), np.uint8))
     profile = tmp_path / "site.json"
     completed = subprocess.run(
         [sys.executable, "-m", "lesionseg.cli", "calibrate-site", str(export), "--output", str(profile)],
@@ -112,7 +119,7 @@ def test_an_export_too_degenerate_to_support_a_profile_writes_none(tmp_path):
     )
     assert completed.returncode == 2 and not profile.exists()
     last = completed.stderr.strip().splitlines()[-1]
-    assert "cannot support a site profile" in last and "Traceback" not in completed.stderr
+    assert words in last and "Traceback" not in completed.stderr, last
 
 
 def broken_export(tmp_path, isic_validation_pairs, breakage: str) -> Path:

@@ -6,7 +6,10 @@ import pytest
 from lesionseg.uncertainty.coverage import (
     THRESHOLD_GRID,
     calibrated_thresholds,
+    cases_to_certify,
+    certified_threshold,
     conformal_threshold,
+    hoeffding_bentkus_p_value,
     mask_precision_curve,
     missed_fraction_curve,
     threshold_for_coverage,
@@ -76,3 +79,36 @@ def test_each_source_keeps_its_own_bound_so_the_lowest_threshold_wins():
     thresholds = calibrated_thresholds([easy, hard])
     assert thresholds["0.90"] == min(conformal_threshold(easy, 0.9), conformal_threshold(hard, 0.9))
     assert thresholds["0.90"] == conformal_threshold(hard, 0.9) < conformal_threshold(easy, 0.9)
+
+
+def synthetic_missed_curves(count: int, generator: np.random.Generator) -> np.ndarray:
+    """Cases whose lesions are missed from a threshold of their own on, linearly over 0.4 of the grid: a
+    smooth, monotone family whose true mean risk is known in closed form through a large sample."""
+    starts = generator.beta(2.0, 1.2, count)[:, None]
+    return np.clip((THRESHOLD_GRID[None, :] - starts) / 0.4, 0.0, 1.0)
+
+
+def test_a_certified_threshold_misses_more_than_promised_in_at_most_delta_of_calibration_sets():
+    """Learn then Test's promise, checked where it is made: over many calibration sets of 50 cases, the
+    threshold chosen on each is at or under the target risk in its true mean in at least 1 − δ of them.
+    The true risk curve comes from 200,000 cases; 400 sets put the observed failure rate within 0.03 of its
+    expectation (two binomial standard errors at δ = 0.1), so the check allows δ + 0.03."""
+    generator = np.random.default_rng(7)
+    true_risk = np.mean([synthetic_missed_curves(10_000, generator).mean(axis=0) for _ in range(20)], axis=0)
+    coverage, delta, failures, certified = 0.9, 0.1, 0, 0
+    for _ in range(400):
+        threshold = certified_threshold(synthetic_missed_curves(50, generator), coverage, delta)
+        if threshold is None:
+            continue
+        certified += 1
+        failures += true_risk[np.searchsorted(THRESHOLD_GRID, threshold)] > 1 - coverage
+    assert certified > 300  # 50 cases certify 0.90 here nearly always
+    assert failures / certified <= delta + 0.03
+
+
+def test_too_few_cases_certify_nothing_and_the_fewest_is_where_nothing_missed_reaches_delta():
+    perfect = np.zeros((21, len(THRESHOLD_GRID)))
+    assert cases_to_certify(0.9, 0.1) == 22
+    assert certified_threshold(perfect, 0.9, 0.1) is None
+    assert certified_threshold(np.zeros((22, len(THRESHOLD_GRID))), 0.9, 0.1) == 1.0
+    assert hoeffding_bentkus_p_value(0.2, 1000, 0.1) == 1.0

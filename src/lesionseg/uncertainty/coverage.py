@@ -9,6 +9,8 @@ is then at most α. That is an average over images and calibration sets: it says
 nor about images from another clinic, device or population than the calibration set's. NumPy only.
 """
 
+import math
+
 import numpy as np
 
 # Candidate thresholds on the mean probability, 0.000 to 1.000.
@@ -57,6 +59,51 @@ def calibrated_thresholds(missed_curves_by_source: list[np.ndarray]) -> dict[str
         f"{coverage:.2f}": min(conformal_threshold(curves, coverage) for curves in missed_curves_by_source)
         for coverage in COVERAGE_GRID
     }
+
+
+def hoeffding_bentkus_p_value(mean_risk: float, count: int, alpha: float) -> float:
+    """A valid p-value for "the true mean of these losses in [0, 1] is above `alpha`", from their mean over
+    `count` cases: the smaller of Hoeffding's and Bentkus's bounds (Bates et al., "Distribution-Free,
+    Risk-Controlling Prediction Sets", 2021, Proposition 3.2)."""
+    if mean_risk >= alpha:
+        return 1.0
+    below = max(mean_risk, 0.0)
+    kl = (below * math.log(below / alpha) if below > 0 else 0.0) + (1 - below) * math.log((1 - below) / (1 - alpha))
+    hoeffding = math.exp(-count * kl)
+    bentkus = math.e * binomial_cdf(math.ceil(count * mean_risk - 1e-9), count, alpha)
+    return min(hoeffding, bentkus, 1.0)
+
+
+def binomial_cdf(successes: int, trials: int, probability: float) -> float:
+    """P(Binomial(trials, probability) ≤ successes), summed in log space (no SciPy in the lean install)."""
+    total = 0.0
+    for k in range(0, min(successes, trials) + 1):
+        log_term = (
+            math.lgamma(trials + 1) - math.lgamma(k + 1) - math.lgamma(trials - k + 1)
+            + k * math.log(probability) + (trials - k) * math.log1p(-probability)
+        )  # fmt: skip
+        total += math.exp(log_term)
+    return min(total, 1.0)
+
+
+def cases_to_certify(coverage: float, delta: float) -> int:
+    """The fewest cases that can certify `coverage` at all: even with nothing missed, the p-value is
+    (1 − α)^n, which must reach δ."""
+    return math.ceil(math.log(delta) / math.log(coverage))
+
+
+def certified_threshold(missed_curves: np.ndarray, coverage: float, delta: float) -> float | None:
+    """The highest threshold whose mean missed fraction is certified at most 1 − coverage with probability at
+    least 1 − δ over the calibration set (Learn then Test, Angelopoulos et al. 2021): thresholds are tested in
+    order from 0 (which misses nothing) up, and the last certified before the first that is not is taken, so
+    no correction for the number tested is needed. None where not even 0.001 is certified: too few cases, or
+    a model that misses too much there."""
+    count, chosen = len(missed_curves), None
+    for index, risk in enumerate(missed_curves.mean(axis=0)):
+        if hoeffding_bentkus_p_value(float(risk), count, 1.0 - coverage) > delta:
+            break
+        chosen = index
+    return None if chosen is None or chosen == 0 else float(THRESHOLD_GRID[chosen])
 
 
 def threshold_for_coverage(thresholds: dict[str, float], coverage: float) -> tuple[float, float]:
