@@ -111,3 +111,13 @@ def test_a_proposal_without_a_box_takes_the_box_around_the_models_mask(segmenter
     assert again.embedding_kept and np.array_equal(again.mask, proposal.mask)
     with pytest.raises(InvalidBox, match="must enclose part of the"):
         segmenter.propose(real_image_path, (result.width + 1, 0, result.width + 9, 9))
+
+
+def test_a_result_prints_as_a_summary_and_the_api_shows_in_dir(segmenter, real_image_path):
+    import lesionseg
+
+    result = segmenter.predict(real_image_path, seed=0, samples=2)
+    text = repr(result)
+    assert text.startswith(f"Result({result.width}×{result.height} px") and len(text) < 400 and "\n" not in text
+    assert f"uncertainty score {result.score:.3f}" in text and "seed 0" in text
+    assert {"load", "Segmenter", "Result", "PredictionRequest"} <= set(dir(lesionseg))

@@ -16,3 +16,8 @@ def __getattr__(name: str):
 
         return getattr(segmenter, name)
     raise AttributeError(f"module 'lesionseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazily imported API too, so that tab completion and `dir(lesionseg)` offer `load`."""
+    return sorted({*globals(), *API})

@@ -988,9 +988,17 @@ def main(argv: list[str] | None = None) -> None:
         hint = INSTALL_HINTS.get((error.name or "").partition(".")[0])
         if hint is None:
             raise
+        if running_from_checkout():
+            hint = "make install (the full environment, .venv) in this checkout"
         parser.exit(2, f"lesionseg {arguments.command}: needs {error.name}, which this install does not have: {hint}\n")
     except (ValueError, CheckpointError, OSError) as error:
         parser.exit(2, f"lesionseg {arguments.command}: error: {error_message(error)}\n")
+
+
+def running_from_checkout() -> bool:
+    """Whether this lesionseg is a checkout's editable install (`make serve`), where `make install` is what
+    adds the missing parts, not a pip extra."""
+    return (Path(__file__).resolve().parents[2] / "Makefile").is_file()
 
 
 def error_message(error: Exception) -> str:

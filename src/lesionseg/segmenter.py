@@ -121,6 +121,19 @@ class Result:
     model: dict[str, str]
     settings: Settings  # the heatmap's colour scale
 
+    def __repr__(self) -> str:
+        """A summary, never the pixels: a result printed in a notebook or a log stays one line."""
+        # At the model's resolution: the full-size mask of a 64-megapixel photo would cost more than the print.
+        lesion = float((self.prediction.model_maps.mean_probability[0] >= self.prediction.threshold).mean())
+        gate = "unknown" if self.out_of_distribution is None else ("yes" if self.out_of_distribution else "no")
+        return (
+            f"Result({self.width}×{self.height} px, lesion {lesion:.1%} of the model's view, "
+            f"uncertainty score {self.score:.3f} (review at ≥ {self.review_threshold:.3f}: "
+            f"{'recommended' if self.review_recommended else 'not flagged'}), not dermoscopy: {gate}, "
+            f"{self.prediction.samples} samples, seed {self.prediction.seed}, model {self.model['name']} "
+            f"{self.model['version']})"
+        )
+
     @property
     def width(self) -> int:
         return self.prediction.width

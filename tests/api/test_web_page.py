@@ -5,10 +5,11 @@ import shutil
 import time
 from pathlib import Path
 
+import httpx
 import matplotlib
 import numpy as np
 import pytest
-from tests.conftest import decode_png
+from tests.conftest import RunningServer, decode_png
 
 # Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
 pytestmark = pytest.mark.slow
@@ -123,3 +124,30 @@ def test_a_picture_that_is_not_dermoscopy_shows_a_clear_warning(page):
     wait_until(page, "!document.getElementById('ood-warning').classList.contains('hidden')")
     assert "does not look like dermoscopy" in page.inner_text("#ood-warning")
     assert "review recommended" in page.inner_text("#summary")
+
+
+def test_the_page_explains_its_numbers_and_links_the_worklist_and_the_api(page, original_size_image_path):
+    page.goto(page.url.split("#")[0])
+    page.set_input_files("#file", str(original_size_image_path))
+    page.wait_for_selector("#result:not(.hidden)", timeout=60_000)
+    assert "expects to have wrong" in page.inner_text("#score-meaning")
+    assert "Yellow: the model is unsure here" in page.inner_text("#heatmap-meaning")
+    links = page.eval_on_selector_all("header nav a", "links => links.map((link) => link.getAttribute('href'))")
+    assert {"review", "docs", "#what-it-means"} <= set(links)
+    page.click("#heatmap-meaning a")
+    assert page.is_visible("#what-it-means") and "Monte Carlo dropout" in page.inner_text("#what-it-means")
+
+
+def test_the_api_docs_with_keys_on_say_a_key_is_needed_in_a_browser(page):
+    server = RunningServer(api_keys="first-key")
+    try:
+        tab = page.context.browser.new_page()
+        response = tab.goto(server.url + "/docs")
+        assert response.status == 401
+        assert tab.inner_text("h1") == "An API key is needed"
+        assert "API key" in tab.inner_text("body") and tab.is_visible("a[href='review']")
+        tab.close()
+        # A program still gets JSON in our words.
+        assert httpx.get(server.url + "/docs").json()["detail"].startswith("a valid API key is required")
+    finally:
+        server.stop()

@@ -350,12 +350,48 @@ class ApiKeyMiddleware:
         if scope["method"] == "OPTIONS" or identity is not None:
             await self.app(scope, receive, send)
             return
+        if path in DOCUMENTATION_PATHS and "text/html" in (header(scope, b"accept") or ""):
+            await send_key_needed_page(send)
+            return
         await send_json(
             send,
             401,
             "a valid API key is required: send it as X-API-Key or Authorization: Bearer",
             [(b"www-authenticate", b"Bearer")],
         )
+
+
+# The API's own documentation pages: a person with a browser reaches them, where bare JSON would say nothing.
+DOCUMENTATION_PATHS = {"/docs", "/redoc"}
+KEY_NEEDED_PAGE = b"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lesionseg: an API key is needed</title></head>
+<body style="font-family: system-ui, sans-serif; max-width: 42rem; margin: 3rem auto; line-height: 1.5">
+<h1>An API key is needed</h1>
+<p>This server asks for an API key on everything but its pages. Whoever runs it gives the keys.</p>
+<ul>
+<li>On the <a href="./">segmentation page</a> and the <a href="review">review worklist</a>, type your key in
+the <em>API key</em> field.</li>
+<li>From a program, send it in the <code>X-API-Key</code> header (or <code>Authorization: Bearer</code>). The
+API's description is at <code>/openapi.json</code> with the same key, for example
+<code>curl -H "X-API-Key: $KEY" http://HOST/openapi.json</code>.</li>
+</ul>
+</body></html>
+"""
+
+
+async def send_key_needed_page(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"content-length", str(len(KEY_NEEDED_PAGE)).encode()),
+                (b"www-authenticate", b"Bearer"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": KEY_NEEDED_PAGE})
 
 
 class BodySizeLimitMiddleware:

@@ -160,3 +160,8 @@ function overlay(photo, heatmap, lesionCanvas, width, height) {
   drawing.drawImage(outlineOf(lesionCanvas, Math.max(1, Math.round(Math.max(width, height) / 400))), 0, 0);
   return composed.toDataURL("image/png");
 }
+
+/* "What the numbers mean" is a closed <details> at the page's foot: a link to it opens it as it scrolls there. */
+for (const link of document.querySelectorAll("a[href='#what-it-means']")) {
+  link.addEventListener("click", () => { document.getElementById("what-it-means").open = true; });
+}
