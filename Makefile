@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: lock install install-test browser postgres container-tools container-base wheelhouse container serve serve-torch wheel test test-fast lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
+.PHONY: lock install install-test docs browser postgres container-tools container-base wheelhouse container serve serve-torch wheel test test-fast lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -115,6 +115,10 @@ postgres:
 
 test: install-test browser postgres container-tools
 	$(BIN)/python -m pytest
+
+# The documentation site from docs/ (MkDocs, Material), into site/; `make test` builds it with --strict.
+docs: install-test
+	$(BIN)/mkdocs build --strict
 
 # The tier a developer runs on every change: unit and in-process tests, no servers, CLIs, clusters or browsers.
 test-fast: install-test

@@ -4,7 +4,7 @@ predictions, for each environment's `lesionseg serve` on the embedded model.
     .venv/bin/python benchmarks/installs.py [--environment .venv-serve] [--environment .venv]
 
 `make serve` builds .venv-serve (the lean install, ONNX Runtime) and `make install` builds .venv (the full
-one, PyTorch). Install size and time are measured when each is built (see the README).
+one, PyTorch). Install size and time are measured when each is built (see docs/performance.md).
 """
 
 import argparse

@@ -1,6 +1,7 @@
-"""The README's commands, run as written, so that they cannot go stale: each block marked
-`<!-- readme-test: NAME -->` is read from README.md and run, in a fresh folder with a real photo as
-`lesion.jpg`, the installed `lesionseg` on the PATH, and a real server where the block talks to one."""
+"""The README's and the documentation's commands, run as written, so that they cannot go stale: each block
+marked `<!-- readme-test: NAME -->` is read from README.md or a page of docs/ and run, in a fresh folder with a
+real photo as `lesion.jpg`, the installed `lesionseg` on the PATH, and a real server where the block talks to
+one."""
 
 import json
 import os
@@ -24,10 +25,17 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_ADDRESS = "http://127.0.0.1:8000"
 
 
+def documented_pages() -> list[Path]:
+    return [REPOSITORY / "README.md", *sorted((REPOSITORY / "docs").glob("*.md"))]
+
+
 def readme_block(name: str) -> str:
-    """The fenced (```) or indented (4 spaces) block after the marker `<!-- readme-test: NAME -->`."""
-    lines = (REPOSITORY / "README.md").read_text().splitlines()
-    start = lines.index(f"<!-- readme-test: {name} -->") + 1
+    """The fenced (```) or indented (4 spaces) block after the marker `<!-- readme-test: NAME -->`, in the
+    README or whichever documentation page holds it (each marker is in one place)."""
+    marker = f"<!-- readme-test: {name} -->"
+    (page,) = [path for path in documented_pages() if marker in path.read_text().splitlines()]
+    lines = page.read_text().splitlines()
+    start = lines.index(marker) + 1
     while not lines[start].strip():
         start += 1
     if lines[start].startswith("```"):
@@ -78,6 +86,29 @@ def test_the_curl_examples_run_against_the_server(folder, server_url):
     assert decode_png((folder / "result.png").read_bytes()).shape[:2] == (height, 2 * width), "mask | heatmap"
     assert set(decode_png((folder / "lesion_segmentation.png").read_bytes()).ravel().tolist()) <= {0, 255}
     assert json.loads(completed.stdout)["mask_rle"]["counts"]
+
+
+def test_the_readmes_own_examples_run(folder):
+    completed = subprocess.run(
+        [sys.executable, "-c", readme_block("quick-python")], cwd=folder, capture_output=True, text=True, timeout=600
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.startswith("Result(") and "uncertainty score" in completed.stdout
+    run_shell(readme_block("quick-cli"), folder)
+    for name in ("lesion_mask.png", "lesion_uncertainty.png", "lesion_combined.png"):
+        assert (folder / "results" / name).is_file(), name
+
+
+def test_every_marked_block_is_run_by_a_test():
+    """A block marked in a page but read by no test would look tested and not be."""
+    marked = {
+        line.removeprefix("<!-- readme-test: ").removesuffix(" -->")
+        for page in documented_pages()
+        for line in page.read_text().splitlines()
+        if line.startswith("<!-- readme-test: ")
+    }
+    source = Path(__file__).read_text()
+    assert marked == set(re.findall(r'readme_block\("([\w-]+)"\)', source))
 
 
 def test_the_cli_examples_report_and_write_their_files(folder):

@@ -24,8 +24,8 @@ LIMITATIONS = [
     "One lesion per image is assumed; several lesions, or none, are not handled specially.",
     "Uncertainty comes from MC Dropout in the decoder's last layer: it reflects the model's doubt about the "
     "outline, not whether the image is dermoscopy at all. The out-of-distribution gate covers that, for pictures "
-    "unlike its training images; it was tested on the non-dermoscopic set described in the README, not on every "
-    "kind of picture. Check `review_recommended`, which either raises.",
+    "unlike its training images; it was tested on the non-dermoscopic set described in the documentation "
+    "(docs/trust.md), not on every kind of picture. Check `review_recommended`, which either raises.",
     "The coverage guarantee holds on average over images exchangeable with the calibration images (ISIC 2018 and "
     "HAM10000 sources); it promises nothing for one image, nor for another clinic, device or population.",
 ]

@@ -21,7 +21,7 @@ PROFILE_FORMAT = "lesionseg-site-profile/1"
 # How far a site's gate line may sit from the model's, either way: past it, the line is no line (1e308 once
 # turned the not-dermoscopy flag off). `calibrate-site` raises the lines together until the site's own
 # dermoscopy passes, and a simulated clinic of dark close-ups needed 23 times the model's (with the flag
-# catching less non-dermoscopy: README, "Another clinic"), so the bound sits well above that.
+# catching less non-dermoscopy: docs/another-clinic.md), so the bound sits well above that.
 GATE_LINE_FACTOR = 100.0
 # Where the profile comes from, named in every refusal: the only way a profile reaches the service.
 SETTING = "LESIONSEG_SITE_PROFILE"

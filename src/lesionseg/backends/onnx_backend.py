@@ -13,8 +13,8 @@ def session_options(threads: int = 0) -> onnxruntime.SessionOptions:
     """Options for every ONNX Runtime session here. Idle threads do not spin: by default each session's threads
     spin for a while after a run, waiting for more work, and they took the cores from the other session (trunk,
     then tail) and from the NumPy work between runs. On 2 cores, spinning off made a 1024×768 prediction 1.7-2.4×
-    as fast in process (README, "ONNX Runtime's threads no longer spin"); on many cores the cost is a wake-up per
-    parallel step."""
+    as fast in process (docs/performance.md, "ONNX Runtime's threads no longer spin"); on many cores the cost is
+    a wake-up per parallel step."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -3,7 +3,7 @@
 
 OpenVINO runs a model in its CPU's fastest precision unless told otherwise: bfloat16 on processors with
 bfloat16 units (recent Xeons), float32 elsewhere. `precision` chooses: "auto" (that default) or "f32". In
-bfloat16 the trunk and tail ran 1.6× as fast as ONNX Runtime here; in float32, at the same speed (README).
+bfloat16 the trunk and tail ran 1.6× as fast as ONNX Runtime here; in float32, at the same speed (docs/performance.md).
 """
 
 from pathlib import Path

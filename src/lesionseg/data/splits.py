@@ -5,7 +5,7 @@ what its training held out.
 - `training`: what the model learns from.
 - `validation`: chooses the checkpoint during training, and fits calibration (temperature, review
   threshold, the out-of-distribution thresholds, coverage).
-- `test`: chooses nothing; the README's and the model card's numbers are measured on it.
+- `test`: chooses nothing; the documentation's and the model card's numbers are measured on it.
 - `held-out`: validation and test together; `all`: every pair.
 """
 

@@ -232,7 +232,7 @@ def calibrate_gate(
     # One group per set and shift, each of the set's whole validation split (`shifted_pairs` = 0): the bound
     # is on the worst source under the worst shift. In 0.5.0 both sets' first 60 validation pairs were pooled
     # per shift; a 1 % quantile of 120 scores is nearly their maximum, and ISIC's harder photos hid among
-    # HAM10000's, so the whole test split under a shift was flagged up to 4.0 % (README).
+    # HAM10000's, so the whole test split under a shift was flagged up to 4.0 % (docs/another-clinic.md).
     for name in sets:
         validation = select_pairs(data_root, name, "validation", split)
         validation = validation[:shifted_pairs] if shifted_pairs else validation

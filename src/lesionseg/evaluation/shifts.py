@@ -108,7 +108,8 @@ def percent(value: float) -> str:
 
 
 def format_shift_table(report: dict) -> str:
-    """The README's table: one line per set and shift, then the unlabeled sets' flag rates."""
+    """The documentation's table (docs/another-clinic.md): one line per set and shift, then the unlabeled sets'
+    flag rates."""
     lines = [
         "| set | shift | images | Jaccard | thresholded Jaccard | failures | flagged | ECE | pixel-error AUROC "
         "| failures caught referring 10 % |",

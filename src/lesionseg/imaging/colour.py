@@ -1,6 +1,6 @@
 """Colour constancy: Shades of Gray (Finlayson and Trezzi, 2004), the preprocessing ISIC 2017 and 2018 entries used
 against differences between dermatoscopes' light and sensors. Not on the served path: measured, on and off, by
-`tools/colour_constancy.py` (README, "Another clinic")."""
+`tools/colour_constancy.py` (docs/another-clinic.md)."""
 
 import numpy as np
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 # Shrinks the covariance towards its diagonal, enough to keep it well conditioned: 768 features from a few
-# thousand images. More shrinkage separated non-dermoscopic images less well (see the README).
+# thousand images. More shrinkage separated non-dermoscopic images less well (see docs/trust.md).
 DEFAULT_SHRINKAGE = 0.01
 
 
