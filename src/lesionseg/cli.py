@@ -345,6 +345,11 @@ def add_batch_parser(subparsers) -> None:
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also overlays/ID_overlay.png: the photo with the outline and uncertainty",
+    )
     add_prediction_arguments(parser)
 
 
@@ -370,6 +375,7 @@ def run_batch(arguments: argparse.Namespace) -> None:
         request=prediction_request(arguments),
         threads=arguments.threads,
         device=("cuda" if device == "auto" else device) if on_gpu else "cpu",
+        overlay=arguments.overlay,
     )
     items = list_inputs(arguments.input)
     if not items:

@@ -279,3 +279,18 @@ def test_results_cells_a_spreadsheet_would_run_as_formulas_are_written_as_text(a
         assert sorted(row["identifier"] for row in rows) == ["'+1", "'=HYPERLINK(1)", "'@a"]
         assert all(row["status"] == "ok" for row in rows)
     assert sorted(path.name for path in (output / "masks").iterdir())[0] == "+1_segmentation.png"
+
+
+def test_overlays_asked_for_on_a_rerun_are_made_for_the_images_that_lack_them(archive: Path, tmp_path: Path) -> None:
+    """`--overlay`: an 8-bit picture per image to look through (the 16-bit uncertainty map is data, nearly
+    black in a viewer). A finished job rerun with `--overlay` makes each image's overlay, as the rows without
+    one are unfinished."""
+    output = tmp_path / "output"
+    assert run_batch(archive, output).returncode == 3
+    assert not (output / "overlays").exists()
+    again = run_batch(archive, output, "--overlay")
+    assert again.returncode == 3, again.stderr
+    for image in sorted(archive.glob("ISIC_*.jpg")):
+        overlay = cv2.imread(str(output / "overlays" / f"{image.stem}_overlay.png"), cv2.IMREAD_UNCHANGED)
+        assert overlay.dtype == np.uint8 and overlay.shape[:2] == cv2.imread(str(image)).shape[:2]
+    assert len(read_rows(output)) == IMAGES + 1  # still one row an image

@@ -36,6 +36,7 @@ class ResultsTable:
         self.table_path = self.output / "results.csv"
         self.job_path = self.output / "job.json"
         self.description = job_description(job)
+        self.overlay = job.overlay
         self.check_same_job()
         self.finished = self.keep_finished_rows()
         self.recorded: set[str] = set()
@@ -64,7 +65,8 @@ class ResultsTable:
             row
             for row in rows
             if row["status"] == "ok"
-            and all((self.output / name).is_file() for name in output_files(row["identifier"]).values())
+            # Overlays asked for on a rerun make the rows without them unfinished: those images run again.
+            and all((self.output / name).is_file() for name in output_files(row["identifier"], self.overlay).values())
         ]
         temporary = self.table_path.with_name(".results.csv.partial")
         with open(temporary, "w", newline="") as stream:

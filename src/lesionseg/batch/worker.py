@@ -50,6 +50,8 @@ class JobSettings:
     threads: int = 0  # per worker; 0 = the backend's choice
     # cpu or cuda (lesionseg.devices), resolved when the job starts: a GPU's bfloat16 moves boundary pixels.
     device: str = "cpu"
+    # Also an overlay per image (the photo with the outline and the uncertainty), for a person to look through.
+    overlay: bool = False
 
     def __post_init__(self) -> None:
         # Refused before the job starts, rather than as the same error in every image's row.
@@ -67,12 +69,16 @@ class ImageOutcome:
     files: dict[str, bytes] = field(default_factory=dict)  # path relative to the output folder -> bytes
 
 
-def output_files(identifier: str) -> dict[str, str]:
-    """The ISIC 2018 Task 1 mask name, and the 16-bit uncertainty map (value = std / 0.5 × 65535)."""
-    return {
+def output_files(identifier: str, overlay: bool = False) -> dict[str, str]:
+    """The ISIC 2018 Task 1 mask name, the 16-bit uncertainty map (value = std / 0.5 × 65535, which an image
+    viewer shows nearly black: it is data), and, asked for, an 8-bit overlay to look at."""
+    names = {
         "mask": f"masks/{identifier}_segmentation.png",
         "uncertainty": f"uncertainty/{identifier}_uncertainty.png",
     }
+    if overlay:
+        names["overlay"] = f"overlays/{identifier}_overlay.png"
+    return names
 
 
 def failed_row(identifier: str, path: str, error: str) -> dict:
@@ -112,14 +118,15 @@ class BatchWorker:
         try:
             data = read_image_file(Path(path), self.settings.max_upload_bytes)
             row["read_ms"] = elapsed_ms(started)
-            result = self.segmenter.predict(data, self.job.request)
+            # An overlay shows the photo itself, so a large JPEG is decoded at its own size for it.
+            result = self.segmenter.predict(data, self.job.request, full_pixels=self.job.overlay)
             timings = result.prediction.timings_ms
             row["decode_ms"] = timings["decode"]
             row["inference_ms"] = round(timings["preprocess"] + timings["inference"], 2)
             encode_started = time.perf_counter()
             mask = result.mask
-            names = output_files(identifier)
-            files = {names["mask"]: result.render("mask"), names["uncertainty"]: result.render("uncertainty")}
+            names = output_files(identifier, self.job.overlay)
+            files = {name: result.render(kind) for kind, name in names.items()}
             row["encode_ms"] = elapsed_ms(encode_started)
         except Exception as error:  # noqa: BLE001 - one bad image must never stop an archive's job
             # Unreadable files, rejected images and anything else go in the table, with the reason.
