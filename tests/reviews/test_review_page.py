@@ -126,12 +126,14 @@ def test_a_correction_refused_by_a_409_keeps_its_message_and_its_strokes(service
     assert corrected[row - 4 : row + 4, columns].all() and not model[row - 4 : row + 4, columns].any()
 
 
-def open_review_page(driver, service, viewport=(1366, 768)):
+def open_review_page(driver, service, viewport=(1366, 768), key: str | None = KEYS["reviewer"]):
+    """The page in a new browser, with `key` typed in its field (none: as a newcomer opens it)."""
     browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
     page.goto(service.url + "/review")
-    page.fill("#api-key", KEYS["reviewer"])
-    page.dispatch_event("#api-key", "change")
+    if key is not None:
+        page.fill("#api-key", key)
+        page.dispatch_event("#api-key", "change")
     return browser, page
 
 
@@ -309,11 +311,7 @@ def test_every_way_out_of_an_edited_case_asks_first_and_a_no_keeps_the_strokes(s
 def test_a_new_key_and_refresh_at_once_list_each_case_once_and_a_verdict_names_its_case(service, real_image_path):
     first = service.upload(real_image_path.read_bytes(), seed=21, external_id="FIRST-CASE").json()
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(service.url + "/review")
-        page.fill("#api-key", KEYS["reviewer"])
-        page.dispatch_event("#api-key", "change")
+        browser, page = open_review_page(driver, service)
         page.click("#refresh")  # a second load while the first is in flight
         page.wait_for_selector(f"#worklist li[data-id='{first['id']}']", timeout=30_000)
         page.wait_for_load_state("networkidle")  # both loads answered: the earlier one's must have been dropped
@@ -330,9 +328,7 @@ def test_a_refused_key_is_explained_in_a_reviewers_words(service, real_image_pat
     """The API says "send it as X-API-Key or Authorization: Bearer"; the page has a key field, and says so."""
     case = service.upload(real_image_path.read_bytes(), seed=31).json()
     with sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGUMENTS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(service.url + "/review")
+        browser, page = open_review_page(driver, service, key=None)
         wait_until(page, "document.getElementById('error').textContent.includes('API key field')")
         assert "Bearer" not in page.inner_text("#error")
         page.fill("#api-key", "not-a-key")
