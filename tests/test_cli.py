@@ -248,3 +248,16 @@ def test_serve_whose_workers_fail_to_start_exits_with_a_failure(tmp_path, worker
     (tmp_path / "weights.json").write_bytes(lesionseg.config.DEFAULT_WEIGHTS.with_suffix(".json").read_bytes())
     failed = serve_failing(tmp_path, workers, LESIONSEG_WEIGHTS=str(weights), LESIONSEG_BACKEND="pytorch")
     assert failed.returncode == 3, failed.stderr[-2000:]
+
+
+def test_a_missing_extra_in_the_checkout_says_make_install(tmp_path):
+    """`make serve`'s lean environment has no PyTorch; in the checkout the fix is `make install`, not a pip extra.
+    The lean install is imitated by making `import torch` fail, as it does there."""
+    script = "import sys; sys.modules['torch'] = None; from lesionseg.cli import main; main(['train', '--epochs', '1'])"
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert (
+        completed.stderr.strip()
+        .splitlines()[-1]
+        .endswith("make install (the full environment, .venv) in this checkout")
+    )
