@@ -872,6 +872,11 @@ INSTALL_HINTS = {
     "ray": "pip install 'lesionseg[ray]'",
     "psycopg": "pip install 'lesionseg[postgres]'",
 }
+# In a checkout (`make serve`'s lean environment), the Makefile's target that installs each instead.
+CHECKOUT_HINTS = {
+    **dict.fromkeys(TRAINING_MODULES, "make install (the full environment, .venv) in this checkout"),
+    "ray": "make install-ray in this checkout",
+}
 
 
 def add_export_reviews_parser(subparsers) -> None:
@@ -995,7 +1000,7 @@ def main(argv: list[str] | None = None) -> None:
         if hint is None:
             raise
         if running_from_checkout():
-            hint = "make install (the full environment, .venv) in this checkout"
+            hint = CHECKOUT_HINTS.get((error.name or "").partition(".")[0], hint)
         parser.exit(2, f"lesionseg {arguments.command}: needs {error.name}, which this install does not have: {hint}\n")
     except (ValueError, CheckpointError, OSError) as error:
         parser.exit(2, f"lesionseg {arguments.command}: error: {error_message(error)}\n")
