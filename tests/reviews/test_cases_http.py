@@ -474,11 +474,11 @@ def test_reviewed_cases_export_as_a_training_set_that_trains(service, pictures, 
     assert exported.returncode == 0, exported.stderr
     with open(output / "manifest.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
-    reviewed = [  # a case flagged not dermoscopy stays out unless --include-out-of-distribution
+    reviewed = [  # a flagged case no reviewer confirmed as dermoscopy stays out unless --include-out-of-distribution
         case
         for status in ("accepted", "corrected")
         for case in service.get("/cases", status=status, limit=200).json()["cases"]
-        if not case["out_of_distribution"]
+        if not case["out_of_distribution"] or case["review"]["out_of_distribution_confirmed"]
     ]
     assert sorted(row["id"] for row in rows) == sorted(case["id"] for case in reviewed)
     for row in rows:
