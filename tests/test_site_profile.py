@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.conftest import free_port
 
 from lesionseg.config import DEFAULT_WEIGHTS
 from lesionseg.model.sidecar import CheckpointError, read_sidecar
@@ -101,7 +102,8 @@ def test_what_is_not_a_profile_is_refused_in_one_line(tmp_path):
 def test_serve_refuses_a_broken_profile_before_it_starts(tmp_path, entry, value):
     path = written(tmp_path, with_change(entry, value))
     started = subprocess.run(
-        [sys.executable, "-m", "lesionseg.cli", "serve", "--port", "1", "--workers", "2"],
+        # A free port, not a fixed one: should a profile wrongly pass, the server that starts takes nobody's port.
+        [sys.executable, "-m", "lesionseg.cli", "serve", "--port", str(free_port()), "--workers", "2"],
         capture_output=True,
         text=True,
         env={**os.environ, "LESIONSEG_SITE_PROFILE": str(path)},

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from tests.backends.mask_agreement import BOUNDARY_CELLS, farthest_disagreement_in_cells
+from tests.conftest import free_port
 
 from lesionseg.config import DEFAULT_WEIGHTS
 from lesionseg.data.pairs import read_image
@@ -55,7 +56,7 @@ def test_asking_for_cuda_without_a_gpu_fails_in_one_line(real_image_path, tmp_pa
 
 @pytest.mark.slow
 def test_a_wrong_device_names_its_setting_in_one_line(real_image_path, tmp_path):
-    served = lesionseg("serve", "--port", "1", LESIONSEG_DEVICE="gpu")
+    served = lesionseg("serve", "--port", str(free_port()), LESIONSEG_DEVICE="gpu")
     assert served.returncode == 2 and served.stderr.strip().splitlines() == [served.stderr.strip()]
     assert "LESIONSEG_DEVICE" in served.stderr and "'gpu'" in served.stderr
     flagged = lesionseg("predict", str(real_image_path), "--out", str(tmp_path), "--device", "cuda:x")

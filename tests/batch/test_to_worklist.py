@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from tests.conftest import free_port
 from tests.reviews.test_cases_http import KEYS, Service
 
 # Slow tier (`make test-fast` leaves it out): a real server, and the CLI in its own process.
@@ -54,5 +55,6 @@ def test_a_folder_goes_into_the_worklist_once_each_picture_named_by_its_file(tmp
 
 def test_no_service_at_the_address_is_one_line(tmp_path, real_image_path):
     shutil.copy(real_image_path, tmp_path / "one.jpg")
-    failed = add_cases(tmp_path, "http://127.0.0.1:1", KEYS["reviewer"])
-    assert failed.returncode == 2 and "cannot reach http://127.0.0.1:1" in failed.stderr
+    address = f"http://127.0.0.1:{free_port()}"  # free: nothing listens there
+    failed = add_cases(tmp_path, address, KEYS["reviewer"])
+    assert failed.returncode == 2 and f"cannot reach {address}" in failed.stderr
