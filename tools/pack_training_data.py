@@ -52,27 +52,15 @@ def pair_files(record: PairRecord, size: int, quality: int) -> list[tuple[str, b
     ]
 
 
-def ordered_pairs(records: list[PairRecord], seed: int) -> list[PairRecord]:
-    """Every group's first photo, then every group's second, and so on; groups in an order fixed by a hash of
-    each (another seed than the split's)."""
+def rounds_of(records: list[PairRecord], seed: int) -> list[tuple[int, PairRecord]]:
+    """(round, pair): every group's first photo is round 0, its second round 1, and so on; within a round,
+    groups in an order fixed by a hash of each (another seed than the split's)."""
     groups: dict[str, list[PairRecord]] = {}
     for record in records:
         groups.setdefault(record.group, []).append(record)
     order = sorted(groups, key=lambda name: hash_fraction(seed + 1, "pack", name))
     rounds = max(len(members) for members in groups.values())
-    return [groups[name][turn] for turn in range(rounds) for name in order if turn < len(groups[name])]
-
-
-def round_of(training: list[list[PairRecord]]):
-    """A sort key: which round (first photo of its group, second...) a pair is in, then its set."""
-    position = {}
-    for set_index, pairs in enumerate(training):
-        seen: dict[str, int] = {}
-        for record in pairs:
-            turn = seen.get(record.group, 0)
-            seen[record.group] = turn + 1
-            position[record.identifier, record.source] = (turn, set_index)
-    return lambda record: position[record.identifier, record.source]
+    return [(turn, groups[name][turn]) for turn in range(rounds) for name in order if turn < len(groups[name])]
 
 
 def main() -> None:
@@ -105,10 +93,13 @@ def main() -> None:
         records = {name: discover_pairs(arguments.data_root / name) for name in arguments.sets}
         queue = [record for name in arguments.sets for record in split.select(records[name], "validation")]
         training = [
-            ordered_pairs(split.select(records[name], "training"), arguments.split_seed) for name in arguments.sets
+            (turn, set_index, record)
+            for set_index, name in enumerate(arguments.sets)
+            for turn, record in rounds_of(split.select(records[name], "training"), arguments.split_seed)
         ]
-        # The sets' rounds interleaved: ISIC's first photos, HAM10000's first photos, then the second ones.
-        queue += sorted((record for pairs in training for record in pairs), key=round_of(training))
+        # The sets' rounds interleaved (a stable sort keeps each round's order): ISIC's first photos, HAM10000's
+        # first photos, then the second ones.
+        queue += [record for _, _, record in sorted(training, key=lambda entry: entry[:2])]
         for record in queue:
             if limit - written < 3_000:  # no pair is smaller: the rest cannot fit
                 break

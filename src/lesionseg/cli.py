@@ -360,14 +360,13 @@ def run_batch(arguments: argparse.Namespace) -> None:
     from lesionseg.batch.worker import JobSettings
     from lesionseg.config import Settings
     from lesionseg.devices import wants_cuda
-    from lesionseg.predictor import check_backend_installed, resolve_backend
+    from lesionseg.predictor import check_backend_installed
 
     settings = Settings()
     weights = (arguments.weights or settings.weights).resolve()
     device = arguments.device or settings.device
-    # The job's record names the engine that ran, and where.
-    check_backend_installed(arguments.backend, weights, device)  # before any image is read
-    backend = resolve_backend(arguments.backend, weights, device)
+    # Checked before any image is read; the job's record names the engine that ran, and where.
+    backend = check_backend_installed(arguments.backend, weights, device)
     on_gpu = backend == "pytorch" and wants_cuda(device)
     job = JobSettings(
         weights=str(weights),

@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
+from lesionseg.devices import DEVICE_PATTERN
 
 PACKAGE_DIRECTORY = Path(__file__).resolve().parent
 DEFAULT_WEIGHTS = PACKAGE_DIRECTORY / "weights" / "default.safetensors"
@@ -53,7 +54,7 @@ class Settings(BaseSettings):
     backend: Literal["auto", "pytorch", "onnx", "onnx-int8", "openvino", "openvino-f32", "openvino-int8"] = "auto"
     # Where the PyTorch backend runs (lesionseg.devices): auto takes CUDA where a GPU is visible, in bfloat16;
     # cpu, cuda and cuda:N by name. ONNX Runtime and OpenVINO run on the CPU.
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    device: str = Field("auto", pattern=f"^(?:{DEVICE_PATTERN.pattern})$")
     # Threads for one inference; 0 keeps the backend's default (one per core). With several
     # workers, give each cores / workers so they do not fight over the same cores.
     inference_threads: int = Field(0, ge=0)

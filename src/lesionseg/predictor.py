@@ -152,10 +152,10 @@ def resolve_backend(backend: str, weights_path: Path, device: str = "auto") -> s
 BACKEND_MODULES = {"pytorch": "torch", "openvino": "openvino", "openvino-f32": "openvino", "openvino-int8": "openvino"}
 
 
-def check_backend_installed(backend: str, weights_path: Path, device: str = "auto") -> None:
-    """ModuleNotFoundError, naming the module, if `backend` cannot run here: checked before a server starts
-    its workers, where the error would otherwise end as a traceback in each of them. A GPU asked for by name
-    is looked for now too (ValueError in one line where PyTorch sees none)."""
+def check_backend_installed(backend: str, weights_path: Path, device: str = "auto") -> str:
+    """The backend `backend` resolves to here; ModuleNotFoundError, naming the module, if it cannot run here:
+    checked before a server starts its workers, where the error would otherwise end as a traceback in each of
+    them. A GPU asked for by name is looked for now too (ValueError in one line where PyTorch sees none)."""
     resolved = resolve_backend(backend, weights_path, device)
     module = BACKEND_MODULES.get(resolved)
     if module is not None:
@@ -164,6 +164,7 @@ def check_backend_installed(backend: str, weights_path: Path, device: str = "aut
         from lesionseg.backends.pytorch_backend import resolve_device
 
         resolve_device(device)
+    return resolved
 
 
 def load_backend(
@@ -295,12 +296,18 @@ class Predictor:
         """One model input (1×3×S×S) -> its MC logits, 1×T×S×S (1×3T×S×S with `tta`), and the image's
         descriptor for the gate. What serving, calibration and evaluation all sample through, so that what is
         calibrated is what is served."""
-        check_samples(samples)
-        trunk, descriptor = self.batcher.trunk(flipped_views(batch) if tta else batch)
+        trunk, descriptor = self.views_trunk(batch, samples, tta)
         with self.batcher.inference_lock:
             logits = sample_tail(self.backend, self.config, trunk, samples, seed)
+        return (pooled_views(logits) if tta else logits), descriptor
+
+    def views_trunk(self, batch: np.ndarray, samples: int, tta: bool) -> tuple[list, np.ndarray | None]:
+        """The trunk of the image's views (with `tta`, flipped both ways too), run with other requests' where
+        they wait, and the image's descriptor for the gate."""
+        check_samples(samples)
+        trunk, descriptor = self.batcher.trunk(flipped_views(batch) if tta else batch)
         # The first view is the image as given; flipped views describe the same picture.
-        return (pooled_views(logits) if tta else logits), (None if descriptor is None else descriptor[0])
+        return trunk, (None if descriptor is None else descriptor[0])
 
     def sample_maps(
         self, batch: np.ndarray, samples: int, seed: int, tta: bool = DEFAULT_TTA
@@ -310,13 +317,12 @@ class Predictor:
         if not getattr(self.backend, "on_gpu", False):
             logits, descriptor = self.sample(batch, samples, seed, tta)
             return summarise(logits, self.temperature), descriptor
-        check_samples(samples)
+        trunk, descriptor = self.views_trunk(batch, samples, tta)
         views = 3 if tta else 1
-        trunk, descriptor = self.batcher.trunk(flipped_views(batch) if tta else batch)
         with self.batcher.inference_lock:
             masks = draw_channel_masks(self.config, views * samples, seed)
             maps = self.backend.sample_maps(trunk, masks, views, self.temperature)
-        return maps, (None if descriptor is None else descriptor[0])
+        return maps, descriptor
 
     def predict(
         self,

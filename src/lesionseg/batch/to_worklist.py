@@ -80,14 +80,15 @@ class WorklistClient:
         )
         parameters = {**query, **({"external_id": external_id} if external_id else {})}
         path = "/cases" + (f"?{urllib.parse.urlencode(parameters)}" if parameters else "")
-        for attempt in range(BUSY_RETRIES + 1):
+        content_type = f"multipart/form-data; boundary={boundary}"
+        for _ in range(BUSY_RETRIES):
             try:
-                return self.send("POST", path, body, f"multipart/form-data; boundary={boundary}")
+                return self.send("POST", path, body, content_type)
             except ServiceRefused as refused:
-                if refused.status != 503 or attempt == BUSY_RETRIES:
+                if refused.status != 503:
                     raise
                 time.sleep(refused.retry_after or 1.0)
-        raise AssertionError("unreachable")
+        return self.send("POST", path, body, content_type)  # the last try: a 503 now is the picture's failure
 
 
 def add_to_worklist(

@@ -41,14 +41,13 @@ def affine_matrices(count: int, generator: torch.Generator, device: torch.device
     # A shift of 5 % of the side is 0.1 in [-1, 1] coordinates.
     shift = uniform(2 * count, -0.1, 0.1, generator, device).reshape(count, 2)
     cosine, sine = torch.cos(angle) / scale, torch.sin(angle) / scale
-    matrices = torch.stack(
+    return torch.stack(
         [
             torch.stack([cosine * flip_x, -sine * flip_y, shift[:, 0]], dim=1),
             torch.stack([sine * flip_x, cosine * flip_y, shift[:, 1]], dim=1),
         ],
         dim=1,
     )
-    return matrices
 
 
 def luma(images: torch.Tensor) -> torch.Tensor:

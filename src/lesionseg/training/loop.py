@@ -229,10 +229,17 @@ def device_batches(
     """This rank's share of each remaining batch of the epoch, augmented on the device. Each step's draws come
     from (seed, rank, epoch, step) alone, so a resumed epoch replays exactly what an uninterrupted one would."""
     generator = torch.Generator(device=dataset.device)
-    for step in range(start_step, len(indices) // options.batch_size):
+    for step, share in enumerate(batch_shares(indices, options, start_step, launch), start=start_step):
         generator.manual_seed(((options.seed * 1_000_003 + launch.rank) * 10_007 + epoch) * 1_000_003 + step)
-        share = list(own_share(indices[step * options.batch_size : (step + 1) * options.batch_size], launch))
         yield dataset.batch(share, generator)
+
+
+def batch_shares(indices: list[int], options: TrainingOptions, start_step: int, launch: Launch) -> list[list[int]]:
+    """This rank's share of each batch of the epoch from `start_step` on."""
+    return [
+        list(own_share(indices[step * options.batch_size : (step + 1) * options.batch_size], launch))
+        for step in range(start_step, len(indices) // options.batch_size)
+    ]
 
 
 def scaled_learning_rate(options: TrainingOptions) -> float:
@@ -246,14 +253,10 @@ def epoch_loader(
     """This rank's share of each remaining batch of the epoch, augmented by `options.loader_workers`
     workers. The batches come from (seed, epoch) alone, so a resumed epoch skips exactly what is done; the
     workers' augmentation streams come from this rank's stream, saved in state.pt."""
-    batches = [
-        list(own_share(indices[step * options.batch_size : (step + 1) * options.batch_size], launch))
-        for step in range(start_step, len(indices) // options.batch_size)
-    ]
     generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
     return torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=batches,
+        batch_sampler=batch_shares(indices, options, start_step, launch),
         num_workers=options.loader_workers,
         generator=generator,
         persistent_workers=False,
