@@ -59,14 +59,22 @@ from lesionseg.uncertainty.coverage import MAX_COVERAGE, MIN_COVERAGE
 from lesionseg.uncertainty.sampling import check_samples
 
 ImageInput = str | Path | bytes | Image.Image | np.ndarray
-OutputFormat = Literal["png", "mask", "uncertainty", "overlay", "json"]
+OutputFormat = Literal["png", "mask", "uncertainty", "overlay", "json", "dicom-seg", "dicom-pmap"]
 MEDIA_TYPES = {
     "png": "image/png",
     "mask": "image/png",
     "uncertainty": "image/png",
     "overlay": "image/png",
     "json": "application/json",
+    "dicom-seg": "application/dicom",
+    "dicom-pmap": "application/dicom",
 }
+DICOM_FORMATS = ("dicom-seg", "dicom-pmap")
+NOT_DICOM_SOURCE = (
+    "format={format} answers a DICOM upload only: the Segmentation or Parametric Map references its source "
+    "picture's patient, study and instance, which a {source} file does not have; send the DICOM file, or ask "
+    "for format=mask or format=uncertainty"
+)
 MAX_SEED = 2**31 - 1
 
 
@@ -243,16 +251,42 @@ class Result:
         parts.append(b"}}")
         return b"".join(parts)
 
+    @property
+    def parameters(self) -> dict[str, str]:
+        """How the mask was made, as a DICOM answer's algorithm parameters record it."""
+        prediction = self.prediction
+        parameters = {"threshold": f"{prediction.threshold:.6g}"}
+        if prediction.coverage is not None:
+            parameters["coverage"] = f"{prediction.coverage:.6g}"
+        return parameters | {"samples": str(prediction.samples), "seed": str(prediction.seed)}
+
+    def dicom_object(self, format: Literal["dicom-seg", "dicom-pmap"], content_description: str | None = None) -> bytes:
+        """`dicom-seg`: the mask as a DICOM Segmentation; `dicom-pmap`: the uncertainty as a Parametric Map. Each
+        references the uploaded DICOM picture (ImageRejected for any other upload: no patient is invented)."""
+        source = self.decoded.dicom
+        if source is None:
+            raise ImageRejected(422, NOT_DICOM_SOURCE.format(format=format, source=self.decoded.format or "picture"))
+        from lesionseg.dicom import objects  # highdicom, on first use: a server that writes none never loads it
+
+        if format == "dicom-seg":
+            dataset = objects.segmentation(source, self.mask, self.model, self.parameters, content_description)
+        else:
+            dataset = objects.parametric_map(source, self.uncertainty, self.model, self.parameters)
+        return objects.to_bytes(dataset)
+
     def uncertainty_bands(self):
         return self.prediction.bands("uncertainty_std")
 
     def render(self, format: OutputFormat, heatmap: HeatmapScale | None = None, include_images: bool = False) -> bytes:
         """The bytes of an output format (MEDIA_TYPES says its type): `png` the mask and heatmap side by side,
         `mask` 8-bit 0/255, `uncertainty` 16-bit round(std / 0.5 × 65535), `overlay` the photo with the outline
-        and uncertainty, `json` the summary. `heatmap` overrides the settings' colour scale for `png`. The
-        uncertainty map is drawn a band at a time, never held whole at the image's size."""
+        and uncertainty, `json` the summary, `dicom-seg` and `dicom-pmap` DICOM objects (`dicom_object`).
+        `heatmap` overrides the settings' colour scale for `png`. The uncertainty map is drawn a band at a time,
+        never held whole at the image's size (but for `dicom-pmap`, whose encoder takes the whole map)."""
         if format == "json":
             return self.json_with_images() if include_images else json.dumps(self._json).encode()
+        if format in DICOM_FORMATS:
+            return self.dicom_object(format)
         if format == "mask":
             return encode_mask_png(self.mask)
         if format == "uncertainty":

@@ -22,6 +22,7 @@ from typing import TypeVar
 from PIL import Image
 
 from lesionseg import cancellation
+from lesionseg.dicom import is_dicom
 from lesionseg.imaging.decode import ALLOWED_FORMATS
 
 # Peak working bytes per image pixel, by output, at 64 megapixels, for the costliest kind of image
@@ -30,6 +31,12 @@ from lesionseg.imaging.decode import ALLOWED_FORMATS
 # a photo shown that EXIF turns is held whole to be turned (466 MB for a 64-megapixel JPEG, measured); the
 # overlay's PNG is the rest.
 BYTES_PER_PIXEL = {"mask": 5, "json": 5, "uncertainty": 5, "overlay": 9, "png": 5, "json_with_images": 9}
+# The DICOM answers: the Segmentation packs the whole mask to bits; the Parametric Map's encoder takes the whole
+# float32 map and copies it into its pixel data.
+BYTES_PER_PIXEL |= {"dicom-seg": 6, "dicom-pmap": 14}
+# A DICOM upload's frame is decoded whole, beyond what any output needs: its NumPy array (3 bytes a pixel) and
+# Pillow's copy (4), from which the model's picture is reduced.
+DICOM_DECODE_BYTES_PER_PIXEL = 7
 # A WebP shown at its own size is decoded whole by libwebp and held twice in libvips (the frame and its
 # copy): 623 MB at 64 MP, 631 MB turned, measured.
 WEBP_BYTES_PER_PIXEL = {"overlay": 12, "json_with_images": 12}
@@ -45,6 +52,10 @@ Outcome = TypeVar("Outcome")
 def read_header(data: bytes) -> tuple[int, str | None]:
     """The pixel count the image's header claims, and its format; (0, None) where it cannot be read
     (decoding then says why)."""
+    if is_dicom(data):
+        from lesionseg.dicom.read import declared_pixels  # pydicom, on the first DICOM upload
+
+        return declared_pixels(data), "DICOM"
     try:
         with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
             return image.size[0] * image.size[1], image.format
@@ -136,4 +147,5 @@ class MemoryBudget:
 def estimate_bytes(data: bytes, output: str) -> int:
     pixels, format = read_header(data)
     bytes_per_pixel = WEBP_BYTES_PER_PIXEL.get(output) if format == "WEBP" else None
-    return pixels * (bytes_per_pixel or BYTES_PER_PIXEL[output])
+    decode_bytes_per_pixel = DICOM_DECODE_BYTES_PER_PIXEL if format == "DICOM" else 0
+    return pixels * ((bytes_per_pixel or BYTES_PER_PIXEL[output]) + decode_bytes_per_pixel)

@@ -19,19 +19,24 @@ import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lesionseg.dicom import is_dicom
 from lesionseg.imaging.bands import BAND_ROWS
 from lesionseg.imaging.decoder_warnings import collect_decoder_warnings
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 logger = logging.getLogger("lesionseg.imaging")
 
 # Pillow's format names, and how we name them to users. MPO is the JPEG variant some cameras write
 # (a primary picture plus previews); Pillow's JPEG decoder opens it, and we use its primary picture.
 ALLOWED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP", "GIF")
-NOT_AN_IMAGE = "the upload is not an image format we can read (use JPEG, PNG, TIFF, BMP, WebP or a still GIF)"
+NOT_AN_IMAGE = "the upload is not an image format we can read (use JPEG, PNG, TIFF, BMP, WebP, a still GIF or DICOM)"
 # What a log line keeps of a library's own error message.
 MAX_LOGGED_ERROR_CHARACTERS = 200
 
@@ -209,6 +214,7 @@ class DecodedImage:
     original_height: int
     format: str | None = None  # Pillow's name (JPEG, PNG, ...) for decoded bytes; None for arrays
     photo: PhotoBands | None = None  # the full-size picture, kept when `rgb` is reduced and an output shows it
+    dicom: "Dataset | None" = None  # a DICOM upload's header, without its pixels (`dicom.read.kept_header`)
 
     def photo_bands(self) -> PhotoBands | np.ndarray:
         """The photo for outputs that show it: the kept full-size picture as RGB bands, or else `rgb`."""
@@ -279,7 +285,7 @@ def decode_upload(
         raise ImageRejected(400, "the uploaded file is empty")
     with collect_decoder_warnings() as decoder_warnings:
         try:
-            decoded = decode_bytes(data, max_pixels, min_side, draft_size, keep_photo)
+            decoded = decode_file(data, max_pixels, min_side, draft_size, keep_photo)
         finally:
             if decoder_warnings.count:
                 # One bounded line, however many times the decoder complained.
@@ -288,6 +294,16 @@ def decode_upload(
                     extra={"fields": {"warnings": decoder_warnings.count, "first": decoder_warnings.messages}},
                 )
     return decoded
+
+
+def decode_file(data: bytes, max_pixels: int, min_side: int, draft_size: int | None, keep_photo: bool) -> DecodedImage:
+    """A DICOM file's picture (`dicom.read`, imported on first use: a server that never sees one never loads
+    pydicom), or a picture file's."""
+    if is_dicom(data):
+        from lesionseg.dicom.read import decode_dicom
+
+        return decode_dicom(data, max_pixels, min_side, draft_size, keep_photo)
+    return decode_bytes(data, max_pixels, min_side, draft_size, keep_photo)
 
 
 def log_decoder_error(stage: str, error: Exception) -> None:

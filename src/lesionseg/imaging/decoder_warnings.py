@@ -6,7 +6,9 @@ safe with several decoding threads. Instead one hook, installed once, hands each
 collector of the thread that raised it, and passes any other warning on unchanged. libvips's warnings
 (a damaged JPEG's, say) reach Python's logging through pyvips's "pyvips" logger, on the decoding thread:
 a filter there does the same for them, and drops those outside a decode (a photo read again to be drawn
-repeats its decode's warnings).
+repeats its decode's warnings). pydicom and highdicom quote a file's values in their messages (a patient's name
+that breaks its value representation's rules, say): their warnings and log records are counted in a decode,
+their text withheld, and never printed or logged anywhere.
 """
 
 import logging
@@ -24,6 +26,9 @@ MAX_MESSAGE_CHARACTERS = 200
 PILLOW_MODULES = r"PIL\."
 # Where pyvips logs libvips's messages.
 LIBVIPS_LOGGER = "pyvips"
+# The DICOM libraries, whose messages may quote a patient's details, and what is kept of one.
+DICOM_LIBRARIES = ("pydicom", "highdicom")
+WITHHELD = "{source}: a DICOM warning, its text withheld (it may quote the file's values)"
 # The entry `warnings.filterwarnings` makes, to tell whether a reset removed it.
 PILLOW_FILTER_ENTRY = ("always", None, Warning, re.compile(PILLOW_MODULES), 0)
 
@@ -44,8 +49,16 @@ class DecoderWarnings:
             self.messages.append(message)
 
 
+def from_dicom_library(filename: str) -> bool:
+    return any(f"/{library}/" in filename.replace("\\", "/") for library in DICOM_LIBRARIES)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     collector = getattr(_thread_state, "collector", None)
+    if from_dicom_library(str(filename)):
+        if collector is not None:
+            collector.add(WITHHELD.format(source=category.__name__))
+        return
     if collector is None:
         _previous_showwarning(message, category, filename, lineno, file, line)
         return
@@ -59,12 +72,30 @@ def _collect_libvips_record(record: logging.LogRecord) -> bool:
     return False  # never logged on its own
 
 
+class WithholdingHandler(logging.Handler):
+    """The DICOM libraries' one log handler, their records going no further: counted in a decode, never written
+    (the text may quote a patient's details). A handler, not a filter, sees their modules' child loggers too."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        collector = getattr(_thread_state, "collector", None)
+        if collector is not None:
+            collector.add(WITHHELD.format(source=record.name))
+
+
+_withholding_handler = WithholdingHandler()
+
+
 def install() -> None:
     """Idempotent; called before each decode, since test runners and notebooks reset warning state."""
     global _previous_showwarning
     libvips_logger = logging.getLogger(LIBVIPS_LOGGER)
     if _collect_libvips_record not in libvips_logger.filters:
         libvips_logger.addFilter(_collect_libvips_record)
+    for library in DICOM_LIBRARIES:
+        library_logger = logging.getLogger(library)
+        if _withholding_handler not in library_logger.handlers:
+            library_logger.addHandler(_withholding_handler)
+            library_logger.propagate = False
     if warnings.showwarning is _show_warning and PILLOW_FILTER_ENTRY in warnings.filters:
         return
     with _install_lock:

@@ -12,21 +12,32 @@ from lesionseg.api.errors import RequestRejected
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
 from lesionseg.api.schemas import BatchResult, ErrorBody, PredictionSummary
 from lesionseg.config import Settings
+from lesionseg.dicom import is_dicom
 from lesionseg.imaging.decode import ImageRejected
 from lesionseg.imaging.render import HeatmapScale
-from lesionseg.segmenter import MEDIA_TYPES, OutputFormat, PredictionRequest, Result, Segmenter
+from lesionseg.segmenter import (
+    DICOM_FORMATS,
+    MEDIA_TYPES,
+    NOT_DICOM_SOURCE,
+    OutputFormat,
+    PredictionRequest,
+    Result,
+    Segmenter,
+)
 
 router = APIRouter(tags=["predict"])
 
-# Generic binary uploads (curl without a type, some HTTP clients) are sniffed like images.
-ACCEPTED_NON_IMAGE_TYPES = {"application/octet-stream", ""}
+# Generic binary uploads (curl without a type, some HTTP clients) are sniffed like images; DICOM files have a
+# type of their own.
+ACCEPTED_NON_IMAGE_TYPES = {"application/octet-stream", "", "application/dicom"}
 ERROR_RESPONSES = {status: {"model": ErrorBody} for status in (400, 413, 415, 422)}
 PREDICT_RESPONSES = {
     200: {
         "description": "png: mask left, uncertainty heatmap right; mask: 8-bit 0/255; uncertainty: 16-bit "
-        "round(std / 0.5 × 65535); overlay: photo with outline and uncertainty; json: a summary",
+        "round(std / 0.5 × 65535); overlay: photo with outline and uncertainty; json: a summary; for a DICOM "
+        "upload, dicom-seg: a DICOM Segmentation, dicom-pmap: the uncertainty as a DICOM Parametric Map",
         "model": PredictionSummary,
-        "content": {"image/png": {}},
+        "content": {"image/png": {}, "application/dicom": {}},
     },
     **ERROR_RESPONSES,
 }
@@ -142,13 +153,16 @@ async def predict(
     segmenter: SegmenterDependency,
     settings: SettingsDependency,
     request: Request,
-    file: Annotated[UploadFile | None, File(description="the dermoscopic image (JPEG, PNG, TIFF, ...)")] = None,
+    file: Annotated[UploadFile | None, File(description="the dermoscopic image (JPEG, PNG, TIFF, DICOM, ...)")] = None,
     format: Annotated[OutputFormat, Query(description="what to return")] = "png",
     heatmap: Annotated[Literal["absolute", "per_image"] | None, Query(description="heatmap colour scale")] = None,
     include_images: Annotated[bool, Query(description="json only: add overlay, mask, heatmap PNGs")] = False,
 ) -> Response:
     """Segments the lesion at the uploaded image's own size, with MC-dropout uncertainty."""
     data = await read_single_upload(request, file, settings)
+    if format in DICOM_FORMATS and not is_dicom(data):
+        # Refused before any work: the answer would need a patient and study that only a DICOM upload has.
+        raise RequestRejected(422, NOT_DICOM_SOURCE.format(format=format, source="non-DICOM"))
     response = ResponseFormat(format, heatmap, include_images)
     state = request.app.state
     work = partial(
