@@ -403,7 +403,7 @@ def test_an_empty_database_is_migrated_to_the_current_schema(kind, request, tmp_
     try:
         assert {"cases", "reviews", "review_events", "alembic_version"} <= set(inspect(engine).get_table_names())
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         connect(url).dispose()  # a second start finds it current and changes nothing
     finally:
         engine.dispose()

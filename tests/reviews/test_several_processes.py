@@ -33,7 +33,7 @@ def test_processes_migrating_one_empty_database_at_once_all_succeed(kind, reques
         pool.map(connect_and_close, [url] * 4)  # an exception in any process fails the test
     engine = create_engine(url)
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0005"]
     assert {"cases", "reviews"} <= set(inspect(engine).get_table_names())
     engine.dispose()
 

@@ -149,9 +149,20 @@ class CaseReview(BaseModel):
     mask_rle: RunLengthMask | None = Field(None, description="the corrected mask, when status is corrected")
 
 
+class DicomSource(BaseModel):
+    """A DICOM upload's source picture, as its header names it; shown only to those who may read cases."""
+
+    patient_id: str | None = Field(description="Patient ID (0010,0020)")
+    accession_number: str | None = Field(description="Accession Number (0008,0050)")
+    study_instance_uid: str | None = Field(description="Study Instance UID (0020,000D)")
+    series_instance_uid: str | None = Field(description="Series Instance UID (0020,000E)")
+    sop_instance_uid: str | None = Field(description="SOP Instance UID (0008,0018) of the picture")
+
+
 class CaseSource(BaseModel):
     filename: str | None = Field(description="the upload's file name, without folders")
     external_id: str | None = Field(description="the identifier the uploader gave (`external_id` at POST /cases)")
+    dicom: DicomSource | None = Field(None, description="a DICOM upload's patient, study, series and instance")
 
 
 class CaseBody(BaseModel):

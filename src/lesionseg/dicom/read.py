@@ -96,11 +96,14 @@ class DicomIdentifiers:
     series_instance_uid: str | None
     sop_instance_uid: str | None
 
+    def as_json(self) -> dict[str, str | None]:
+        return dataclasses.asdict(self)
+
     @classmethod
     def of(cls, header: Dataset) -> "DicomIdentifiers":
         def text(keyword: str) -> str | None:
             value = str(header.get(keyword, "") or "").strip()
-            return value[:128] or None  # UIDs are 64 characters at most, IDs 16: longer is damage, cut short
+            return value[:64] or None  # each is 64 characters at most: longer is damage, cut short
 
         return cls(
             text("PatientID"),

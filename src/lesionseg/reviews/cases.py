@@ -42,6 +42,15 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def dicom_columns(result: Result) -> dict[str, str | None]:
+    """The case's DICOM columns: its source's identifiers for a DICOM upload, none for a picture file."""
+    if result.decoded.dicom is None:
+        return {}
+    from lesionseg.dicom.read import DicomIdentifiers  # pydicom, loaded by the DICOM upload already
+
+    return {f"dicom_{name}": value for name, value in DicomIdentifiers.of(result.decoded.dicom).as_json().items()}
+
+
 def describe(case: Case, include_masks: bool = True) -> dict:
     """A case as the API returns it."""
     review = case.review
@@ -57,8 +66,9 @@ def describe(case: Case, include_masks: bool = True) -> dict:
             "filename": case.filename,
         },
         "external_id": case.external_id,
-        # Where the case came from, in one place: the upload's file name and the caller's own identifier.
-        "source": {"filename": case.filename, "external_id": case.external_id},
+        # Where the case came from, in one place: the upload's file name, the caller's own identifier and, for a
+        # DICOM upload, its patient, study, series and instance.
+        "source": {"filename": case.filename, "external_id": case.external_id, "dicom": dicom_source(case)},
         "model": {"name": case.model_name, "version": case.model_version, "sha256": case.model_sha256},
         "settings": {
             "samples": case.samples,
@@ -83,6 +93,19 @@ def describe(case: Case, include_masks: bool = True) -> dict:
         body["mask_rle"] = case.mask_rle
         body["review"]["mask_rle"] = review.corrected_mask_rle
     return body
+
+
+def dicom_source(case: Case) -> dict[str, str | None] | None:
+    """A DICOM case's identifiers, None for a picture file's."""
+    if case.dicom_sop_instance_uid is None and case.dicom_study_instance_uid is None:
+        return None
+    return {
+        "patient_id": case.dicom_patient_id,
+        "accession_number": case.dicom_accession_number,
+        "study_instance_uid": case.dicom_study_instance_uid,
+        "series_instance_uid": case.dicom_series_instance_uid,
+        "sop_instance_uid": case.dicom_sop_instance_uid,
+    }
 
 
 def describe_event(event: ReviewEvent) -> dict:
@@ -199,6 +222,7 @@ class CaseStore:
             mask_rle=rle_encode(result.mask),
             filename=filename,
             external_id=external_id,
+            **dicom_columns(result),
         )
         case.review = Review(status="pending", version=1, created_at=created, updated_at=created)
         case.events = [ReviewEvent(version=1, status="pending", created_at=created)]

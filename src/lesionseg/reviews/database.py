@@ -64,6 +64,13 @@ class Case(Base):
     # Where the picture came from, so that a researcher can map a case back to their records (0002).
     filename: Mapped[str | None] = mapped_column(String(255), nullable=True)
     external_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    # A DICOM upload's source: its patient, study, series and instance (0005); shown only to those who may read
+    # cases, never logged.
+    dicom_patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dicom_accession_number: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dicom_study_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dicom_series_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dicom_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     review: Mapped["Review"] = relationship(back_populates="case", cascade="all, delete-orphan", uselist=False)
     events: Mapped[list["ReviewEvent"]] = relationship(cascade="all, delete-orphan", order_by="ReviewEvent.version")
 

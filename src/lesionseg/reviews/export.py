@@ -2,6 +2,8 @@
 
     OUT/images/ID.jpg                 the image, upright (EXIF applied), JPEG quality 95
     OUT/masks/ID_segmentation.png     the mask a person approved: the model's if accepted, theirs if corrected
+    OUT/segmentations/ID.dcm          a DICOM case's approved mask as a DICOM Segmentation of its source picture,
+                                      the verdict in its content description
     OUT/manifest.csv                  who reviewed what, with which model
 
 Then `lesionseg train --data-root PARENT_OF_OUT --sets NAME_OF_OUT`.
@@ -53,6 +55,7 @@ MANIFEST_FIELDS = [
     "out_of_distribution_confirmed",
     "filename",
     "external_id",
+    "dicom_sop_instance_uid",
     "history",
 ]
 
@@ -188,6 +191,24 @@ def history_text(events: list[dict]) -> str:
     )
 
 
+def verdict(case: dict) -> str:
+    """The reviewer's verdict in a few words, for a Segmentation's content description (64 characters)."""
+    review = case["review"]
+    who = review["reviewer"] or "a reviewer"
+    return f"{review['status']} by {who}, review version {review['version']}"
+
+
+def reviewed_segmentation(case: dict, source, mask) -> bytes:
+    """The mask a person approved as a DICOM Segmentation of the case's source picture."""
+    from lesionseg.dicom import objects  # highdicom, for DICOM cases only
+
+    settings = case["settings"]
+    parameters = {"threshold": f"{settings['threshold']:.6g}", "reviewed": case["review"]["status"]}
+    if settings["coverage"] is not None:
+        parameters["coverage"] = f"{settings['coverage']:.6g}"
+    return objects.to_bytes(objects.segmentation(source, mask, case["model"], parameters, verdict(case)))
+
+
 def write_snapshot(
     store: CaseStore, folder: Path, settings: Settings, include_out_of_distribution: bool
 ) -> ExportSummary:
@@ -211,6 +232,10 @@ def write_snapshot(
         Image.fromarray(decoded.rgb).save(buffer, format="JPEG", quality=95)
         (folder / "images" / f"{case['id']}.jpg").write_bytes(buffer.getvalue())
         (folder / "masks" / f"{case['id']}_segmentation.png").write_bytes(encode_mask_png(mask))
+        if decoded.dicom is not None:
+            segmentations = folder / "segmentations"
+            segmentations.mkdir(exist_ok=True)
+            (segmentations / f"{case['id']}.dcm").write_bytes(reviewed_segmentation(case, decoded.dicom, mask))
         review, model = case["review"], case["model"]
         rows.append(
             {
@@ -230,6 +255,8 @@ def write_snapshot(
                 "out_of_distribution_confirmed": confirmed,
                 "filename": case["image"]["filename"],
                 "external_id": case["external_id"],
+                # The source picture's instance, for finding it in the PACS; the patient's identifiers stay out.
+                "dicom_sop_instance_uid": (case["source"]["dicom"] or {}).get("sop_instance_uid"),
                 "history": history_text(store.history(case["id"])),
             }
         )

@@ -33,9 +33,11 @@ from lesionseg.api.schemas import (
     ReviewChange,
     Worklist,
 )
+from lesionseg.config import Settings
 from lesionseg.imaging.containers import image_length
+from lesionseg.imaging.decode import decode_upload
 from lesionseg.imaging.regions import rle_encode
-from lesionseg.imaging.render import encode_mask_png
+from lesionseg.imaging.render import encode_mask_png, encode_png_bands
 from lesionseg.model.sidecar import CheckpointError
 from lesionseg.proposals.litemedsam import InvalidBox, box_around
 from lesionseg.segmenter import PredictionRequest, Segmenter
@@ -44,7 +46,7 @@ router = APIRouter(tags=["cases"])
 
 CaseId = Annotated[str, Path(pattern="^[0-9a-f]{32}$", description="the case's id, as POST /cases gave it")]
 MEDIA_TYPES = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff"}
-MEDIA_TYPES |= {"BMP": "image/bmp", "WEBP": "image/webp", "GIF": "image/gif"}
+MEDIA_TYPES |= {"BMP": "image/bmp", "WEBP": "image/webp", "GIF": "image/gif", "DICOM": "application/dicom"}
 RESPONSES = {status: {"model": ErrorBody} for status in (401, 403, 404, 422)}
 
 
@@ -162,9 +164,26 @@ def case_history(case_id: CaseId, caller: ReaderDependency, store: CaseStoreDepe
     response_class=Response,
     responses={**RESPONSES, 200: {"content": {"image/*": {}}, "description": "the image as uploaded"}},
 )
-def case_image(case_id: CaseId, caller: ReaderDependency, store: CaseStoreDependency):
+def case_image(
+    case_id: CaseId,
+    caller: ReaderDependency,
+    store: CaseStoreDependency,
+    settings: SettingsDependency,
+    original: Annotated[
+        bool, Query(description="a DICOM case: the DICOM file as uploaded, not its picture as PNG")
+    ] = False,
+):
+    """The picture as uploaded; a DICOM case's as PNG, which a browser can show (`original=true`: the file)."""
     data, media_type = store.image(case_id)
+    if media_type == "application/dicom" and not original:
+        data, media_type = dicom_picture_png(data, settings), "image/png"
     return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
+
+
+def dicom_picture_png(data: bytes, settings: Settings) -> bytes:
+    """A stored DICOM upload's picture, full size, as PNG (it was read once already: it reads again)."""
+    decoded = decode_upload(data, settings.max_pixels, settings.min_side, None)
+    return encode_png_bands([decoded.rgb], decoded.original_width, decoded.original_height)
 
 
 @router.get(

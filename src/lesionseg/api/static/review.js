@@ -204,7 +204,12 @@ async function openCase(id) {
     Object.assign(state, { current: item, image, imageBlob, mask, uncertainty: null, history: [], redo: [] });
     canvas.width = width; canvas.height = height;
     canvas.style.width = `${width}px`; canvas.style.height = `${height}px`;
-    const source = [item.external_id, item.image.filename].filter(Boolean).join(" · ");
+    // A DICOM case also names its patient and accession, as the hospital's own systems do (readers only).
+    const dicom = item.source.dicom || {};
+    const source = [
+      item.external_id, item.image.filename,
+      dicom.patient_id && `patient ${dicom.patient_id}`, dicom.accession_number && `accession ${dicom.accession_number}`,
+    ].filter(Boolean).join(" · ");
     byId("case-summary").textContent = `${source ? source + " · " : ""}${width}×${height} px · ` +
       `added ${new Date(item.created_at).toLocaleString()} · uncertainty score ${item.uncertainty_score.toFixed(3)} · ` +
       `${item.review.status} (version ${item.review.version}) · model ${item.model.name} ${item.model.version}`;
