@@ -5,7 +5,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN = $(VENV)/bin
 
-.PHONY: lock install install-test docs browser postgres container-tools container-base wheelhouse container serve serve-torch wheel test test-fast lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
+.PHONY: lock install install-test docs browser postgres orthanc container-tools container-base wheelhouse container serve serve-torch wheel test test-fast lint evaluate benchmark loadtest ddp-check benchmark-batch batch-fault-check serve-ray install-ray
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -113,7 +113,12 @@ browser:
 postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
-test: install-test browser postgres container-tools
+# The PACS worker is tested against a real PACS the tests start (Debian's Orthanc with its DICOMweb plugin), and
+# what it writes is checked by dciodvfy (Debian's dicom3tools).
+orthanc:
+	@(command -v Orthanc >/dev/null || test -x /usr/sbin/Orthanc) && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so && command -v dciodvfy >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb dicom3tools)
+
+test: install-test browser postgres orthanc container-tools
 	$(BIN)/python -m pytest
 
 # The documentation site from docs/ (MkDocs, Material), into site/; `make test` builds it with --strict.

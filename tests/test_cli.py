@@ -261,3 +261,25 @@ def test_a_missing_extra_in_the_checkout_says_make_install(tmp_path):
         .splitlines()[-1]
         .endswith("make install (the full environment, .venv) in this checkout")
     )
+
+
+def test_predict_reads_dicom_files_in_a_folder_and_writes_dicom_answers_for_them_only(real_image_path, tmp_path):
+    """A PACS export's file has no suffix (IM000001): it is found by its first bytes. `--format dicom` answers
+    it with a Segmentation and a Parametric Map; a JPEG beside it is skipped, saying why."""
+    from tests.dicom.pictures import wrap_jpeg
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "IM000001").write_bytes(wrap_jpeg(real_image_path.read_bytes()))
+    (folder / "lesion.jpg").write_bytes(real_image_path.read_bytes())
+    (folder / "notes").write_text("not a picture")
+    completed = run(
+        "predict", str(folder), "--out", str(tmp_path / "out"), "--samples", "4", "--format", "dicom", check=False
+    )
+    assert completed.returncode == 1, completed.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [
+        "IM000001_segmentation.dcm",
+        "IM000001_uncertainty.dcm",
+    ]
+    assert "lesion.jpg: skipped" in completed.stderr and "DICOM upload" in completed.stderr
+    assert "notes" not in completed.stderr + completed.stdout

@@ -187,9 +187,10 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     parser.add_argument(
         "--format",
-        choices=["all", "isic"],
+        choices=["all", "isic", "dicom"],
         default="all",
-        help="all: ID_mask.png, ID_uncertainty.png (16-bit) and ID_combined.png; isic: ID_segmentation.png only",
+        help="all: ID_mask.png, ID_uncertainty.png (16-bit) and ID_combined.png; isic: ID_segmentation.png only; "
+        "dicom (DICOM images only): ID_segmentation.dcm and ID_uncertainty.dcm, a Segmentation and a Parametric Map",
     )
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     add_prediction_arguments(parser)
@@ -273,7 +274,12 @@ def run_predict(arguments: argparse.Namespace) -> None:
         if result.out_of_distribution:
             warning = f"{image_path}: does not look like dermoscopy (ood_score {result.ood_score:.2f})"
             tqdm.write(warning, file=sys.stderr)
-        written = write_predict_outputs(result, image_path.stem, arguments.out, arguments.format)
+        try:
+            written = write_predict_outputs(result, image_path.stem, arguments.out, arguments.format)
+        except ImageRejected as error:  # a DICOM answer asked of a picture file
+            tqdm.write(f"{image_path}: skipped: {error}", file=sys.stderr)
+            failures += 1
+            continue
         tqdm.write(predict_report(image_path, result, written, arguments.json))
     if failures:
         sys.exit(1)
@@ -282,21 +288,21 @@ def run_predict(arguments: argparse.Namespace) -> None:
 PREDICT_TABLE_HEADER = (
     f"{'image':<32} {'lesion %':>8} {'uncertainty':>11} {'review':>6} {'not dermoscopy? (ood_score)':>27}  files"
 )
-# Per `--format`: each file's suffix and the output rendered into it.
+# Per `--format`: each file's name after the image's, and the output rendered into it.
 PREDICT_FILES = {
-    "all": (("mask", "mask"), ("uncertainty", "uncertainty"), ("combined", "png")),
-    "isic": (("segmentation", "mask"),),
+    "all": (("mask.png", "mask"), ("uncertainty.png", "uncertainty"), ("combined.png", "png")),
+    "isic": (("segmentation.png", "mask"),),
+    "dicom": (("segmentation.dcm", "dicom-seg"), ("uncertainty.dcm", "dicom-pmap")),
 }
 
 
 def write_predict_outputs(result, stem: str, folder: Path, layout: str) -> list[Path]:
-    """The files `lesionseg predict` writes for one image, in the layout `--format` chose."""
-    written = []
-    for suffix, output in PREDICT_FILES[layout]:
-        path = folder / f"{stem}_{suffix}.png"
-        path.write_bytes(result.render(output))
-        written.append(path)
-    return written
+    """The files `lesionseg predict` writes for one image, in the layout `--format` chose; each rendered before
+    any is written, so a refused output (a DICOM answer of a picture file) writes none."""
+    outputs = [(folder / f"{stem}_{name}", result.render(output)) for name, output in PREDICT_FILES[layout]]
+    for path, data in outputs:
+        path.write_bytes(data)
+    return [path for path, _ in outputs]
 
 
 def predict_report(image_path: Path, result, written: list[Path], as_json: bool) -> str:
@@ -956,6 +962,81 @@ def run_add_cases(arguments: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def add_dicomweb_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "dicomweb",
+        help="segment a PACS's new dermoscopy pictures, storing a Segmentation and a Parametric Map of each back",
+        epilog="credentials: LESIONSEG_DICOMWEB_USERNAME and LESIONSEG_DICOMWEB_PASSWORD, or LESIONSEG_DICOMWEB_TOKEN; "
+        "the worklist's key: LESIONSEG_API_KEY. exit status with --once: 0 every new picture done, 3 some refused or "
+        "failed, 4 every new picture refused or failed; 2 the worker could not start or had to stop (bad settings, "
+        "the server unreachable or refusing the credentials, the state file in use by another worker)",
+    )
+    parser.add_argument("--url", required=True, help="the DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=Path("lesionseg-dicomweb.sqlite3"),
+        help="the file recording each picture done or refused, so that it is handled once (default: %(default)s)",
+    )
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument("--once", action="store_true", help="one pass, then exit (for cron and tests)")
+    when.add_argument("--interval", type=float, default=60.0, help="seconds between passes (default 60)")
+    parser.add_argument(
+        "--worklist-url", help="also add the pictures flagged for review to this service's worklist (POST /cases)"
+    )
+    parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
+    add_prediction_arguments(parser)
+
+
+def run_dicomweb(arguments: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from lesionseg.batch.dicomweb import (
+        HandledInstances,
+        PacsWorker,
+        check_reachable,
+        dicomweb_client,
+        passes,
+        stop_on_signals,
+    )
+    from lesionseg.batch.to_worklist import WorklistClient
+    from lesionseg.config import Settings
+    from lesionseg.predictor import check_backend_installed
+    from lesionseg.segmenter import load
+
+    if arguments.interval <= 0:
+        raise ValueError(f"--interval must be more than 0 seconds, not {arguments.interval}")
+    settings = Settings()
+    weights = (arguments.weights or settings.weights).resolve()
+    device = arguments.device or settings.device
+    backend = check_backend_installed(arguments.backend, weights, device)
+    request = prediction_request(arguments, settings)
+    client = dicomweb_client(arguments.url, settings)
+    # The worklist's key, like the PACS's credentials, from the environment: never on the command line.
+    api_key = os.environ.get("LESIONSEG_API_KEY")
+    worklist = WorklistClient(arguments.worklist_url, api_key) if arguments.worklist_url else None
+    state = HandledInstances(arguments.state, arguments.url)
+    try:
+        check_reachable(client)
+        worker = PacsWorker(client, load(weights, backend, settings=settings, device=device), request, state, worklist)
+        stopping = stop_on_signals()
+        if not arguments.once:
+            for summary in passes(worker, arguments.interval, stopping):
+                if summary.already_handled < summary.pictures:  # a quiet pass says nothing
+                    print(json.dumps(asdict(summary)), flush=True)
+            return
+        summary = worker.run_pass(stopping)
+    finally:
+        state.close()
+    print(json.dumps(asdict(summary)))
+    unfinished = summary.refused + summary.failed
+    if unfinished:
+        print(f"refused: {summary.refused} (recorded in {arguments.state}), failed: {summary.failed} (tried next pass)")
+        sys.exit(BATCH_ALL_FAILED if summary.done == 0 else BATCH_SOME_FAILED)
+
+
 COMMANDS = {
     "serve": (add_serve_parser, run_serve),
     "predict": (add_predict_parser, run_predict),
@@ -973,6 +1054,7 @@ COMMANDS = {
     "import-seed": (add_import_seed_parser, run_import_seed),
     "export-reviews": (add_export_reviews_parser, run_export_reviews),
     "add-cases": (add_add_cases_parser, run_add_cases),
+    "dicomweb": (add_dicomweb_parser, run_dicomweb),
 }
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     # Pickle checkpoints (.pt/.pth) can run code when loaded; refused unless this is set.
     allow_pickle_checkpoints: bool = False
     log_level: str = "INFO"
+
+    # `lesionseg dicomweb`'s credentials for the PACS: a user name and password (HTTP Basic), or a bearer token.
+    # Settings only, never arguments, which `ps` and shell history show; secret, so a printed setting hides them.
+    dicomweb_username: str = ""
+    dicomweb_password: SecretStr = SecretStr("")
+    dicomweb_token: SecretStr = SecretStr("")
 
     # Reviewer identifiers in the worklist are an HMAC of the key under this secret, so that nobody who reads
     # them can test guesses of a key. Unset: a random secret kept in the storage folder, which every worker

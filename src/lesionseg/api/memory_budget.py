@@ -22,7 +22,7 @@ from typing import TypeVar
 from PIL import Image
 
 from lesionseg import cancellation
-from lesionseg.dicom import is_dicom
+from lesionseg.imaging.containers import is_dicom
 from lesionseg.imaging.decode import ALLOWED_FORMATS
 
 # Peak working bytes per image pixel, by output, at 64 megapixels, for the costliest kind of image
@@ -53,7 +53,7 @@ def read_header(data: bytes) -> tuple[int, str | None]:
     """The pixel count the image's header claims, and its format; (0, None) where it cannot be read
     (decoding then says why)."""
     if is_dicom(data):
-        from lesionseg.dicom.read import declared_pixels  # pydicom, on the first DICOM upload
+        from lesionseg.imaging.dicom import declared_pixels  # pydicom, on the first DICOM upload
 
         return declared_pixels(data), "DICOM"
     try:

@@ -11,7 +11,9 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+from lesionseg.imaging.containers import DICOM_PREAMBLE_BYTES, DICOM_PREFIX, is_dicom
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".dicom"}
 MAX_IDENTIFIER_CHARACTERS = 128
 # File systems allow 255 bytes in a name; the outputs add up to 26 (".", "_segmentation.png", ".partial").
 MAX_IDENTIFIER_BYTES = 200
@@ -53,7 +55,21 @@ def shown(text: str) -> str:
 
 
 def image_paths_in(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    """The pictures in a folder, by their suffix; DICOM files, which PACS exports often write with no suffix
+    (IM000001), also by their first bytes."""
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or (not path.suffix and starts_as_dicom(path)))
+    )
+
+
+def starts_as_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            return is_dicom(stream.read(DICOM_PREAMBLE_BYTES + len(DICOM_PREFIX)))
+    except OSError:
+        return False
 
 
 def read_manifest(manifest: Path) -> list[tuple[str, Path]]:

@@ -1,10 +1,13 @@
-"""Where an image file ends. Bytes after a JPEG's end-of-image marker or a PNG's IEND chunk are not part of the
-picture: no decoder reads them, but a service that keeps uploads would keep them too (a client could fill its
-disk through a tiny picture). Pure byte walking, no decoding."""
+"""Where an image file ends, and whether it is DICOM. Bytes after a JPEG's end-of-image marker or a PNG's IEND
+chunk are not part of the picture: no decoder reads them, but a service that keeps uploads would keep them too (a
+client could fill its disk through a tiny picture). Pure byte walking, no decoding."""
 
 import struct
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A DICOM Part 10 file: a 128-byte preamble, then "DICM".
+DICOM_PREAMBLE_BYTES = 128
+DICOM_PREFIX = b"DICM"
 # Markers that stand alone, with no length after them: TEM, RST0-7, SOI.
 JPEG_STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8), 0xD8}
 
@@ -63,3 +66,8 @@ def image_length(data: bytes) -> int:
     else:
         end = None
     return end if end is not None else len(data)
+
+
+def is_dicom(data: bytes) -> bool:
+    """A DICOM Part 10 file: "DICM" after the 128-byte preamble (how every such file begins)."""
+    return data[DICOM_PREAMBLE_BYTES : DICOM_PREAMBLE_BYTES + len(DICOM_PREFIX)] == DICOM_PREFIX

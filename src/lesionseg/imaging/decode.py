@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lesionseg.dicom import is_dicom
 from lesionseg.imaging.bands import BAND_ROWS
+from lesionseg.imaging.containers import is_dicom
 from lesionseg.imaging.decoder_warnings import collect_decoder_warnings
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class DecodedImage:
     original_height: int
     format: str | None = None  # Pillow's name (JPEG, PNG, ...) for decoded bytes; None for arrays
     photo: PhotoBands | None = None  # the full-size picture, kept when `rgb` is reduced and an output shows it
-    dicom: "Dataset | None" = None  # a DICOM upload's header, without its pixels (`dicom.read.kept_header`)
+    dicom: "Dataset | None" = None  # a DICOM upload's header, without its pixels (`imaging.dicom.kept_header`)
 
     def photo_bands(self) -> PhotoBands | np.ndarray:
         """The photo for outputs that show it: the kept full-size picture as RGB bands, or else `rgb`."""
@@ -297,10 +297,10 @@ def decode_upload(
 
 
 def decode_file(data: bytes, max_pixels: int, min_side: int, draft_size: int | None, keep_photo: bool) -> DecodedImage:
-    """A DICOM file's picture (`dicom.read`, imported on first use: a server that never sees one never loads
+    """A DICOM file's picture (`imaging.dicom`, imported on first use: a server that never sees one never loads
     pydicom), or a picture file's."""
     if is_dicom(data):
-        from lesionseg.dicom.read import decode_dicom
+        from lesionseg.imaging.dicom import decode_dicom
 
         return decode_dicom(data, max_pixels, min_side, draft_size, keep_photo)
     return decode_bytes(data, max_pixels, min_side, draft_size, keep_photo)

@@ -46,7 +46,7 @@ def dicom_columns(result: Result) -> dict[str, str | None]:
     """The case's DICOM columns: its source's identifiers for a DICOM upload, none for a picture file."""
     if result.decoded.dicom is None:
         return {}
-    from lesionseg.dicom.read import DicomIdentifiers  # pydicom, loaded by the DICOM upload already
+    from lesionseg.imaging.dicom import DicomIdentifiers  # pydicom, loaded by the DICOM upload already
 
     return {f"dicom_{name}": value for name, value in DicomIdentifiers.of(result.decoded.dicom).as_json().items()}
 

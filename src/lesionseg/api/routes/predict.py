@@ -12,7 +12,7 @@ from lesionseg.api.errors import RequestRejected
 from lesionseg.api.memory_budget import MemoryBudget, estimate_bytes
 from lesionseg.api.schemas import BatchResult, ErrorBody, PredictionSummary
 from lesionseg.config import Settings
-from lesionseg.dicom import is_dicom
+from lesionseg.imaging.containers import is_dicom
 from lesionseg.imaging.decode import ImageRejected
 from lesionseg.imaging.render import HeatmapScale
 from lesionseg.segmenter import (

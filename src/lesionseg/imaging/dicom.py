@@ -40,7 +40,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from lesionseg.dicom import PREAMBLE_BYTES, PREFIX
+from lesionseg.imaging.containers import DICOM_PREAMBLE_BYTES, DICOM_PREFIX
 from lesionseg.imaging.decode import (
     DecodedImage,
     ImageRejected,
@@ -117,7 +117,7 @@ class DicomIdentifiers:
 def transfer_syntax(data: bytes) -> str:
     """The file meta information's transfer syntax, read from the meta group alone: pydicom inflates a deflated
     dataset whole as soon as it reads past the meta group, so what it is must be known first."""
-    start = PREAMBLE_BYTES + len(PREFIX)
+    start = DICOM_PREAMBLE_BYTES + len(DICOM_PREFIX)
     try:
         group, element, representation, length, group_length = META_GROUP_LENGTH.unpack_from(data, start)
     except struct.error:

@@ -26,9 +26,9 @@ from tests.dicom.pictures import (
 )
 
 from lesionseg.config import Settings
-from lesionseg.dicom import is_dicom
-from lesionseg.dicom.read import DicomIdentifiers, declared_pixels
+from lesionseg.imaging.containers import is_dicom
 from lesionseg.imaging.decode import ImageRejected, decode_upload
+from lesionseg.imaging.dicom import DicomIdentifiers, declared_pixels
 from lesionseg.segmenter import Segmenter
 
 LIMITS = Settings()
