@@ -75,6 +75,20 @@ def test_the_installed_server_predicts_as_the_checkout_does(wheel_server, client
     assert info["backend"]["name"] == "onnx" and info["backend"]["reason"].startswith("auto: ONNX Runtime on the")
 
 
+def test_the_installed_server_reads_dicom_and_answers_with_a_segmentation(wheel_server, real_image_path):
+    """pydicom, highdicom and the JPEG 2000 decoder come with the lean install: a hospital's file works there."""
+    from pydicom.uid import JPEG2000Lossless
+    from tests.dicom.pictures import wrap_rgb
+
+    rgb = cv2.cvtColor(cv2.imread(str(real_image_path)), cv2.COLOR_BGR2RGB)
+    files = {"file": ("picture.dcm", wrap_rgb(rgb, JPEG2000Lossless), "application/dicom")}
+    for format, media_type in (("mask", "image/png"), ("dicom-seg", "application/dicom")):
+        answer = httpx.post(
+            f"{wheel_server.url}/predict/", files=files, params={"format": format, "seed": 0}, timeout=120
+        )
+        assert answer.status_code == 200 and answer.headers["content-type"] == media_type, (format, answer.text)
+
+
 def test_the_python_api_works_in_the_installed_environment(installed, real_image_path, tmp_path):
     script = (
         "import sys, lesionseg\n"

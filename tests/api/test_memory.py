@@ -5,8 +5,11 @@ import asyncio
 import time
 
 import httpx
+import numpy as np
 import pytest
+from pydicom.uid import JPEG2000Lossless
 from tests.conftest import RunningServer
+from tests.dicom.pictures import wrap_rgb
 from tests.hostile_files import canvas_gif, flat_webp
 
 from lesionseg.api.memory_budget import estimate_bytes
@@ -23,6 +26,12 @@ def resident_megabytes(pid: int, field: str = "VmRSS") -> float:
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no {field} for process {pid}")
+
+
+def jpeg_2000_dicom(side: int) -> bytes:
+    """A flat side×side picture (64 megapixels at 8000) as a JPEG 2000 DICOM file of a few hundred kilobytes: its
+    codec decodes it whole."""
+    return wrap_rgb(np.full((side, side, 3), 120, np.uint8), JPEG2000Lossless)
 
 
 # Python's own allocations, the response bytes and the decoder's buffers beside the reserved images.
@@ -72,18 +81,22 @@ def test_four_canvas_gifs_at_once_stay_within_the_budget_and_memory_comes_back(b
         ("gif", "overlay"),
         ("turned webp", "mask"),
         ("turned webp", "overlay"),
+        ("jpeg 2000 dicom", "mask"),
+        ("jpeg 2000 dicom", "dicom-pmap"),
     ],
 )
 def test_one_64_megapixel_request_uses_no_more_than_the_budget_reserves_for_it(budgeted_server, kind, output):
     """The budget is only as good as its estimates: measured from the moment the request starts (writing 5
     to clear_refs resets the kernel's peak to the current size), the peak stays under the estimate. The GIF
-    is the cheapest attack; the turned WebP, decoded whole and held twice to be shown, the costliest."""
+    is the cheapest attack; the turned WebP, decoded whole and held twice to be shown, the costliest; a JPEG 2000
+    DICOM picture is decoded whole by its codec."""
     pid = budgeted_server.process.pid
     time.sleep(0.5)
     with open(f"/proc/{pid}/clear_refs", "w") as stream:
         stream.write("5")
     idle = resident_megabytes(pid)
-    data = canvas_gif(8000) if kind == "gif" else flat_webp(8000, orientation=6)
+    making = {"gif": canvas_gif, "turned webp": lambda side: flat_webp(side, orientation=6)}
+    data = {**making, "jpeg 2000 dicom": jpeg_2000_dicom}[kind](8000)
     response = httpx.post(
         f"{budgeted_server.url}/predict/",
         files={"file": ("picture", data, "application/octet-stream")},
