@@ -213,7 +213,7 @@ class Result:
     def to_json(self, include_images: bool = False) -> dict:
         """The summary POST /predict/?format=json returns, as a dict; `include_images` adds the overlay, the
         mask, the heatmap and the mean probability (8-bit, round(255 p), for a threshold moved in the page
-        without asking again) as PNG data URLs."""
+        without asking again) as PNG data URLs, and for a DICOM upload the photo itself."""
         body = dict(self._json)
         if include_images:
             body["images"] = {
@@ -229,6 +229,11 @@ class Result:
         yield "heatmap", encode_png_bands(heatmap, self.width, self.height)
         probability = probability_bands(self.prediction.bands("mean_probability"))
         yield "probability", encode_png_bands(probability, self.width, self.height)
+        if self.decoded.format == "DICOM":
+            # A browser cannot show a DICOM file, as it shows a picture file: the page draws the photo from this.
+            photo = self.decoded.photo_bands()
+            bands = [photo] if isinstance(photo, np.ndarray) else (band for _, band in photo)
+            yield "photo", encode_png_bands(bands, self.width, self.height)
 
     def json_with_images(self) -> bytes:
         """`to_json(include_images=True)` as JSON text, made without its copies: each PNG is base64'd as bytes

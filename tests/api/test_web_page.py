@@ -9,6 +9,7 @@ import httpx
 import matplotlib
 import numpy as np
 import pytest
+from PIL import Image
 from tests.conftest import RunningServer, decode_png
 
 # Slow tier (`make test-fast` leaves it out): each test talks to a real server process over HTTP.
@@ -73,6 +74,23 @@ def test_upload_shows_outline_mask_heatmap_score_and_flag(page, original_size_im
     screenshot = tmp_path_factory.mktemp("page") / "page.png"
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
+
+
+def test_a_dicom_file_is_shown_as_any_picture_is(page, real_image_path, tmp_path):
+    """A browser cannot decode DICOM: the server sends its photo back with the maps, and the page draws it."""
+    from tests.dicom.pictures import wrap_jpeg
+
+    dicom = tmp_path / "lesion.dcm"
+    dicom.write_bytes(wrap_jpeg(real_image_path.read_bytes()))
+    page.set_input_files("#file", str(dicom))
+    page.wait_for_function(
+        "() => !document.querySelector('#result').classList.contains('hidden')"
+        " && document.querySelector('#download').getAttribute('download') === 'lesion_segmentation.png'",
+        timeout=60_000,
+    )
+    width = page.eval_on_selector("#overlay", "element => element.complete ? element.naturalWidth : 0")
+    assert width == Image.open(real_image_path).width
+    assert not page.is_visible("#error") or not page.inner_text("#error")
 
 
 def test_page_is_served_with_a_strict_content_security_policy(client):

@@ -89,7 +89,8 @@ async function pixelsOf(dataUrl, width, height) {
 async function show(body) {
   const { width, height } = body;
   const [photo, probability, heatmap] = await Promise.all([
-    createImageBitmap(chosen, { imageOrientation: "from-image" }),
+    // A DICOM file's photo comes from the server: a browser decodes picture files only.
+    body.images.photo ? picture(body.images.photo) : createImageBitmap(chosen, { imageOrientation: "from-image" }),
     pixelsOf(body.images.probability, width, height),
     picture(body.images.heatmap),
   ]);
