@@ -14,6 +14,7 @@ import httpx
 import pytest
 from PIL import Image
 from tests.conftest import RunningServer, decode_png
+from tests.dicom.pictures import wrap_jpeg
 
 from lesionseg.data.pairs import discover_pairs
 from lesionseg.data.splits import Split
@@ -70,6 +71,8 @@ def run_shell(script: str, folder: Path, **settings: str) -> subprocess.Complete
 @pytest.fixture
 def folder(tmp_path, real_image_path) -> Path:
     (tmp_path / "lesion.jpg").write_bytes(real_image_path.read_bytes())
+    # The same photo as a hospital's camera would store it, for the examples that read DICOM.
+    (tmp_path / "lesion.dcm").write_bytes(wrap_jpeg(real_image_path.read_bytes()))
     return tmp_path
 
 
