@@ -16,6 +16,16 @@ def test_a_folder_gives_its_images_in_order_and_ignores_other_files(tmp_path: Pa
     assert items[0].path == str((tmp_path / "a.PNG").resolve())
 
 
+def test_a_folder_gives_its_dicom_files_by_suffix_or_by_their_first_bytes(tmp_path: Path) -> None:
+    """A PACS export names its files IM000001, with no suffix: those that begin as DICOM does are pictures."""
+    dicom = bytes(128) + b"DICM" + bytes(64)
+    (tmp_path / "IM000001").write_bytes(dicom)
+    (tmp_path / "lesion.dcm").write_bytes(dicom)
+    (tmp_path / "README").write_text("not a picture")
+    (tmp_path / "notes.txt").write_bytes(dicom)  # a suffix that says it is not a picture is believed
+    assert [item.identifier for item in list_inputs(tmp_path)] == ["IM000001", "lesion"]
+
+
 def test_a_manifest_reads_paths_relative_to_itself_and_optional_identifiers(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
     manifest = tmp_path / "manifest.csv"
