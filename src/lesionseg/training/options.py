@@ -46,7 +46,8 @@ class TrainingOptions:
     augment_on: str = option(
         "auto",
         "loader: each pair in loader processes (all of --augmentation); device: whole batches on the training "
-        "device, the pairs kept there (geometry, colour, cast, exposure, vignette; no blur, resolution or JPEG); "
+        "device, the pairs kept there (geometry, colour and, with camera augmentation, every camera shift: zoom, "
+        "cast, exposure, vignette, blur, resolution, JPEG); "
         "auto: device on a GPU, loader on the CPU",
         choices=["auto", "loader", "device"],
     )
