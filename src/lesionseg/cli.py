@@ -174,6 +174,16 @@ def serve_until_stopped(config) -> int:
     return STARTUP_FAILURE if failed else 0
 
 
+def positive_integer(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
+    return value
+
+
 def device_argument(text: str) -> str:
     try:
         return check_device_name(text)
@@ -348,6 +358,12 @@ def add_batch_parser(subparsers) -> None:
     parser.add_argument("--address", help="ray: join this cluster (`auto` or host:port); default: start a local one")
     parser.add_argument("--workers", type=int, help="ray: model replicas; default: the cluster's CPUs / --threads")
     parser.add_argument("--threads", type=int, default=0, help="threads per worker; 0: all cores (local), 1 (ray)")
+    parser.add_argument(
+        "--in-flight",
+        type=positive_integer,
+        help="local: images worked on at once (one in inference, the others read, decoded or encoded; those in "
+        "inference together share its runs); default: 3 on the CPU, the CPU's cores on a GPU",
+    )
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
@@ -360,7 +376,7 @@ def add_batch_parser(subparsers) -> None:
 
 
 def run_batch(arguments: argparse.Namespace) -> None:
-    from lesionseg.batch.engines import run_batch
+    from lesionseg.batch.engines import IMAGES_IN_FLIGHT, run_batch
     from lesionseg.batch.inputs import list_inputs
     from lesionseg.batch.results import ResultsTable
     from lesionseg.batch.worker import JobSettings
@@ -386,9 +402,12 @@ def run_batch(arguments: argparse.Namespace) -> None:
     if not items:
         # An empty or unmounted archive must not look like a finished job to a scheduler.
         raise ValueError(f"no images in {arguments.input}")
+    # On a GPU, inference is quick and the reading, decoding and PNG encoding around it are the work: as many
+    # images at once as there are cores keeps them all busy, and batches the GPU's runs.
+    in_flight = arguments.in_flight or (os.cpu_count() or IMAGES_IN_FLIGHT if on_gpu else IMAGES_IN_FLIGHT)
     table = ResultsTable(arguments.output, job)
     try:
-        summary = run_batch(items, job, table, arguments.engine, arguments.address, arguments.workers)
+        summary = run_batch(items, job, table, arguments.engine, arguments.address, arguments.workers, in_flight)
     finally:
         table.close()
     (arguments.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

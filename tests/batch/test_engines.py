@@ -116,6 +116,17 @@ def test_invalid_settings_stop_the_job_before_it_starts(archive: Path, tmp_path:
     assert not (tmp_path / "output").exists()
 
 
+def test_more_images_in_flight_give_the_same_masks(archive: Path, local_output: Path, tmp_path: Path) -> None:
+    """All nine at once, as on a GPU machine's cores: their inference shares larger runs, to the same masks."""
+    output = tmp_path / "wide"
+    completed = run_batch(archive, output, "--in-flight", str(IMAGES + 1))
+    assert completed.returncode == 3, completed.stderr
+    for mask in (local_output / "masks").iterdir():
+        assert (output / "masks" / mask.name).read_bytes() == mask.read_bytes()
+    refused = run_batch(archive, tmp_path / "never", "--in-flight", "0")
+    assert refused.returncode == 2 and "--in-flight: must be a whole number of 1 or more" in refused.stderr
+
+
 def test_ray_engine_on_a_local_cluster_gives_the_same_masks_and_rows(
     archive: Path, local_output: Path, tmp_path: Path
 ) -> None:

@@ -17,20 +17,22 @@ from lesionseg.batch.inputs import JobImage
 from lesionseg.batch.results import ResultsTable
 from lesionseg.batch.worker import BatchWorker, ImageOutcome, JobSettings
 
-# Images in flight per worker (the local process, or each Ray actor): while one is in inference, the
-# others are read, decoded or PNG-encoded, which are single-threaded and would leave cores idle.
+# Images in flight per worker on the CPU (the local process, or each Ray actor): while one is in inference,
+# the others are read, decoded or PNG-encoded, which are single-threaded and would leave cores idle.
 IMAGES_IN_FLIGHT = 3
 
 
-def run_local(pending: list[JobImage], job: JobSettings, table: ResultsTable) -> None:
-    segmenter = BatchWorker(job, max_batch_size=IMAGES_IN_FLIGHT)
+def run_local(pending: list[JobImage], job: JobSettings, table: ResultsTable, images_in_flight: int) -> None:
+    """`images_in_flight` images at once, on threads: the decoders, the PNG encoder and the inference backends
+    release the interpreter while they work, and those in inference together share its runs."""
+    segmenter = BatchWorker(job, max_batch_size=images_in_flight)
     remaining = iter(pending)
     with (
-        ThreadPoolExecutor(max_workers=IMAGES_IN_FLIGHT) as pool,
+        ThreadPoolExecutor(max_workers=images_in_flight) as pool,
         tqdm(total=len(pending), desc="segmenting", unit="image") as progress,
     ):
         in_flight = {
-            pool.submit(segmenter.segment, item.identifier, item.path) for item in islice(remaining, IMAGES_IN_FLIGHT)
+            pool.submit(segmenter.segment, item.identifier, item.path) for item in islice(remaining, images_in_flight)
         }
         while in_flight:
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -103,6 +105,7 @@ def run_batch(
     engine: str,
     address: str | None = None,
     workers: int | None = None,
+    images_in_flight: int = IMAGES_IN_FLIGHT,
 ) -> dict:
     refused = [item for item in items if item.problem is not None]
     for item in refused:
@@ -110,7 +113,7 @@ def run_batch(
     pending = table.pending([item for item in items if item.problem is None])
     started = time.perf_counter()
     if pending and engine == "local":
-        run_local(pending, job, table)
+        run_local(pending, job, table, images_in_flight)
     elif pending and engine == "ray":
         run_ray(pending, job, table, address, workers)
     elif engine not in ("local", "ray"):
