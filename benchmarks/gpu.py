@@ -9,6 +9,7 @@ On the embedded model through the public Python API (`lesionseg.load(device=...)
 - agreement of the device's masks with the CPU's (T = 10, TTA, seed 0) on every picture in `--pairs`: the
   share of pixels that differ, the largest probability difference, and how far from the threshold the CPU's
   probability was at the pixels that differ;
+- over HTTP (`lesionseg serve` on `--device`, one request at a time), T = 10: p50 and its ratio to in process;
 - `lesionseg batch` on 128 variants of the photo, images/s, with the default images in flight (the cores, on a GPU)
   and with 3, and where each image's time went (the job's own table).
 Prints one table a section, and writes every number to `--out`. Runs on a CPU too (`--device cpu`), slowly:
@@ -18,7 +19,10 @@ that is how it is checked before a GPU machine is lent.
 import argparse
 import csv
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,6 +96,49 @@ def agreement(device_segmenter, cpu_segmenter, pictures: list[Path]) -> dict:
     }
 
 
+def over_http(photo: bytes, device: str, repeats: int) -> dict:
+    """The same request as `timed`'s T = 10 over HTTP to `lesionseg serve` on `device`, one at a time: p50, and
+    what it costs beyond the in-process call. Where the machine lacks the server's packages, says which."""
+    try:
+        import httpx
+        import uvicorn  # noqa: F401 - `lesionseg serve` needs it: checked here to say so rather than fail
+    except ImportError as missing:
+        return {"skipped": f"HTTP not measured: {missing.name} is not installed here"}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {**os.environ, "LESIONSEG_BACKEND": "pytorch", "LESIONSEG_DEVICE": device}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lesionseg.cli", "serve", "--port", str(port)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        files = {"file": ("photo.jpg", photo, "image/jpeg")}
+        params = {"format": "mask", "samples": 10, "tta": "true"}
+        totals = []
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for repeat in range(repeats + 3):
+                started = time.perf_counter()
+                answer = client.post("/predict/", files=files, params={**params, "seed": repeat})
+                answer.raise_for_status()
+                if repeat >= 3:  # after the warm-up, as in process
+                    totals.append((time.perf_counter() - started) * 1000)
+        return {"samples": 10, "p50_ms": round(statistics.median(totals), 2)}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def stage_medians(results: Path) -> dict:
     """Where an image's time went, from the job's own table: the median of each stage's milliseconds."""
     with open(results, newline="") as stream:
@@ -157,6 +204,13 @@ def main() -> None:
     if 30 in device_rows and 1 in device_rows:
         report["t30_over_t1"] = round(device_rows[30]["p50_ms"] / device_rows[1]["p50_ms"], 2)
         print(f"T = 30 over T = 1: {report['t30_over_t1']}× (target ≤ 1.3)")
+
+    report["http"] = over_http(photo, arguments.device, arguments.repeats)
+    if "p50_ms" in report["http"]:
+        report["http"]["over_in_process"] = round(report["http"]["p50_ms"] / device_rows[10]["p50_ms"], 2)
+        print(f"over HTTP, T = 10: p50 {report['http']['p50_ms']} ms, {report['http']['over_in_process']}× in process")
+    else:
+        print(report["http"]["skipped"])
 
     pictures = sorted(arguments.pairs.rglob("*.jpg"))[: arguments.agreement_pictures]
     report["agreement"] = agreement(device_segmenter, cpu_segmenter, pictures)
