@@ -59,11 +59,13 @@ JPEG_FAMILY = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSLossless, JPEGLSNearLo
 JPEG_2000_FAMILY = {JPEG2000Lossless, JPEG2000}
 READABLE_TRANSFER_SYNTAXES = UNCOMPRESSED | JPEG_FAMILY | JPEG_2000_FAMILY | {RLELossless}
 # Why the others are refused, in the user's terms.
+LOSSLESS_JPEG_REFUSED = (
+    "lossless JPEG (process 14) is not read: its only decoder for Python is GPL-licensed; "
+    "send it uncompressed, JPEG-LS or JPEG 2000"
+)
 REFUSED_TRANSFER_SYNTAXES = {
-    JPEGLossless: "lossless JPEG (process 14) is not read: its only decoder for Python is GPL-licensed; "
-    "send it uncompressed, JPEG-LS or JPEG 2000",
-    JPEGLosslessSV1: "lossless JPEG (process 14) is not read: its only decoder for Python is GPL-licensed; "
-    "send it uncompressed, JPEG-LS or JPEG 2000",
+    JPEGLossless: LOSSLESS_JPEG_REFUSED,
+    JPEGLosslessSV1: LOSSLESS_JPEG_REFUSED,
     DeflatedExplicitVRLittleEndian: "deflated DICOM is not read: it inflates without a bound before its size "
     "can be checked; send it uncompressed or with a compressed picture",
 }
@@ -279,7 +281,7 @@ def decoded_as_jpeg(
     a DICOM file and as a JPEG file."""
     decoded = decode_bytes(frame, max_pixels, min_side, draft_size, keep_photo)
     if (decoded.original_width, decoded.original_height) != (int(dataset.Columns), int(dataset.Rows)):
-        raise ImageRejected(400, "the DICOM picture's JPEG frame turns to another size than its header declares")
+        raise ImageRejected(400, "the DICOM picture's JPEG frame decodes to another size than its header declares")
     return dataclasses.replace(decoded, format="DICOM", dicom=kept_header(dataset))
 
 
