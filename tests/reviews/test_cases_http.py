@@ -364,6 +364,7 @@ def test_a_case_keeps_its_file_name_its_external_id_and_every_verdict(service, p
     assert service.get(f"/cases/{case['id']}").json()["source"] == {
         "filename": "ISIC 0042.jpg",
         "external_id": "MRN-0042/visit 7",
+        "dicom": None,  # a picture file has no DICOM source
     }
     longest = service.upload(pictures["dermoscopy"], samples=2, external_id="x" * 200)
     assert longest.status_code == 201 and longest.json()["source"]["external_id"] == "x" * 200
