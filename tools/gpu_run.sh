@@ -34,7 +34,7 @@ timeout 150 python3 benchmarks/gpu.py --photo "$carried/photo.jpg" --pairs "$wor
 
 # 2. The candidate: Lite0 at 192 px, from the shipped weights, batch 256, augmented on the GPU.
 timeout "$training_seconds" python3 -m lesionseg.cli train --data-root "$work/data" --output-directory "$work/lite0-192" \
-  --device cuda --batch-size 256 --epochs 20 --samples-per-epoch 25600 --checkpoint-every 1000 \
+  --device cuda --batch-size 256 --epochs 20 --samples-per-epoch 25600 --checkpoint-every 1000 --select-on mean \
   --initial-weights src/lesionseg/weights/default.safetensors 2>&1 | grep -v "it/s]\|step/s]\|s/step]" | tee "$results/train.log"
 for name in best.safetensors best.json log.json; do
   [ -f "$work/lite0-192/$name" ] && cp "$work/lite0-192/$name" "$results/"

@@ -7,7 +7,7 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from lesionseg.model.checkpoint import load_checkpoint
-from lesionseg.training.loop import TrainingOptions, train
+from lesionseg.training.loop import TrainingOptions, selection_jaccard, train
 
 
 def tiny_options(data_root, output_directory, epochs):
@@ -51,3 +51,17 @@ def test_training_runs_logs_and_resumes(data_root, tmp_path):
     log = json.loads((tmp_path / "log.json").read_text())
     assert [row["epoch"] for row in log] == [1, 2]
     assert log[1]["train_loss"] < log[0]["train_loss"]  # it learns: the second epoch fits better than the first
+
+
+def test_the_best_checkpoint_is_chosen_on_the_set_or_the_mean_asked_for(tmp_path):
+    row = {"isic2018_jaccard": 0.80, "ham10000_jaccard": 0.70}
+    chosen = {
+        select_on: selection_jaccard(row, TrainingOptions(output_directory=tmp_path, select_on=select_on))
+        for select_on in ("auto", "mean", "ham10000")
+    }
+    assert chosen == {"auto": 0.80, "mean": pytest.approx(0.75), "ham10000": 0.70}
+    # auto, on a clinic's own export alone: its own pairs choose.
+    own = TrainingOptions(output_directory=tmp_path, sets=("reviewed",))
+    assert selection_jaccard({"reviewed_jaccard": 0.6}, own) == 0.6
+    with pytest.raises(ValueError, match="--select-on must be auto, mean or one of the sets"):
+        TrainingOptions(output_directory=tmp_path, select_on="isic")

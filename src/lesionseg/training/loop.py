@@ -1,7 +1,8 @@
 """The training loop, shaped like torchvision's reference scripts: `train_one_epoch`, `evaluate`, a resume
 state that loads and saves itself, and a DataLoader whose workers augment. Seeded, logged, resumable,
-keeping the checkpoint with the best validation Jaccard on ISIC; one process, or one of several under
-`torchrun` sharing each batch through DistributedDataParallel. The test split is never loaded."""
+keeping the checkpoint with the best validation Jaccard (ISIC's, or as `--select-on` says); one process, or
+one of several under `torchrun` sharing each batch through DistributedDataParallel. The test split is never
+loaded."""
 
 import csv
 import json
@@ -42,8 +43,6 @@ from lesionseg.training.gpu_augmentation import DevicePairs
 from lesionseg.training.losses import bce_dice_loss
 from lesionseg.training.options import TrainingOptions
 
-# Model selection and the shipped bar are both on ISIC pairs; other sets are reported alongside.
-SELECTION_SET = "isic2018"
 # The batch --learning-rate is given for (the CPU recipe's); larger batches scale it (scaled_learning_rate).
 REFERENCE_BATCH_SIZE = 16
 
@@ -68,6 +67,15 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def selection_jaccard(row: dict, options: TrainingOptions) -> float:
+    """The validation Jaccard `--select-on` names: one set's, or the mean of every set's."""
+    if options.select_on == "mean":
+        return sum(row[f"{name}_jaccard"] for name in options.sets) / len(options.sets)
+    if options.select_on == "auto":
+        return row.get("isic2018_jaccard", row[f"{options.sets[0]}_jaccard"])
+    return row[f"{options.select_on}_jaccard"]
 
 
 def load_records(options: TrainingOptions) -> tuple[Split, list[PairRecord], list[PairRecord]]:
@@ -443,7 +451,7 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
         state.history.append(row)
         if launch.is_main:
             print(json.dumps(row), flush=True)
-        selection = row.get(f"{SELECTION_SET}_jaccard", row[f"{options.sets[0]}_jaccard"])
+        selection = selection_jaccard(row, options)
         if selection > state.best_jaccard:
             state.best_jaccard = selection
             if launch.is_main:

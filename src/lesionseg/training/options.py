@@ -54,9 +54,18 @@ class TrainingOptions:
     checkpoint_every: int = option(50, "steps")
     loader_workers: int = option(2, "processes augmenting the next batches; 0 augments in the training process")
     limit_pairs: int = option(0, "use only the first N pairs of each set")
+    select_on: str = option(
+        "auto",
+        "the validation Jaccard that picks the best checkpoint: a set's; `mean`, every set's mean, so that a "
+        "checkpoint cannot win on one source by losing on another; auto: isic2018's where it is trained on (as "
+        "the shipped model was chosen), else the first set's",
+    )
     # How the run was started, for its record; not a flag.
     command: list[str] = field(default_factory=lambda: list(sys.argv), metadata={"flag": False})
 
     def __post_init__(self) -> None:
         if self.output_directory is None:
             self.output_directory = Path("runs") / self.model
+        if self.select_on not in ("auto", "mean", *self.sets):
+            sets = ", ".join(self.sets)
+            raise ValueError(f"--select-on must be auto, mean or one of the sets ({sets}), not {self.select_on!r}")
