@@ -97,11 +97,9 @@ def run_serve(arguments: argparse.Namespace) -> None:
     check_backend_installed(settings.backend, settings.weights, settings.device)
     if settings.site_profile is not None:  # refused here in one line, not by each worker in a traceback
         from lesionseg.model.sidecar import read_sidecar
-        from lesionseg.site_profile import read_site_profile, with_site_profile
+        from lesionseg.predictor import sidecar_and_gate
 
-        with_site_profile(
-            read_sidecar(settings.weights), read_site_profile(settings.site_profile), settings.site_profile
-        )
+        sidecar_and_gate(settings.weights, read_sidecar(settings.weights), settings.site_profile)
 
     if settings.database_url:
         check_database_reachable(settings.database_url)
@@ -686,7 +684,7 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
     from lesionseg.model.sidecar import file_sha256, update_sidecar
 
     weights, predictor = load_predictor(arguments.weights)
-    gate, record = calibrate_gate(
+    gate, kept, record = calibrate_gate(
         predictor,
         model_split(predictor),
         arguments.data_root,
@@ -697,7 +695,7 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
         arguments.shifted_pairs,
     )
     statistics = Path(weights).with_suffix(".ood.npz")
-    gate.save_statistics(statistics)
+    gate.save_statistics(statistics, kept)
     record = {
         **record,
         "statistics": statistics.name,
@@ -735,9 +733,10 @@ def add_calibrate_site_parser(subparsers) -> None:
 
 def run_calibrate_site(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation.site import calibrate_site, format_site_report
+    from lesionseg.predictor import load_classifier_fitting
     from lesionseg.site_profile import PROFILE_FORMAT, profile_problem, write_site_profile
 
-    _, predictor = load_predictor(arguments.weights)
+    weights, predictor = load_predictor(arguments.weights)
     profile, report = calibrate_site(
         predictor,
         arguments.export,
@@ -747,6 +746,7 @@ def run_calibrate_site(arguments: argparse.Namespace) -> None:
         arguments.seed,
         arguments.negatives,
         arguments.delta,
+        load_classifier_fitting(weights, predictor.sidecar),
     )
     # Refused rather than written: a profile that switches a flag off is worse than none.
     problem = profile_problem({"format": PROFILE_FORMAT, **profile}, predictor.sidecar)

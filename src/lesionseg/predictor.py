@@ -27,9 +27,9 @@ from lesionseg.model.sidecar import (
     onnx_paths,
     read_sidecar,
 )
-from lesionseg.site_profile import read_site_profile, with_site_profile
+from lesionseg.site_profile import read_site_profile, with_site_classifier, with_site_profile
 from lesionseg.uncertainty.coverage import threshold_for_coverage
-from lesionseg.uncertainty.out_of_distribution import OutOfDistributionGate
+from lesionseg.uncertainty.out_of_distribution import ClassifierFitting, OutOfDistributionGate
 from lesionseg.uncertainty.sampling import (
     Backend,
     UncertaintyMaps,
@@ -206,16 +206,43 @@ def pooled_views(logits: np.ndarray) -> np.ndarray:
     return np.concatenate(unflipped)[None].copy()
 
 
+def gate_statistics(weights_path: Path, sidecar: Sidecar) -> Path:
+    """The gate's statistics file beside the weights, checked against the sidecar's sha256."""
+    statistics = Path(weights_path).with_name(sidecar.out_of_distribution.statistics)
+    if not statistics.is_file() or file_sha256(statistics) != sidecar.out_of_distribution.statistics_sha256:
+        raise CheckpointError(f"{statistics.name} is missing or does not match the sidecar's sha256")
+    return statistics
+
+
 def load_gate(weights_path: Path, sidecar: Sidecar) -> OutOfDistributionGate | None:
     """The gate `lesionseg calibrate-ood` fitted, from the statistics file beside the weights; None
     for a checkpoint that has none."""
     record = sidecar.out_of_distribution
     if record is None:
         return None
-    statistics = Path(weights_path).with_name(record.statistics)
-    if not statistics.is_file() or file_sha256(statistics) != record.statistics_sha256:
-        raise CheckpointError(f"{statistics.name} is missing or does not match the sidecar's sha256")
-    return OutOfDistributionGate.load(statistics, record.threshold, record.classifier_threshold)
+    return OutOfDistributionGate.load(
+        gate_statistics(weights_path, sidecar), record.threshold, record.classifier_threshold
+    )
+
+
+def load_classifier_fitting(weights_path: Path, sidecar: Sidecar) -> ClassifierFitting | None:
+    """What the gate's classifier was fitted on, for `calibrate-site` to refit it; None for a checkpoint without
+    a gate, or a statistics file from before it was kept there (tools/keep_gate_fitting_set.py adds it)."""
+    if sidecar.out_of_distribution is None:
+        return None
+    return ClassifierFitting.load(gate_statistics(weights_path, sidecar))
+
+
+def sidecar_and_gate(
+    weights_path: Path, sidecar: Sidecar, site_profile: Path | None
+) -> tuple[Sidecar, OutOfDistributionGate | None]:
+    """The sidecar and the gate, with a site profile's thresholds and refitted classifier in place of the model's
+    where one is given; CheckpointError in one line where the profile is not one to serve with these weights."""
+    if site_profile is None:
+        return sidecar, load_gate(weights_path, sidecar)
+    profile = read_site_profile(site_profile)
+    sidecar = with_site_profile(sidecar, profile, site_profile)
+    return sidecar, with_site_classifier(load_gate(weights_path, sidecar), profile, site_profile)
 
 
 class Predictor:
@@ -257,9 +284,7 @@ class Predictor:
         loaded_backend, sidecar = load_backend(weights_path, choice["name"], allow_pickle, threads, device)
         # Where it runs and in what precision, for /info: a GPU's bfloat16 moves a few boundary pixels.
         choice = {**choice, **loaded_backend.placement}
-        if site_profile is not None:
-            sidecar = with_site_profile(sidecar, read_site_profile(site_profile), site_profile)
-        gate = load_gate(weights_path, sidecar)
+        sidecar, gate = sidecar_and_gate(weights_path, sidecar, site_profile)
         return cls(loaded_backend, sidecar, max_batch_size, gate, choice)
 
     @property

@@ -1,6 +1,13 @@
 """`lesionseg calibrate-site` on a simulated clinic, and the profile it writes as the service loads it. The
 clinic: HAM10000 test pairs (never trained on) as a darker close-up camera shows them (zoom 2.2×, gamma 1.6),
-the kind of photo the shipped gate called "not dermoscopy" most often in another clinic's images."""
+the kind of photo the shipped gate called "not dermoscopy" most often in another clinic's images.
+
+The bounds are the method's, not what one run gave: the site's gate line is the k-th smallest of the n fitting
+cases' scores, k = ⌈(n + 1)(1 − f)⌉ (at most n), which a new exchangeable case's score exceeds with probability
+Beta(n + 1 − k, k) over the fitting cases the site happened to give; so the number of held-back cases over it is
+beta-binomial, and a count it reaches with probability under 1 % fails the test. (The classifier's scores are
+cross-fitted, each fitting case scored by a classifier refitted without it, which makes them exchangeable with
+a new case's only nearly.) The share of non-dermoscopic pictures caught is a binomial count over the set."""
 
 import json
 import os
@@ -13,12 +20,14 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from scipy.stats import betabinom, binom
 from tests.conftest import RunningServer
 
 import lesionseg
 from lesionseg.config import DEFAULT_WEIGHTS, Settings
 from lesionseg.data.pairs import discover_pairs, read_image, read_truth
 from lesionseg.data.splits import Split
+from lesionseg.evaluation.out_of_distribution import read_ood_manifest
 from lesionseg.imaging.shifts import gamma, zoom_on_lesion
 from lesionseg.model.sidecar import CheckpointError, read_sidecar
 
@@ -26,6 +35,23 @@ from lesionseg.model.sidecar import CheckpointError, read_sidecar
 pytestmark = pytest.mark.slow
 
 FIT_CASES, HELD_BACK_CASES = 50, 150
+FLAGGED_FRACTION = 0.02  # calibrate-site's default
+# The non-dermoscopic evaluation set (`python tools/build_ood_set.py DIR`): built from packages fetched over the
+# network, so not in the repository; it fits nothing and chooses nothing.
+OOD_SET = os.environ.get("LESIONSEG_OOD_SET")
+
+
+def most_flagged(fitted: int, held_back: int) -> float:
+    """The share of `held_back` cases over the site's line that a gate keeping calibrate-site's promise reaches
+    with probability under 1 % (see the module's docstring)."""
+    rank = min(int(np.ceil((fitted + 1) * (1 - FLAGGED_FRACTION))), fitted)
+    return float(betabinom(held_back, fitted + 1 - rank, rank).isf(0.01)) / held_back
+
+
+def least_caught(pictures: int, rate: float) -> float:
+    """The share of `pictures` under which a gate that catches `rate` of such pictures falls with probability
+    under 1 %."""
+    return float(binom(pictures, rate).ppf(0.01)) / pictures
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +68,10 @@ def simulated_site(data_root, tmp_path_factory) -> Path:
     return site
 
 
-@pytest.fixture(scope="module")
-def calibrated(simulated_site, tmp_path_factory) -> tuple[Path, str]:
-    profile = tmp_path_factory.mktemp("profile") / "site.json"
+def calibrate(site: Path, profile: Path, fit_cases: int, *more: str) -> tuple[Path, str]:
     completed = subprocess.run(
-        [sys.executable, "-m", "lesionseg.cli", "calibrate-site", str(simulated_site), "--output", str(profile),
-         "--fit-cases", str(FIT_CASES)],
+        [sys.executable, "-m", "lesionseg.cli", "calibrate-site", str(site), "--output", str(profile),
+         "--fit-cases", str(fit_cases), *more],
         capture_output=True,
         text=True,
         timeout=1800,
@@ -56,15 +80,22 @@ def calibrated(simulated_site, tmp_path_factory) -> tuple[Path, str]:
     return profile, completed.stdout
 
 
+@pytest.fixture(scope="module")
+def calibrated(simulated_site, tmp_path_factory) -> tuple[Path, str]:
+    return calibrate(simulated_site, tmp_path_factory.mktemp("profile") / "site.json", FIT_CASES)
+
+
 def test_after_fifty_cases_the_site_is_within_the_gates_and_the_coverages_bounds(calibrated):
     profile_path, printed = calibrated
     profile = json.loads(profile_path.read_text())
     held_back = profile["held_back"]
     assert held_back["held_back_cases"] == HELD_BACK_CASES and "| gate:" in printed
     after = held_back["after"]
-    # The conformal line on 50 cases lets a new case through with a probability of at least 50/51.
-    assert after["gate_flagged"] <= 0.03
+    # The line is the largest of 50 scores: a new case passes it with probability 50/51 on average.
+    assert after["gate_flagged"] <= most_flagged(FIT_CASES, HELD_BACK_CASES)
     assert after["gate_flagged"] <= held_back["before"]["gate_flagged"]
+    assert profile["format"] == "lesionseg-site-profile/2"  # the gate's classifier refitted: 768 weights
+    assert len(profile["out_of_distribution"]["classifier"]["weights"]) == 768
     # Certified with probability 0.9 on this site's own 50 cases: its next 150 miss at most the promised share
     # (conformal risk control, before, bounded only the average over calibration sets: 0.136 on a hidden clinic).
     assert after["coverage_0.90_missed"] <= 0.10
@@ -73,12 +104,35 @@ def test_after_fifty_cases_the_site_is_within_the_gates_and_the_coverages_bounds
     assert profile["model_sha256"] == read_sidecar(DEFAULT_WEIGHTS).sha256
 
 
+def test_after_a_hundred_cases_the_gate_still_catches_nine_in_ten_non_dermoscopic_pictures(
+    simulated_site, tmp_path_factory
+):
+    """The issue's bar, on a set that fitted nothing. Raising the gate's lines until the site passed (before this
+    refit) caught 65.6 % of it after 50 cases. The refitted classifier catches 93.3 % after 100. After 50 it
+    catches 86.1 %: its line must pass the largest of 50 cross-fitted scores, and one of the 50 cases, a blue-black
+    lesion that fills the frame, looks like nothing else the site gave (docs/another-clinic.md)."""
+    if not OOD_SET or not (Path(OOD_SET) / "manifest.csv").is_file():
+        pytest.skip("LESIONSEG_OOD_SET names no non-dermoscopic evaluation set (python tools/build_ood_set.py DIR)")
+    fitted = 100
+    held_back_cases = FIT_CASES + HELD_BACK_CASES - fitted
+    profile_path, printed = calibrate(
+        simulated_site, tmp_path_factory.mktemp("profile") / "site.json", fitted, "--negatives", OOD_SET
+    )
+    held_back = json.loads(profile_path.read_text())["held_back"]
+    assert "| gate: share of non-dermoscopic pictures caught |" in printed
+    pictures = sum(len(paths) for paths in read_ood_manifest(Path(OOD_SET)).values())
+    assert held_back["after"]["non_dermoscopy_caught"] >= least_caught(pictures, 0.90)
+    assert held_back["after"]["gate_flagged"] <= most_flagged(fitted, held_back_cases)
+
+
 def test_the_profile_replaces_the_models_thresholds_where_it_is_loaded(calibrated, real_image_path):
     profile_path, _ = calibrated
     profile = json.loads(profile_path.read_text())
     segmenter = lesionseg.load(backend="onnx", settings=Settings(site_profile=profile_path))
     assert segmenter.predictor.review_threshold == profile["review_threshold"]
     assert segmenter.predictor.gate.threshold == profile["out_of_distribution"]["threshold"]
+    refitted = profile["out_of_distribution"]["classifier"]
+    assert segmenter.predictor.gate.classifier.weights.tolist() == refitted["weights"]
     assert segmenter.predictor.coverage_thresholds == profile["coverage_thresholds"]
     server = RunningServer(site_profile=str(profile_path), backend="onnx")
     try:

@@ -1,11 +1,11 @@
 """The out-of-distribution gate's arithmetic: a Gaussian summary, its distances, the classifier beside
-it, and their file."""
+it, their file, and the classifier refitted from what the file keeps."""
 
 import numpy as np
 import pytest
 
-from lesionseg.evaluation.out_of_distribution import fit_classifier, fit_gate
-from lesionseg.uncertainty.out_of_distribution import GaussianSummary, OutOfDistributionGate
+from lesionseg.evaluation.out_of_distribution import KEPT_DERMOSCOPY, fit_classifier, fit_gate, refit_classifier
+from lesionseg.uncertainty.out_of_distribution import ClassifierFitting, GaussianSummary, OutOfDistributionGate
 
 
 def test_distances_are_mahalanobis_distances():
@@ -42,8 +42,8 @@ def separable_features(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 @pytest.mark.slow  # seconds, not milliseconds: the slow tier's, not every change's
 def test_the_classifier_catches_what_the_distance_misses_within_the_flagged_share():
     training, held_out, others, unseen_others = separable_features(4)
-    distance_only = fit_gate(training, {"held out": held_out}, 0.02)
-    both = fit_gate(training, {"held out": held_out}, 0.02, others)
+    distance_only, _ = fit_gate(training, {"held out": held_out}, 0.02)
+    both, _ = fit_gate(training, {"held out": held_out}, 0.02, others)
     assert (both.scores(held_out) >= 1.0).mean() <= 0.02 + 1e-9  # the allowance is shared, not doubled
     caught_by_distance = (distance_only.scores(unseen_others) >= 1.0).mean()
     caught_by_both = (both.scores(unseen_others) >= 1.0).mean()
@@ -52,14 +52,29 @@ def test_the_classifier_catches_what_the_distance_misses_within_the_flagged_shar
 
 def test_the_statistics_file_round_trips_with_and_without_a_classifier(tmp_path):
     training, held_out, others, probe = separable_features(5)
-    for name, gate in {
+    for name, (gate, kept) in {
         "distance": fit_gate(training, {"held out": held_out}, 0.02),
         "both": fit_gate(training, {"held out": held_out}, 0.02, others),
     }.items():
-        gate.save_statistics(tmp_path / f"{name}.npz")
+        gate.save_statistics(tmp_path / f"{name}.npz", kept)
         loaded = OutOfDistributionGate.load(tmp_path / f"{name}.npz", gate.threshold, gate.classifier_threshold)
         assert (loaded.classifier is None) == (name == "distance")
         assert np.allclose(loaded.scores(probe), gate.scores(probe), rtol=1e-4)
+        assert (ClassifierFitting.load(tmp_path / f"{name}.npz") is None) == (name == "distance")
+
+
+def test_the_file_keeps_a_fixed_sample_of_the_dermoscopy_and_all_the_others_in_float16(tmp_path):
+    training, held_out, others, _ = separable_features(5)
+    gate, kept = fit_gate(training, {"held out": held_out}, 0.02, others)
+    gate.save_statistics(tmp_path / "gate.npz", kept)
+    loaded = ClassifierFitting.load(tmp_path / "gate.npz")
+    assert len(loaded.dermoscopy) == min(KEPT_DERMOSCOPY, len(training)) and len(loaded.others) == len(others)
+    assert loaded.loss_weight == kept.loss_weight > 0
+    # float16 keeps 11 significant bits: each number within 2⁻¹¹ of itself, relatively.
+    assert np.allclose(loaded.others, others, rtol=2.0**-11, atol=2.0**-24)
+    assert np.all(np.isin(loaded.dermoscopy[:, 0], training[:, 0].astype(np.float16)))
+    _, again = fit_gate(training, {"held out": held_out}, 0.02, others)
+    assert np.array_equal(again.dermoscopy, kept.dermoscopy)  # the same sample every time
 
 
 def test_a_gate_file_from_before_the_classifier_loads_as_the_distance_alone(tmp_path):
@@ -77,8 +92,8 @@ def test_the_thresholds_bound_the_worst_group_not_the_pooled_rate():
     training, held_out, others, _ = separable_features(6)
     shifted = np.random.default_rng(7).normal(size=(100, 64)) * 1.3
     groups = {"held out": held_out, "another camera": shifted}
-    pooled = fit_gate(training, {"all": np.concatenate([held_out, shifted])}, 0.02, others)
-    worst = fit_gate(training, groups, 0.02, others)
+    pooled, _ = fit_gate(training, {"all": np.concatenate([held_out, shifted])}, 0.02, others)
+    worst, _ = fit_gate(training, groups, 0.02, others)
     assert (pooled.scores(shifted) >= 1.0).mean() > 0.1
     for features in groups.values():
         assert (worst.scores(features) >= 1.0).mean() <= 0.02 + 1e-9
@@ -88,7 +103,7 @@ def test_the_classifiers_score_keeps_ranking_far_out_pictures_and_flags_at_its_l
     """A probability ratio stops at 1 / P(line); the surprise ratio keeps growing with the logit, and is 1.0 at
     the line, so the same pictures are flagged."""
     training, held_out, others, unseen_others = separable_features(6)
-    gate = fit_gate(training, {"held out": held_out}, 0.02, others)
+    gate, _ = fit_gate(training, {"held out": held_out}, 0.02, others)
     logits = gate.classifier_threshold + np.array([-5.0, 0.0, 10.0, 20.0, 40.0])
     scores = gate.classifier_scores(logits)
     assert scores[1] == 1.0
@@ -112,6 +127,43 @@ def test_with_kinds_of_picture_the_classifier_does_not_depend_on_their_order():
     )
     kinds = np.repeat(list(offsets), 60)
     order = generator.permutation(len(others))
-    listed = fit_classifier(dermoscopy, others, kinds)
-    shuffled = fit_classifier(dermoscopy, others[order], kinds[order])
+    listed, listed_weight = fit_classifier(dermoscopy, others, kinds)
+    shuffled, shuffled_weight = fit_classifier(dermoscopy, others[order], kinds[order])
     assert np.allclose(listed.weights, shuffled.weights, rtol=1e-4, atol=1e-6)
+    assert listed_weight == shuffled_weight
+
+
+def test_the_refit_is_the_optimum_of_the_objective_it_was_fitted_with():
+    """Refitted from what it was fitted on, with nothing added, the classifier is its fit's own optimum (as
+    scikit-learn's solver converged further gives it): the loss weight the file keeps means what it says."""
+    from sklearn.linear_model import LogisticRegression
+
+    training, _, others, _ = separable_features(8)
+    classifier, loss_weight = fit_classifier(training, others)
+    refitted = refit_classifier(classifier, ClassifierFitting(training, others, loss_weight), training[:1], 0.0)
+    features = (np.concatenate([training, others]) - classifier.feature_mean) / classifier.feature_scale
+    labels = np.r_[np.zeros(len(training)), np.ones(len(others))]
+    converged = LogisticRegression(C=loss_weight * 2 / len(features), class_weight="balanced", tol=1e-10)
+    converged.fit(features, labels)
+    assert np.allclose(refitted.weights, converged.coef_[0], atol=1e-4)
+    assert refitted.bias == pytest.approx(converged.intercept_[0], abs=1e-4)
+
+
+def test_a_refit_with_a_sites_dermoscopy_lets_the_site_through_and_still_catches_the_others():
+    """A site whose camera moves its pictures towards the others along the classifier's direction, and away from
+    everything along another: the model's classifier flags about half of them. Moving its line until the site
+    passes catches few of the others; refitted with a hundred of the site's pictures as dermoscopy, and its line
+    set on a hundred more, it passes the site's next hundred and still catches the others."""
+    training, held_out, others, unseen_others = separable_features(9)
+    gate, kept = fit_gate(training, {"held out": held_out}, 0.02, others)
+    site = np.random.default_rng(10).normal(size=(300, 64)) + np.r_[2.5, 5.0, np.zeros(62)]
+    fitted, lining, next_ones = site[:100], site[100:200], site[200:]
+    assert (gate.classifier.logits(site) >= gate.classifier_threshold).mean() > 0.4
+    moved_line = np.quantile(gate.classifier.logits(lining), 0.98)
+    refitted = refit_classifier(gate.classifier, kept, fitted, 0.5)
+    line = np.quantile(refitted.logits(lining), 0.98)
+    # The line is the 98th of 100 exchangeable scores, which a new one passes with probability Beta(3, 98):
+    # 11 or more of the next hundred over it happens less than 1 % of the time.
+    assert (refitted.logits(next_ones) >= line).mean() <= 0.10
+    caught_by_moving = (gate.classifier.logits(unseen_others) >= moved_line).mean()
+    assert caught_by_moving < 0.5 < 0.9 < (refitted.logits(unseen_others) >= line).mean()
