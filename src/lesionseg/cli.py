@@ -2,7 +2,9 @@
 export-weights."""
 
 import argparse
+import itertools
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -731,6 +733,11 @@ def add_calibrate_site_parser(subparsers) -> None:
     )
 
 
+def line_is_the_highest(cases: int, flagged_fraction: float) -> bool:
+    """Whether a site's gate line, the ⌈(n + 1)(1 − f)⌉-th smallest of n scores (evaluation/site.py), is the largest."""
+    return math.ceil((cases + 1) * (1 - flagged_fraction)) >= cases
+
+
 def run_calibrate_site(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation.site import calibrate_site, format_site_report
     from lesionseg.predictor import load_classifier_fitting
@@ -757,6 +764,16 @@ def run_calibrate_site(arguments: argparse.Namespace) -> None:
         )
     write_site_profile(arguments.output, {**profile, "held_back": report})
     print(format_site_report(report))
+    fitted = profile["fitted_on"]["cases"]
+    if line_is_the_highest(fitted, arguments.flagged_fraction):
+        enough = next(
+            count for count in itertools.count(fitted) if not line_is_the_highest(count, arguments.flagged_fraction)
+        )
+        print(
+            f"note: with {fitted} fitting cases, the gate's line must pass the highest of their scores, so one "
+            f"unusual photo can set it and fewer non-dermoscopic pictures are caught; from {enough} cases (at "
+            f"--flagged-fraction {arguments.flagged_fraction:g}) it need not"
+        )
     print(f"site profile: {arguments.output}; serve with LESIONSEG_SITE_PROFILE={arguments.output}")
 
 

@@ -101,6 +101,9 @@ def test_after_fifty_cases_the_site_is_within_the_gates_and_the_coverages_bounds
     assert after["coverage_0.90_missed"] <= 0.10
     assert "0.90" in profile["coverage"]["certified_levels"] and profile["coverage"]["delta"] == 0.1
     assert "Fewest cases that can certify a level: 0.90: 22" in printed
+    # 50 cases at a flagged fraction of 0.02: the line is the highest score, and the user is told so.
+    assert f"note: with {FIT_CASES} fitting cases, the gate's line must pass the highest" in printed
+    assert "from 99 cases (at --flagged-fraction 0.02)" in printed
     assert profile["model_sha256"] == read_sidecar(DEFAULT_WEIGHTS).sha256
 
 
