@@ -445,7 +445,9 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
             "train_loss": round(loss_total / max(1, loss_count), 5),
             "learning_rate": scheduler.get_last_lr()[0],
             "train_seconds": round(time.time() - started, 1),
-            "images_per_second": round(loss_count / launch.world_size * options.batch_size / (time.time() - started)),
+            "images_per_second": round(
+                loss_count / launch.world_size * options.batch_size / (time.time() - started), 1
+            ),
             **evaluate(model, config, validation_sets, options.batch_size, launch),
         }
         state.history.append(row)
