@@ -4,7 +4,6 @@ export-weights."""
 import argparse
 import itertools
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -733,13 +732,8 @@ def add_calibrate_site_parser(subparsers) -> None:
     )
 
 
-def line_is_the_highest(cases: int, flagged_fraction: float) -> bool:
-    """Whether a site's gate line, the ⌈(n + 1)(1 − f)⌉-th smallest of n scores (evaluation/site.py), is the largest."""
-    return math.ceil((cases + 1) * (1 - flagged_fraction)) >= cases
-
-
 def run_calibrate_site(arguments: argparse.Namespace) -> None:
-    from lesionseg.evaluation.site import calibrate_site, format_site_report
+    from lesionseg.evaluation.site import calibrate_site, conformal_rank, format_site_report
     from lesionseg.predictor import load_classifier_fitting
     from lesionseg.site_profile import PROFILE_FORMAT, profile_problem, write_site_profile
 
@@ -765,10 +759,9 @@ def run_calibrate_site(arguments: argparse.Namespace) -> None:
     write_site_profile(arguments.output, {**profile, "held_back": report})
     print(format_site_report(report))
     fitted = profile["fitted_on"]["cases"]
-    if line_is_the_highest(fitted, arguments.flagged_fraction):
-        enough = next(
-            count for count in itertools.count(fitted) if not line_is_the_highest(count, arguments.flagged_fraction)
-        )
+    fraction = arguments.flagged_fraction
+    if conformal_rank(fitted, fraction) == fitted:  # the line is the highest score
+        enough = next(count for count in itertools.count(fitted) if conformal_rank(count, fraction) < count)
         print(
             f"note: with {fitted} fitting cases, the gate's line must pass the highest of their scores, so one "
             f"unusual photo can set it and fewer non-dermoscopic pictures are caught; from {enough} cases (at "

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from lesionseg.batch.to_worklist import ServiceRefused, WorklistClient
 from lesionseg.config import Settings
+from lesionseg.dicom.objects import to_bytes
 from lesionseg.imaging.decode import ImageRejected
 from lesionseg.segmenter import PredictionRequest, Segmenter
 
@@ -229,13 +230,6 @@ class PassSummary:
         self.added_to_worklist += outcome.added_to_worklist
 
 
-def part10_bytes(dataset: Dataset) -> bytes:
-    """The retrieved instance as a DICOM file again, as an upload would bring it."""
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def worklist_query(request: PredictionRequest) -> dict[str, str]:
     """The request as POST /cases takes it, so that the worklist's case is the picture's result here."""
     query = {"samples": str(request.samples), "seed": str(request.seed), "tta": str(request.tta).lower()}
@@ -291,7 +285,8 @@ class PacsWorker:
         return Outcome("failed", picture.redact(reason))
 
     def handle(self, picture: Picture) -> Outcome:
-        data = part10_bytes(self.client.retrieve_instance(picture.study_uid, picture.series_uid, picture.sop_uid))
+        # The retrieved instance as a DICOM file again, as an upload would bring it.
+        data = to_bytes(self.client.retrieve_instance(picture.study_uid, picture.series_uid, picture.sop_uid))
         try:
             result = self.segmenter.predict(data, self.request)
             outputs = [result.render("dicom-seg"), result.render("dicom-pmap")]

@@ -143,11 +143,15 @@ def fixed_order(identifiers: list[str]) -> np.ndarray:
     return np.argsort([identifier_hash(identifier) for identifier in identifiers])
 
 
+def conformal_rank(cases: int, flagged_fraction: float) -> int:
+    """Which of n sorted scores is the line: the ⌈(n + 1)(1 − f)⌉-th smallest, or the largest (n) if that passes n."""
+    return min(int(np.ceil((cases + 1) * (1.0 - flagged_fraction))), cases)
+
+
 def conformal_line(scores: np.ndarray, flagged_fraction: float) -> float:
-    """The ⌈(n + 1)(1 − f)⌉-th smallest score (the largest if that rank passes n): a new exchangeable score
-    exceeds it with a probability of at most f (at most 1 / (n + 1) when it is the largest)."""
-    rank = int(np.ceil((len(scores) + 1) * (1.0 - flagged_fraction)))
-    return float(np.sort(scores)[min(rank, len(scores)) - 1])
+    """The `conformal_rank`-th smallest score: a new exchangeable score exceeds it with a probability of at most
+    f (at most 1 / (n + 1) when it is the largest)."""
+    return float(np.sort(scores)[conformal_rank(len(scores), flagged_fraction) - 1])
 
 
 def site_classifier(

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from lesionseg.imaging.regions import rle_decode, rle_encode
-from lesionseg.reviews.database import Case, Review, ReviewEvent, connect
+from lesionseg.reviews.database import DICOM_SOURCE_FIELDS, Case, Review, ReviewEvent, connect
 from lesionseg.reviews.errors import (
     CaseNotFound,
     ImageMissing,
@@ -96,16 +96,9 @@ def describe(case: Case, include_masks: bool = True) -> dict:
 
 
 def dicom_source(case: Case) -> dict[str, str | None] | None:
-    """A DICOM case's identifiers, None for a picture file's."""
-    if case.dicom_sop_instance_uid is None and case.dicom_study_instance_uid is None:
-        return None
-    return {
-        "patient_id": case.dicom_patient_id,
-        "accession_number": case.dicom_accession_number,
-        "study_instance_uid": case.dicom_study_instance_uid,
-        "series_instance_uid": case.dicom_series_instance_uid,
-        "sop_instance_uid": case.dicom_sop_instance_uid,
-    }
+    """A DICOM case's identifiers, None for a picture file's (which has none of them)."""
+    source = {name: getattr(case, f"dicom_{name}") for name in DICOM_SOURCE_FIELDS}
+    return source if any(source.values()) else None
 
 
 def describe_event(event: ReviewEvent) -> dict:

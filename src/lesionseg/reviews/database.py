@@ -36,6 +36,17 @@ class Base(DeclarativeBase):
     pass
 
 
+# A DICOM case's source, each kept in the column `dicom_` + its name (0005), as `imaging.dicom.DicomIdentifiers`
+# names them.
+DICOM_SOURCE_FIELDS = (
+    "patient_id",
+    "accession_number",
+    "study_instance_uid",
+    "series_instance_uid",
+    "sop_instance_uid",
+)
+
+
 class Case(Base):
     """One uploaded image and what the model said of it."""
 

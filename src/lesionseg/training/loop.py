@@ -69,6 +69,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def images_per_second(steps: float, batch_size: int, world_size: int, started: float) -> float:
+    """The global batches' images a second since `started`, from every rank's steps; one decimal, so that a slow
+    machine's rate does not round to 0."""
+    return round(steps / world_size * batch_size / (time.time() - started), 1)
+
+
 def selection_jaccard(row: dict, options: TrainingOptions) -> float:
     """The validation Jaccard `--select-on` names: one set's, or the mean of every set's."""
     if options.select_on == "mean":
@@ -445,9 +451,7 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
             "train_loss": round(loss_total / max(1, loss_count), 5),
             "learning_rate": scheduler.get_last_lr()[0],
             "train_seconds": round(time.time() - started, 1),
-            "images_per_second": round(
-                loss_count / launch.world_size * options.batch_size / (time.time() - started), 1
-            ),
+            "images_per_second": images_per_second(loss_count, options.batch_size, launch.world_size, started),
             **evaluate(model, config, validation_sets, options.batch_size, launch),
         }
         state.history.append(row)
