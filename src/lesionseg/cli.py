@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lesionseg import __version__
-from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA
+from lesionseg.defaults import DEFAULT_SAMPLES, DEFAULT_THRESHOLD, DEFAULT_TTA, MIN_CAUGHT
 from lesionseg.devices import DEVICE_HELP, check_device_name
 
 
@@ -719,6 +719,14 @@ def add_calibrate_site_parser(subparsers) -> None:
     parser.add_argument(
         "--flagged-fraction", type=float, default=0.02, help="the most the gate may flag of the site's cases"
     )
+    parser.add_argument(
+        "--min-caught",
+        type=float,
+        default=MIN_CAUGHT,
+        help="the least share of the gate's own non-dermoscopic pictures it must still catch, each scored by a "
+        "refit without it; where the flagged fraction's line catches fewer, the line comes down (default "
+        f"{MIN_CAUGHT:g}; 0 turns this off)",
+    )
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -732,8 +740,30 @@ def add_calibrate_site_parser(subparsers) -> None:
     )
 
 
+def print_gate_note(profile: dict, flagged_fraction: float) -> None:
+    """What the site's gate line promises, where it is not simply the flagged fraction asked for."""
+    from lesionseg.evaluation.site import conformal_rank
+
+    fitted, lines = profile["fitted_on"]["cases"], profile.get("gate", {})
+    if lines.get("flags_at_most", 0.0) > flagged_fraction:
+        print(
+            f"note: the gate's line came down to catch {lines['non_dermoscopy_caught_cross_fitted']:.1%} of its own "
+            f"non-dermoscopic pictures (--min-caught {lines['min_caught']:g}), so it may flag up to "
+            f"{lines['flags_at_most']:.1%} of the site's next cases, more than --flagged-fraction "
+            f"{flagged_fraction:g} asked: with {fitted} fitting cases, the line that keeps to it lets too many "
+            "through; more reviewed cases bring the two closer"
+        )
+    elif conformal_rank(fitted, flagged_fraction) == fitted:  # the line is the highest score
+        enough = next(count for count in itertools.count(fitted) if conformal_rank(count, flagged_fraction) < count)
+        print(
+            f"note: with {fitted} fitting cases, the gate's line must pass the highest of their scores, so one "
+            f"unusual photo can set it and fewer non-dermoscopic pictures are caught; from {enough} cases (at "
+            f"--flagged-fraction {flagged_fraction:g}) it need not"
+        )
+
+
 def run_calibrate_site(arguments: argparse.Namespace) -> None:
-    from lesionseg.evaluation.site import calibrate_site, conformal_rank, format_site_report
+    from lesionseg.evaluation.site import calibrate_site, format_site_report
     from lesionseg.predictor import load_classifier_fitting
     from lesionseg.site_profile import PROFILE_FORMAT, profile_problem, write_site_profile
 
@@ -748,6 +778,7 @@ def run_calibrate_site(arguments: argparse.Namespace) -> None:
         arguments.negatives,
         arguments.delta,
         load_classifier_fitting(weights, predictor.sidecar),
+        arguments.min_caught,
     )
     # Refused rather than written: a profile that switches a flag off is worse than none.
     problem = profile_problem({"format": PROFILE_FORMAT, **profile}, predictor.sidecar)
@@ -758,15 +789,7 @@ def run_calibrate_site(arguments: argparse.Namespace) -> None:
         )
     write_site_profile(arguments.output, {**profile, "held_back": report})
     print(format_site_report(report))
-    fitted = profile["fitted_on"]["cases"]
-    fraction = arguments.flagged_fraction
-    if conformal_rank(fitted, fraction) == fitted:  # the line is the highest score
-        enough = next(count for count in itertools.count(fitted) if conformal_rank(count, fraction) < count)
-        print(
-            f"note: with {fitted} fitting cases, the gate's line must pass the highest of their scores, so one "
-            f"unusual photo can set it and fewer non-dermoscopic pictures are caught; from {enough} cases (at "
-            f"--flagged-fraction {arguments.flagged_fraction:g}) it need not"
-        )
+    print_gate_note(profile, arguments.flagged_fraction)
     print(f"site profile: {arguments.output}; serve with LESIONSEG_SITE_PROFILE={arguments.output}")
 
 

@@ -3,11 +3,14 @@ clinic: HAM10000 test pairs (never trained on) as a darker close-up camera shows
 the kind of photo the shipped gate called "not dermoscopy" most often in another clinic's images.
 
 The bounds are the method's, not what one run gave: the site's gate line is the k-th smallest of the n fitting
-cases' scores, k = ⌈(n + 1)(1 − f)⌉ (at most n), which a new exchangeable case's score exceeds with probability
-Beta(n + 1 − k, k) over the fitting cases the site happened to give; so the number of held-back cases over it is
-beta-binomial, and a count it reaches with probability under 1 % fails the test. (The classifier's scores are
-cross-fitted, each fitting case scored by a classifier refitted without it, which makes them exchangeable with
-a new case's only nearly.) The share of non-dermoscopic pictures caught is a binomial count over the set."""
+cases' scores (k = ⌈(n + 1)(1 − f)⌉, at most n, or lower where the line came down to catch the gate's own
+non-dermoscopy: the profile says, as the bound (n + 1 − k) / (n + 1)), which a new exchangeable case's score
+exceeds with probability Beta(n + 1 − k, k) over the fitting cases the site happened to give; so the number of
+held-back cases over it is beta-binomial, and a count it reaches with probability under 1 % fails the test.
+(The classifier's scores are cross-fitted, each fitting case scored by a classifier refitted without it, which
+makes them exchangeable with a new case's only nearly; and where the line came down, its rank was chosen with
+the cases' scores in view, so the bound is nearly the method's too.) The share of non-dermoscopic pictures
+caught is a binomial count over the set."""
 
 import json
 import os
@@ -41,10 +44,13 @@ FLAGGED_FRACTION = 0.02  # calibrate-site's default
 OOD_SET = os.environ.get("LESIONSEG_OOD_SET")
 
 
-def most_flagged(fitted: int, held_back: int) -> float:
-    """The share of `held_back` cases over the site's line that a gate keeping calibrate-site's promise reaches
-    with probability under 1 % (see the module's docstring)."""
-    rank = min(int(np.ceil((fitted + 1) * (1 - FLAGGED_FRACTION))), fitted)
+def most_flagged(profile: dict) -> float:
+    """The share of the held-back cases over the site's line that a gate keeping the profile's promise reaches with
+    probability under 1 % (see the module's docstring)."""
+    fitted, held_back = profile["fitted_on"]["cases"], profile["held_back"]["held_back_cases"]
+    over = round(profile["gate"]["flags_at_most"] * (fitted + 1)) - 1  # fitting cases over the line
+    rank = fitted - over
+    assert rank <= min(int(np.ceil((fitted + 1) * (1 - FLAGGED_FRACTION))), fitted)  # never above f's line
     return float(betabinom(held_back, fitted + 1 - rank, rank).isf(0.01)) / held_back
 
 
@@ -82,7 +88,9 @@ def calibrate(site: Path, profile: Path, fit_cases: int, *more: str) -> tuple[Pa
 
 @pytest.fixture(scope="module")
 def calibrated(simulated_site, tmp_path_factory) -> tuple[Path, str]:
-    return calibrate(simulated_site, tmp_path_factory.mktemp("profile") / "site.json", FIT_CASES)
+    """Measured on the non-dermoscopic evaluation set too, where it is at hand."""
+    negatives = ["--negatives", OOD_SET] if OOD_SET else []
+    return calibrate(simulated_site, tmp_path_factory.mktemp("profile") / "site.json", FIT_CASES, *negatives)
 
 
 def test_after_fifty_cases_the_site_is_within_the_gates_and_the_coverages_bounds(calibrated):
@@ -91,8 +99,7 @@ def test_after_fifty_cases_the_site_is_within_the_gates_and_the_coverages_bounds
     held_back = profile["held_back"]
     assert held_back["held_back_cases"] == HELD_BACK_CASES and "| gate:" in printed
     after = held_back["after"]
-    # The line is the largest of 50 scores: a new case passes it with probability 50/51 on average.
-    assert after["gate_flagged"] <= most_flagged(FIT_CASES, HELD_BACK_CASES)
+    assert after["gate_flagged"] <= most_flagged(profile)
     assert after["gate_flagged"] <= held_back["before"]["gate_flagged"]
     assert profile["format"] == "lesionseg-site-profile/2"  # the gate's classifier refitted: 768 weights
     assert len(profile["out_of_distribution"]["classifier"]["weights"]) == 768
@@ -101,31 +108,30 @@ def test_after_fifty_cases_the_site_is_within_the_gates_and_the_coverages_bounds
     assert after["coverage_0.90_missed"] <= 0.10
     assert "0.90" in profile["coverage"]["certified_levels"] and profile["coverage"]["delta"] == 0.1
     assert "Fewest cases that can certify a level: 0.90: 22" in printed
-    # 50 cases at a flagged fraction of 0.02: the line is the highest score, and the user is told so.
-    assert f"note: with {FIT_CASES} fitting cases, the gate's line must pass the highest" in printed
-    assert "from 99 cases (at --flagged-fraction 0.02)" in printed
+    # 50 cases at a flagged fraction of 0.02: the line that keeps it must pass the highest score, which one
+    # blue-black close-up sets; it came down to catch 99 % of the gate's own non-dermoscopy, and says so.
+    lines = profile["gate"]
+    assert lines["min_caught"] == 0.99 and lines["non_dermoscopy_caught_cross_fitted"] >= 0.99
+    if lines["flags_at_most"] > FLAGGED_FRACTION:
+        assert f"may flag up to {lines['flags_at_most']:.1%} of the site's next cases, more than" in printed
+    else:
+        assert f"note: with {FIT_CASES} fitting cases, the gate's line must pass the highest" in printed
     assert profile["model_sha256"] == read_sidecar(DEFAULT_WEIGHTS).sha256
 
 
-def test_after_a_hundred_cases_the_gate_still_catches_nine_in_ten_non_dermoscopic_pictures(
-    simulated_site, tmp_path_factory
-):
-    """The issue's bar, on a set that fitted nothing. Raising the gate's lines until the site passed (before this
-    refit) caught 65.6 % of it after 50 cases. The refitted classifier catches 93.3 % after 100. After 50 it
-    catches 86.1 %: its line must pass the largest of 50 cross-fitted scores, and one of the 50 cases, a blue-black
-    lesion that fills the frame, looks like nothing else the site gave (docs/another-clinic.md)."""
+def test_after_fifty_cases_the_gate_still_catches_nine_in_ten_non_dermoscopic_pictures(calibrated):
+    """The issue's bar, on a set that fitted nothing. Raising the gate's lines until the site passed caught 65.6 %
+    of it after 50 cases; the refitted classifier with its line at the highest of the 50 cross-fitted scores,
+    which one blue-black close-up set, 86.1 % (docs/another-clinic.md). Its line now comes down to catch 99 % of
+    the gate's own non-dermoscopic pictures."""
     if not OOD_SET or not (Path(OOD_SET) / "manifest.csv").is_file():
         pytest.skip("LESIONSEG_OOD_SET names no non-dermoscopic evaluation set (python tools/build_ood_set.py DIR)")
-    fitted = 100
-    held_back_cases = FIT_CASES + HELD_BACK_CASES - fitted
-    profile_path, printed = calibrate(
-        simulated_site, tmp_path_factory.mktemp("profile") / "site.json", fitted, "--negatives", OOD_SET
-    )
-    held_back = json.loads(profile_path.read_text())["held_back"]
+    profile_path, printed = calibrated
+    profile = json.loads(profile_path.read_text())
     assert "| gate: share of non-dermoscopic pictures caught |" in printed
     pictures = sum(len(paths) for paths in read_ood_manifest(Path(OOD_SET)).values())
-    assert held_back["after"]["non_dermoscopy_caught"] >= least_caught(pictures, 0.90)
-    assert held_back["after"]["gate_flagged"] <= most_flagged(fitted, held_back_cases)
+    assert profile["held_back"]["after"]["non_dermoscopy_caught"] >= least_caught(pictures, 0.90)
+    assert profile["held_back"]["after"]["gate_flagged"] <= most_flagged(profile)
 
 
 def test_the_profile_replaces_the_models_thresholds_where_it_is_loaded(calibrated, real_image_path):

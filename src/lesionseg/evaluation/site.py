@@ -10,10 +10,12 @@ the choice is fixed), it refits what needs no retraining:
   scores (the ⌈(n + 1)(1 − f)⌉-th smallest, the largest when n is small): the distance's, raised only as far as
   the site's cases need, never lowered; then the classifier's, on each case's logit under the classifier
   refitted without it (cross-fitting: a case's logit under a classifier fitted on it says nothing about the
-  site's next case), with the cases the distance line flags counted as flagged. Until this release both lines
-  were raised together, the classifier unchanged: on a simulated site, one dark close-up the model's classifier
-  scored like a texture raised both 23-fold, and the gate caught 65.6 % of non-dermoscopic pictures instead of
-  95.4 %; refitted, it catches 86.1 % after 50 cases and 93.3 % after 100 (docs/another-clinic.md);
+  site's next case), with the cases the distance line flags counted as flagged. That line comes down where it
+  would catch fewer than `min_caught` of the gate's own non-dermoscopic pictures (each scored the same way, by
+  a refit without it), and the profile says how much of the site it may then flag: (m + 1) / (n + 1), m of the
+  n cases being over it. Before, with 50 cases, the line at f = 0.02 had to pass the highest score: on a
+  simulated site one blue-black close-up set it, and 84.8-86.1 % of a non-dermoscopic evaluation set was
+  caught; brought down, 95.6-97.0 %, with 1.3-2.7 % of the site's next 150 flagged (docs/another-clinic.md);
 - the review threshold: the score above which the model's calibrated share of cases goes to a person;
 - the coverage thresholds, each certified with probability at least 1 − δ on these cases alone (exchangeable
   with the site's next ones, as the model's own calibration images were not) by Learn then Test with
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 from lesionseg.config import Settings
 from lesionseg.data.pairs import PairRecord, discover_pairs, truth_from_mask
+from lesionseg.defaults import MIN_CAUGHT
 from lesionseg.evaluation.out_of_distribution import descriptor, image_scores, read_ood_manifest, refit_classifier
 from lesionseg.imaging.decode import ImageRejected, decode_upload, read_image_file
 from lesionseg.imaging.shifts import random_camera_shift
@@ -164,16 +167,32 @@ def site_classifier(
 
 def cross_fitted_logits(
     classifier: LinearClassifier, classifier_fitting: ClassifierFitting, cases: SiteCases
-) -> np.ndarray:
-    """Each case's logit under the classifier refitted without its fold (the cases are in their fixed order, so
-    the folds are too): what the site's next case, which no refit has seen, is compared with."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(each case's logit, each of the kept non-dermoscopic descriptors' logit), each under the classifier refitted
+    without its fold (the cases are in their fixed order, so the folds are too): what the site's next case, and
+    the next non-dermoscopic picture, which no refit has seen, are compared with."""
     folds = np.arange(len(cases.identifiers)) % FOLDS
-    logits = np.empty(len(folds))
+    others_folds = np.arange(len(classifier_fitting.others)) % FOLDS
+    logits, others_logits = np.empty(len(folds)), np.empty(len(others_folds))
     for fold in range(FOLDS):
-        left_out = folds == fold
-        refitted = site_classifier(classifier, classifier_fitting, cases.subset(np.flatnonzero(~left_out)))
+        left_out, others_left_out = folds == fold, others_folds == fold
+        refitted = site_classifier(
+            classifier,
+            replace(classifier_fitting, others=classifier_fitting.others[~others_left_out]),
+            cases.subset(np.flatnonzero(~left_out)),
+        )
         logits[left_out] = refitted.logits(cases.descriptors[left_out])
-    return logits
+        others_logits[others_left_out] = refitted.logits(classifier_fitting.others[others_left_out].astype(np.float64))
+    return logits, others_logits
+
+
+def catching_line(others_logits: np.ndarray, caught_otherwise: np.ndarray, min_caught: float) -> float:
+    """The highest logit line (flagging at or above it) that, with those `caught_otherwise` (by the distance),
+    catches at least `min_caught` of these non-dermoscopic pictures; infinity where the distance alone does."""
+    needed = int(np.ceil(min_caught * len(others_logits) - 1e-9)) - int(caught_otherwise.sum())
+    if needed <= 0:
+        return np.inf
+    return float(np.sort(others_logits[~caught_otherwise])[::-1][needed - 1])
 
 
 def site_gate(
@@ -181,15 +200,17 @@ def site_gate(
     classifier_fitting: ClassifierFitting | None,
     cases: SiteCases,
     flagged_fraction: float,
-) -> OutOfDistributionGate:
-    """The gate for the site (see the module's docstring). A gate whose statistics file keeps no fitting set
-    (fitted before it did) keeps its classifier, whose line only rises, as the distance's does."""
+    min_caught: float = MIN_CAUGHT,
+) -> tuple[OutOfDistributionGate, dict]:
+    """(the gate for the site (see the module's docstring), a record of its lines). A gate whose statistics file
+    keeps no fitting set (fitted before it did) keeps its classifier, whose line only rises, as the distance's
+    does."""
     distance_ratios = gate.summary.distances(cases.descriptors) / gate.threshold
     # Just above the line, so that the case at it passes (the gate flags at a score of 1.0 or more).
     scale = max(1.0, conformal_line(distance_ratios, flagged_fraction) * (1 + 1e-9))
     site = replace(gate, threshold=gate.threshold * scale)
     if gate.classifier is None:
-        return site
+        return site, {}
     if classifier_fitting is None:
         classifier, logits, lowest = (
             gate.classifier,
@@ -198,12 +219,27 @@ def site_gate(
         )
     else:  # a new classifier, whose line the site's cases alone set
         classifier = site_classifier(gate.classifier, classifier_fitting, cases)
-        logits, lowest = cross_fitted_logits(gate.classifier, classifier_fitting, cases), -np.inf
+        logits, others_logits = cross_fitted_logits(gate.classifier, classifier_fitting, cases)
+        lowest = -np.inf
     # One score for both parts, the logit where the distance passes a case and infinity where it flags it, so
     # that one quantile bounds the share of the site flagged by either (exactly where the distance line stays
     # the model's, which the site did not choose).
-    line = conformal_line(np.where(distance_ratios >= scale, np.inf, logits), flagged_fraction)
-    return replace(site, classifier=classifier, classifier_threshold=max(lowest, float(np.nextafter(line, np.inf))))
+    scores = np.where(distance_ratios >= scale, np.inf, logits)
+    line = max(lowest, float(np.nextafter(conformal_line(scores, flagged_fraction), np.inf)))
+    record: dict = {}
+    if classifier_fitting is not None:
+        others = classifier_fitting.others.astype(np.float64)
+        caught_by_distance = gate.summary.distances(others) >= site.threshold
+        # Where the site's line would let too many of the gate's own non-dermoscopy through, it comes down to
+        # catch them, and the site is told how much more of its dermoscopy that may flag.
+        line = min(line, catching_line(others_logits, caught_by_distance, min_caught))
+        over = int((scores >= line).sum())
+        record = {
+            "flags_at_most": (over + 1) / (len(scores) + 1),
+            "non_dermoscopy_caught_cross_fitted": float((caught_by_distance | (others_logits >= line)).mean()),
+            "min_caught": min_caught,
+        }
+    return replace(site, classifier=classifier, classifier_threshold=line), record
 
 
 def site_coverage(predictor: Predictor, cases: SiteCases, delta: float) -> tuple[dict[str, float], dict]:
@@ -237,6 +273,7 @@ def fit_site(
     flagged_fraction: float,
     delta: float = 0.1,
     classifier_fitting: ClassifierFitting | None = None,
+    min_caught: float = MIN_CAUGHT,
 ) -> tuple[dict, OutOfDistributionGate | None]:
     """(the profile's thresholds, the site's gate) from the site's fitting cases; `classifier_fitting` is what the
     model's gate classifier was fitted on."""
@@ -251,7 +288,7 @@ def fit_site(
     }
     if predictor.gate is None:
         return profile, None
-    gate = site_gate(predictor.gate, classifier_fitting, cases, flagged_fraction)
+    gate, lines = site_gate(predictor.gate, classifier_fitting, cases, flagged_fraction, min_caught)
     profile["out_of_distribution"] = gate_entry(
         gate, predictor.gate, predictor.sidecar.out_of_distribution.statistics_sha256
     )
@@ -263,6 +300,7 @@ def fit_site(
             f"({FOLDS} folds)",
             "model_dermoscopic_descriptors": len(classifier_fitting.dermoscopy),
             "non_dermoscopic_descriptors": len(classifier_fitting.others),
+            **lines,
         }
     return profile, gate
 
@@ -313,12 +351,15 @@ def calibrate_site(
     negatives: Path | None = None,
     delta: float = 0.1,
     classifier_fitting: ClassifierFitting | None = None,
+    min_caught: float = MIN_CAUGHT,
 ) -> tuple[dict, dict]:
     """(the profile, before and after on the held-back cases, and on `negatives` if given). `classifier_fitting`:
     what the model's gate classifier was fitted on (`load_classifier_fitting`); without it, only the gate's lines
     move."""
     if not 0.0 < delta < 1.0:
         raise ValueError(f"--delta must be between 0 and 1 (exclusive), got {delta}")
+    if not 0.0 <= min_caught <= 1.0:
+        raise ValueError(f"--min-caught must be between 0 and 1, got {min_caught}")
     records = discover_pairs(export)
     order = fixed_order([record.identifier for record in records])
     fit_count = fit_cases if fit_cases is not None else int(round(0.7 * len(order)))
@@ -339,7 +380,7 @@ def calibrate_site(
             f"certifying a coverage of 0.90 with probability {1 - delta:g} takes at least "
             f"{cases_to_certify(0.90, delta)} even when nothing is missed: review more of the site's cases"
         )
-    profile, gate = fit_site(predictor, fitting, flagged_fraction, delta, classifier_fitting)
+    profile, gate = fit_site(predictor, fitting, flagged_fraction, delta, classifier_fitting, min_caught)
     before = measure_thresholds(held_back, predictor.gate, predictor.review_threshold, predictor.coverage_thresholds)
     after = measure_thresholds(held_back, gate, profile["review_threshold"], profile["coverage_thresholds"])
     if negatives is not None and gate is not None:
