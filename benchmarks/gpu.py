@@ -25,7 +25,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -147,6 +149,50 @@ def stage_medians(results: Path) -> dict:
     return {stage: round(float(np.median([float(row[stage]) for row in rows])), 1) for stage in stages} if rows else {}
 
 
+class StackSampler:
+    """Where a job's threads spend their time: every few milliseconds, the line each thread but the main one is
+    at (with the nearest lesionseg line above it, where the innermost is a library's). How a GPU run shows what
+    bounds `lesionseg batch` with no profiler installed there. A thread inside a C call (a convolution, a PNG
+    encoder, a lock) is seen at the Python line that made it."""
+
+    def __init__(self, interval_seconds: float = 0.005) -> None:
+        self.interval_seconds = interval_seconds
+        self.counts: Counter[str] = Counter()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def __enter__(self) -> "StackSampler":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def sample(self) -> None:
+        skipped = {threading.get_ident(), threading.main_thread().ident}
+        while not self.stopped.wait(self.interval_seconds):
+            for ident, frame in sys._current_frames().items():
+                if ident not in skipped:
+                    self.counts[frame_place(frame)] += 1
+
+    def top(self, count: int = 10) -> list[dict]:
+        total = sum(self.counts.values()) or 1
+        return [{"where": place, "share": round(n / total, 3)} for place, n in self.counts.most_common(count)]
+
+
+def frame_place(frame) -> str:
+    def name(of) -> str:
+        return f"{Path(of.f_code.co_filename).name}:{of.f_code.co_name}:{of.f_lineno}"
+
+    ours = frame
+    while ours is not None and "lesionseg" not in ours.f_code.co_filename:
+        ours = ours.f_back
+    if ours is None:
+        return "outside lesionseg: an idle worker, the progress bar"
+    return name(frame) if ours is frame else f"{name(frame)} < {name(ours)}"
+
+
 def batch_throughput(photo: bytes, device: str, images: int, in_flight: int | None = None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         inputs, outputs = Path(folder) / "in", Path(folder) / "out"
@@ -158,7 +204,8 @@ def batch_throughput(photo: bytes, device: str, images: int, in_flight: int | No
             cv2.imwrite(str(inputs / f"{index:04d}.jpg"), variant, [cv2.IMWRITE_JPEG_QUALITY, 90])
         started = time.perf_counter()
         options = ["--in-flight", str(in_flight)] if in_flight else []
-        lesionseg_main(["batch", str(inputs), str(outputs), "--device", device, "--backend", "pytorch", *options])
+        with StackSampler() as sampler:
+            lesionseg_main(["batch", str(inputs), str(outputs), "--device", device, "--backend", "pytorch", *options])
         seconds = time.perf_counter() - started
         stages = stage_medians(outputs / "results.csv")
     return {
@@ -167,6 +214,7 @@ def batch_throughput(photo: bytes, device: str, images: int, in_flight: int | No
         "seconds": round(seconds, 2),
         "images_per_second": round(images / seconds, 1),
         "median_ms": stages,
+        "threads_were_at": sampler.top(),
     }
 
 
@@ -230,6 +278,10 @@ def main() -> None:
             f"{stages.get('decode_ms', 0):>7} {stages.get('inference_ms', 0):>7} {stages.get('encode_ms', 0):>7} "
             f"{stages.get('total_ms', 0):>7}"
         )
+    for row in report["batch"]:
+        print(f"where the job's threads were, {row['in_flight']} in flight (share of samples):")
+        for place in row["threads_were_at"]:
+            print(f"  {place['share']:>6.1%}  {place['where']}")
     if arguments.out:
         arguments.out.write_text(json.dumps(report, indent=2) + "\n")
 
