@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from tests.backends.mask_agreement import BOUNDARY_CELLS, farthest_disagreement_in_cells
@@ -81,7 +80,7 @@ def test_the_devices_summary_is_numpys_summary_of_the_pooled_views(real_image_pa
     """What a GPU serves (`sample_maps`: the views pooled and summarised where the logits are) against what
     every other backend serves (`summarise(pooled_views(logits))` in NumPy), here on the CPU, where torch and
     NumPy differ only by float32 rounding (1e-6 on a probability)."""
-    from lesionseg.backends.pytorch_backend import summarise_views
+    from lesionseg.backends.pytorch_backend import summary_of_views
     from lesionseg.predictor import flipped_views, pooled_views
     from lesionseg.uncertainty.sampling import draw_channel_masks, summarise
 
@@ -98,5 +97,30 @@ def test_the_devices_summary_is_numpys_summary_of_the_pooled_views(real_image_pa
             assert abs(getattr(found, name) - getattr(expected, name)).max() < 1e-5, name
     # Extreme logits: the clip at ±30 keeps both finite and equal.
     extreme = torch.tensor([[[[-80.0, 80.0]]] * 4]).reshape(1, 4, 1, 2)
-    maps = summarise_views(extreme, 1.0)
-    assert np.isfinite(maps.predictive_entropy).all() and maps.mean_probability[0, 0, 1] == 1.0
+    mean, _, entropy = summary_of_views(extreme, 1.0)
+    assert torch.isfinite(entropy).all() and mean[0, 0, 1] == 1.0
+
+
+@needs_cuda
+def test_cuda_graphs_replay_what_the_eager_runs_give(isic_validation_pairs):
+    """The same kernels (cuDNN's choice is kept by shape), launched as one graph, each replay with its own input:
+    the masks agree with the eager run's but for bfloat16's rounding along the boundary, as the GPU's with the
+    CPU's do; a replay that handed back another request's maps would miss by far more. The shapes alternate
+    (10 samples with TTA, 3 without), so each graph is replayed after the other's."""
+    from lesionseg.backends.pytorch_backend import TorchBackend
+    from lesionseg.model.checkpoint import load_checkpoint
+
+    eager = Predictor.from_checkpoint(DEFAULT_WEIGHTS, "pytorch", device="cuda")
+    model, sidecar = load_checkpoint(DEFAULT_WEIGHTS)
+    backend = TorchBackend(model, sidecar.architecture["input_size"], device="cuda", cuda_graphs=True)
+    graphed = Predictor(backend, sidecar, 1, eager.gate, eager.backend_choice)
+    assert backend.placement["cuda_graphs"] == "trunk and summary"
+    for record in isic_validation_pairs[:6]:
+        rgb = read_image(record.image_path)
+        for samples, tta in ((10, True), (3, False)):
+            expected = eager.predict(rgb, samples=samples, seed=1, tta=tta)
+            found = graphed.predict(rgb, samples=samples, seed=1, tta=tta)
+            distance = farthest_disagreement_in_cells(expected.mask, found.mask, eager.input_size)
+            assert distance <= BOUNDARY_CELLS, (record.identifier, samples)
+            assert found.out_of_distribution == expected.out_of_distribution
+    assert len(backend.trunk_graphs.graphs) == 2  # a trunk of 3 views and one of 1
