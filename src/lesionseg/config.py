@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # Where the PyTorch backend runs (lesionseg.devices): auto takes CUDA where a GPU is visible, in bfloat16;
     # cpu, cuda and cuda:N by name. ONNX Runtime and OpenVINO run on the CPU.
     device: str = Field("auto", pattern=f"^(?:{DEVICE_PATTERN.pattern})$")
+    # On a GPU, the PyTorch backend's trunk and summary replayed as CUDA graphs (backends/cuda_graphs.py): a
+    # request at batch 1 spends its time launching kernels. Off until a GPU run measures that it pays
+    # (benchmarks/gpu.py); ignored on the CPU.
+    cuda_graphs: bool = False
     # Threads for one inference; 0 keeps the backend's default (one per core). With several
     # workers, give each cores / workers so they do not fight over the same cores.
     inference_threads: int = Field(0, ge=0)

@@ -168,7 +168,7 @@ def check_backend_installed(backend: str, weights_path: Path, device: str = "aut
 
 
 def load_backend(
-    weights_path: Path, backend: str, allow_pickle: bool, threads: int, device: str = "auto"
+    weights_path: Path, backend: str, allow_pickle: bool, threads: int, device: str = "auto", cuda_graphs: bool = False
 ) -> tuple[Backend, Sidecar]:
     """The torch import stays inside the PyTorch branch, so an ONNX-only install never needs it."""
     backend = resolve_backend(backend, weights_path, device)
@@ -192,7 +192,7 @@ def load_backend(
     from lesionseg.model.checkpoint import load_checkpoint
 
     model, sidecar = load_checkpoint(weights_path, allow_pickle=allow_pickle)
-    return TorchBackend(model, sidecar.architecture["input_size"], threads, device), sidecar
+    return TorchBackend(model, sidecar.architecture["input_size"], threads, device, cuda_graphs=cuda_graphs), sidecar
 
 
 def flipped_views(batch: np.ndarray) -> np.ndarray:
@@ -277,11 +277,13 @@ class Predictor:
         max_batch_size: int = 1,
         site_profile: Path | None = None,
         device: str = "auto",
+        cuda_graphs: bool = False,
     ) -> "Predictor":
         """`site_profile`: a clinic's own thresholds for this model (`lesionseg calibrate-site`), in place of the
-        sidecar's. `device`: where the PyTorch backend runs (lesionseg.devices)."""
+        sidecar's. `device`: where the PyTorch backend runs (lesionseg.devices); `cuda_graphs`: there, replayed
+        as CUDA graphs (Settings.cuda_graphs)."""
         choice = choose_backend(backend, weights_path, device)
-        loaded_backend, sidecar = load_backend(weights_path, choice["name"], allow_pickle, threads, device)
+        loaded_backend, sidecar = load_backend(weights_path, choice["name"], allow_pickle, threads, device, cuda_graphs)
         # Where it runs and in what precision, for /info: a GPU's bfloat16 moves a few boundary pixels.
         choice = {**choice, **loaded_backend.placement}
         sidecar, gate = sidecar_and_gate(weights_path, sidecar, site_profile)

@@ -422,5 +422,6 @@ def load(
         threads,
         site_profile=settings.site_profile,
         device=settings.device if device is None else device,
+        cuda_graphs=settings.cuda_graphs,
     )
     return Segmenter(predictor, settings)

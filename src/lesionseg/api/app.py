@@ -58,6 +58,7 @@ def load_model(settings: Settings) -> Predictor:
         settings.max_batch_size,
         settings.site_profile,
         settings.device,
+        settings.cuda_graphs,
     )
     predictor.predict(np.zeros((predictor.input_size, predictor.input_size, 3), np.uint8), samples=2, seed=0)
     return predictor

@@ -106,7 +106,12 @@ class BatchWorker:
         self.job = job
         self.settings = Settings()
         self.predictor = Predictor.from_checkpoint(
-            Path(job.weights), job.backend, threads=job.threads, max_batch_size=max_batch_size, device=job.device
+            Path(job.weights),
+            job.backend,
+            threads=job.threads,
+            max_batch_size=max_batch_size,
+            device=job.device,
+            cuda_graphs=self.settings.cuda_graphs,
         )
         self.segmenter = Segmenter(self.predictor, self.settings)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
