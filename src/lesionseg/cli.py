@@ -183,6 +183,16 @@ def positive_integer(text: str) -> int:
     return value
 
 
+def whole_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of 0 or more, not {text!r}")
+    return value
+
+
 def device_argument(text: str) -> str:
     try:
         return check_device_name(text)
@@ -363,6 +373,12 @@ def add_batch_parser(subparsers) -> None:
         help="local: images worked on at once (one in inference, the others read, decoded or encoded; those in "
         "inference together share its runs); default: 3 on the CPU, the CPU's cores on a GPU",
     )
+    parser.add_argument(
+        "--encoder-processes",
+        type=whole_number,
+        help="local: processes that encode the outputs (PNGs, overlays), spread over the cores; 0: the in-flight "
+        "threads encode; default: the CPU's cores on a GPU, 0 on the CPU (where inference has the cores)",
+    )
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
@@ -404,9 +420,14 @@ def run_batch(arguments: argparse.Namespace) -> None:
     # On a GPU, inference is quick and the reading, decoding and PNG encoding around it are the work: as many
     # images at once as there are cores keeps them all busy, and batches the GPU's runs.
     in_flight = arguments.in_flight or (os.cpu_count() or IMAGES_IN_FLIGHT if on_gpu else IMAGES_IN_FLIGHT)
+    encoders = arguments.encoder_processes
+    if encoders is None:
+        encoders = (os.cpu_count() or 1) if on_gpu else 0
     table = ResultsTable(arguments.output, job)
     try:
-        summary = run_batch(items, job, table, arguments.engine, arguments.address, arguments.workers, in_flight)
+        summary = run_batch(
+            items, job, table, arguments.engine, arguments.address, arguments.workers, in_flight, encoders
+        )
     finally:
         table.close()
     (arguments.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

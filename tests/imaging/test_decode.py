@@ -1,6 +1,7 @@
 import functools
 import io
 import logging
+import pickle
 
 import cv2
 import numpy as np
@@ -346,3 +347,10 @@ def test_an_orientation_exif_does_not_define_is_upright_on_both_readers(lesion, 
     assert (decoded.original_width, decoded.original_height) == (1000, 750)
     assert np.array_equal(np.concatenate([band for _, band in decoded.photo_bands()]), plain.rgb)
     assert np.array_equal(decode_upload(data, **LIMITS).rgb, plain.rgb)  # Pillow, whole
+
+
+def test_a_rejection_keeps_its_status_and_words_across_processes():
+    """A batch job's encoding processes hand errors back pickled; the default would rebuild it from the message
+    alone, and fail."""
+    rejected = pickle.loads(pickle.dumps(ImageRejected(413, "the file is larger than 20 MB")))
+    assert (rejected.status_code, rejected.message) == (413, "the file is larger than 20 MB")

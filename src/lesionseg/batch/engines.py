@@ -22,10 +22,20 @@ from lesionseg.batch.worker import BatchWorker, ImageOutcome, JobSettings
 IMAGES_IN_FLIGHT = 3
 
 
-def run_local(pending: list[JobImage], job: JobSettings, table: ResultsTable, images_in_flight: int) -> None:
-    """`images_in_flight` images at once, on threads: the decoders, the PNG encoder and the inference backends
-    release the interpreter while they work, and those in inference together share its runs."""
-    segmenter = BatchWorker(job, max_batch_size=images_in_flight)
+def run_local(
+    pending: list[JobImage], job: JobSettings, table: ResultsTable, images_in_flight: int, encoder_processes: int = 0
+) -> None:
+    """`images_in_flight` images at once, on threads: the decoders and the inference backends release the
+    interpreter while they work, and those in inference together share its runs. The outputs are encoded on
+    the same threads, or by `encoder_processes` processes (batch/processes.py)."""
+    segmenter = BatchWorker(job, max_batch_size=images_in_flight, encoder_processes=encoder_processes)
+    try:
+        segment_all(segmenter, pending, table, images_in_flight)
+    finally:
+        segmenter.close()
+
+
+def segment_all(segmenter: BatchWorker, pending: list[JobImage], table: ResultsTable, images_in_flight: int) -> None:
     remaining = iter(pending)
     with (
         ThreadPoolExecutor(max_workers=images_in_flight) as pool,
@@ -106,6 +116,7 @@ def run_batch(
     address: str | None = None,
     workers: int | None = None,
     images_in_flight: int = IMAGES_IN_FLIGHT,
+    encoder_processes: int = 0,
 ) -> dict:
     refused = [item for item in items if item.problem is not None]
     for item in refused:
@@ -113,7 +124,7 @@ def run_batch(
     pending = table.pending([item for item in items if item.problem is None])
     started = time.perf_counter()
     if pending and engine == "local":
-        run_local(pending, job, table, images_in_flight)
+        run_local(pending, job, table, images_in_flight, encoder_processes)
     elif pending and engine == "ray":
         run_ray(pending, job, table, address, workers)
     elif engine not in ("local", "ray"):

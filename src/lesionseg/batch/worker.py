@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lesionseg.batch.processes import EncoderProcesses, ProcessDied, encode_outputs
 from lesionseg.config import Settings
 from lesionseg.imaging.decode import ImageRejected, read_image_file
 from lesionseg.model.sidecar import read_sidecar
@@ -91,6 +92,8 @@ def error_text(error: Exception) -> str:
     """Our own words where we have them; a rejected image's reason is already ours."""
     if isinstance(error, ImageRejected):
         return error.message
+    if isinstance(error, ProcessDied):
+        return str(error)
     if isinstance(error, OSError) and error.strerror:
         return f"the file cannot be read: {error.strerror}"
     return f"{type(error).__name__}: {error}"
@@ -101,8 +104,10 @@ def elapsed_ms(since: float) -> float:
 
 
 class BatchWorker:
-    def __init__(self, job: JobSettings, max_batch_size: int = 1) -> None:
-        """`max_batch_size`: images segmented concurrently (from several threads) that may share a trunk run."""
+    def __init__(self, job: JobSettings, max_batch_size: int = 1, encoder_processes: int = 0) -> None:
+        """`max_batch_size`: images segmented concurrently (from several threads) that may share a trunk run.
+        `encoder_processes`: processes that encode the outputs (batch/processes.py); 0 encodes on the calling
+        thread."""
         self.job = job
         self.settings = Settings()
         self.predictor = Predictor.from_checkpoint(
@@ -115,6 +120,15 @@ class BatchWorker:
         )
         self.segmenter = Segmenter(self.predictor, self.settings)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.encoders = EncoderProcesses(encoder_processes) if encoder_processes else None
+
+    def encode(self, result, names: dict[str, str], path: str) -> tuple[dict[str, bytes], int]:
+        arguments = (result, names, path, 2 * self.predictor.input_size)
+        return encode_outputs(*arguments) if self.encoders is None else self.encoders.run(encode_outputs, *arguments)
+
+    def close(self) -> None:
+        if self.encoders is not None:
+            self.encoders.close()
 
     def segment(self, identifier: str, path: str) -> ImageOutcome:
         started = time.perf_counter()
@@ -123,27 +137,24 @@ class BatchWorker:
         try:
             data = read_image_file(Path(path), self.settings.max_upload_bytes)
             row["read_ms"] = elapsed_ms(started)
-            # An overlay shows the photo itself, so a large JPEG is decoded at its own size for it.
-            result = self.segmenter.predict(data, self.job.request, full_pixels=self.job.overlay)
+            # An overlay's photo is decoded where it is encoded (encode_outputs), not here.
+            result = self.segmenter.predict(data, self.job.request)
             timings = result.prediction.timings_ms
             row["decode_ms"] = timings["decode"]
             row["inference_ms"] = round(timings["preprocess"] + timings["inference"], 2)
             encode_started = time.perf_counter()
-            mask = result.mask
-            names = output_files(identifier, self.job.overlay)
-            files = {name: result.render(kind) for kind, name in names.items()}
+            files, area = self.encode(result, output_files(identifier, self.job.overlay), path)
             row["encode_ms"] = elapsed_ms(encode_started)
         except Exception as error:  # noqa: BLE001 - one bad image must never stop an archive's job
             # Unreadable files, rejected images and anything else go in the table, with the reason.
             row.update(status="failed", error=error_text(error), total_ms=elapsed_ms(started))
             return ImageOutcome(row)
-        area = int(mask.sum())
         row.update(
             status="ok",
             width=result.width,
             height=result.height,
             lesion_area_pixels=area,
-            lesion_area_fraction=round(area / mask.size, 6),
+            lesion_area_fraction=round(area / (result.width * result.height), 6),
             uncertainty_score=round(result.score, 6),
             review_recommended=result.review_recommended,
             ood_score="" if result.ood_score is None else round(result.ood_score, 4),

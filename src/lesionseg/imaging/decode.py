@@ -67,6 +67,11 @@ class ImageRejected(ValueError):
         self.status_code = status_code
         self.message = message
 
+    def __reduce__(self):
+        """Rebuilt with both arguments where it crosses processes (a batch job's encoders): the default would
+        pass the message alone."""
+        return type(self), (self.status_code, self.message)
+
 
 # Modes whose conversion to 8 bits depends on the whole picture's range: scaled by its `eight_bit_peak`.
 HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
