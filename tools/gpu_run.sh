@@ -29,7 +29,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
   | tee -a "$results/machine.txt"
 
 # 1. Serving: CUDA against the CPU in one run, the masks' agreement, `lesionseg batch`.
-timeout 150 python3 benchmarks/gpu.py --photo "$carried/photo.jpg" --pairs "$work/data/isic2018/images" \
+timeout 240 python3 benchmarks/gpu.py --photo "$carried/photo.jpg" --pairs "$work/data/isic2018/images" \
   --out "$results/serving.json" 2>&1 | grep -v "it/s]" | tee "$results/serving.txt"
 
 # 2. The candidate: Lite0 at 192 px, from the shipped weights, batch 256, augmented on the GPU.
