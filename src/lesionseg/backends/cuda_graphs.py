@@ -22,18 +22,22 @@ WARM_UP_RUNS = 3
 
 class CapturedGraph:
     def __init__(self, function: Callable[..., tuple[torch.Tensor, ...]], inputs: tuple[torch.Tensor, ...]) -> None:
-        self.inputs = tuple(tensor.clone() for tensor in inputs)
-        side_stream = torch.cuda.Stream()
-        side_stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side_stream):
-            for _ in range(WARM_UP_RUNS):
-                function(*self.inputs)
-        torch.cuda.current_stream().wait_stream(side_stream)
-        self.graph = torch.cuda.CUDAGraph()
-        # Only this thread's calls are checked during the capture: a server's other threads work on (PNG encoding,
-        # decoding) meanwhile, never on the GPU outside the inference lock.
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.outputs = tuple(function(*self.inputs))
+        # Made outside inference mode (gradients still off): a capture begun in it updates tensors that inference
+        # mode made (pytorch/pytorch#166792), and replays copy into these inputs from within it, which normal
+        # tensors allow.
+        with torch.inference_mode(False), torch.no_grad():
+            self.inputs = tuple(tensor.clone() for tensor in inputs)
+            side_stream = torch.cuda.Stream()
+            side_stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side_stream):
+                for _ in range(WARM_UP_RUNS):
+                    function(*self.inputs)
+            torch.cuda.current_stream().wait_stream(side_stream)
+            self.graph = torch.cuda.CUDAGraph()
+            # Only this thread's calls are checked during the capture: a server's other threads work on (PNG
+            # encoding, decoding) meanwhile, never on the GPU outside the inference lock.
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.outputs = tuple(function(*self.inputs))
 
     def replay(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         for captured, given in zip(self.inputs, inputs, strict=True):
