@@ -154,67 +154,70 @@ def stage_medians(results: Path) -> dict:
     return {stage: round(float(np.median([float(row[stage]) for row in rows])), 1) for stage in stages} if rows else {}
 
 
-class StackSampler:
-    """Where a job's threads spend their time: every few milliseconds, the line each thread but the main one is
-    at (with the nearest lesionseg line above it, where the innermost is a library's). How a GPU run shows what
-    bounds `lesionseg batch` with no profiler installed there. A thread inside a C call (a convolution, a PNG
-    encoder, a lock) is seen at the Python line that made it."""
+PERIODIC_THREAD = "benchmark-periodic"  # the samplers' own threads, which the stack sampler leaves out
 
-    def __init__(self, interval_seconds: float = 0.005) -> None:
+
+class Periodic:
+    """`tick()` every `interval_seconds` on a thread of its own, from `with` to its end, and once more at the end."""
+
+    def __init__(self, interval_seconds: float) -> None:
         self.interval_seconds = interval_seconds
-        self.counts: Counter[str] = Counter()
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread = threading.Thread(target=self.run, name=PERIODIC_THREAD, daemon=True)
 
-    def __enter__(self) -> "StackSampler":
+    def __enter__(self):
         self.thread.start()
         return self
 
     def __exit__(self, *exception) -> None:
         self.stopped.set()
         self.thread.join()
+        self.tick()
 
-    def sample(self) -> None:
-        skipped = {threading.get_ident(), threading.main_thread().ident}
+    def run(self) -> None:
         while not self.stopped.wait(self.interval_seconds):
-            for ident, frame in sys._current_frames().items():
-                if ident not in skipped:
-                    self.counts[frame_place(frame)] += 1
+            self.tick()
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+class StackSampler(Periodic):
+    """Where a job's threads spend their time: every few milliseconds, the line each thread but the main one and
+    the samplers' is at (with the nearest lesionseg line above it, where the innermost is a library's). How a
+    GPU run shows what bounds `lesionseg batch` with no profiler installed there. A thread inside a C call (a
+    convolution, a PNG encoder, a lock) is seen at the Python line that made it."""
+
+    def __init__(self, interval_seconds: float = 0.005) -> None:
+        super().__init__(interval_seconds)
+        self.counts: Counter[str] = Counter()
+
+    def tick(self) -> None:
+        left_out = {thread.ident for thread in threading.enumerate() if thread.name == PERIODIC_THREAD}
+        left_out.add(threading.main_thread().ident)
+        for ident, frame in sys._current_frames().items():
+            if ident not in left_out:
+                self.counts[frame_place(frame)] += 1
 
     def top(self, count: int = 10) -> list[dict]:
         total = sum(self.counts.values()) or 1
         return [{"where": place, "share": round(n / total, 3)} for place, n in self.counts.most_common(count)]
 
 
-class RowWatch:
+class RowWatch(Periodic):
     """When each row of a job's results table appeared (it is flushed a row at a time): the rate once a quarter
     of the images are done, which leaves out the start-up (the model loading, the first kernels chosen, the
     encoder processes starting), a fixed cost a long archive does not feel."""
 
     def __init__(self, table: Path, interval_seconds: float = 0.02) -> None:
+        super().__init__(interval_seconds)
         self.table = table
-        self.interval_seconds = interval_seconds
         self.seen: list[tuple[float, int]] = []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.watch, daemon=True)
 
-    def __enter__(self) -> "RowWatch":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exception) -> None:
-        self.stopped.set()
-        self.thread.join()
-        self.count()
-
-    def count(self) -> None:
+    def tick(self) -> None:
         rows = len(self.table.read_text().splitlines()) - 1 if self.table.is_file() else 0
         if not self.seen or rows != self.seen[-1][1]:
             self.seen.append((time.perf_counter(), rows))
-
-    def watch(self) -> None:
-        while not self.stopped.wait(self.interval_seconds):
-            self.count()
 
     def steady_rate(self) -> float | None:
         if not self.seen:
@@ -229,7 +232,7 @@ def frame_place(frame) -> str:
         return f"{Path(of.f_code.co_filename).name}:{of.f_code.co_name}:{of.f_lineno}"
 
     ours = frame
-    while ours is not None and "lesionseg" not in ours.f_code.co_filename:
+    while ours is not None and not ours.f_globals.get("__name__", "").startswith("lesionseg"):
         ours = ours.f_back
     if ours is None:
         return "outside lesionseg: an idle worker, the progress bar"
