@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The folder a lent GPU machine needs for tools/gpu_run.sh, made here in one command, under the device's limit.
 #
-#   tools/prepare_gpu_run.sh [FOLDER]      # default .gpu; reads ../shared/data, downloads wheels with pip
+#   tools/prepare_gpu_run.sh [FOLDER]      # default .gpu; downloads wheels with pip
+#
+# Run from the checkout's root. DATA_ROOT (default ../shared/data) holds the sets; PYTHON (default
+# .venv/bin/python) is a Python with lesionseg's requirements.
 #
 # FOLDER gets:
 #   wheels/    what a bare CUDA image may lack, at lesionseg's pins (requirements.txt), for CPython 3.12 on
@@ -14,6 +17,7 @@
 set -euo pipefail
 folder=${1:-.gpu}
 python=${PYTHON:-.venv/bin/python}
+data_root=${DATA_ROOT:-../shared/data}
 limit_bytes=$((64 * 1024 * 1024))
 margin_bytes=$((1024 * 1024)) # the zip's own directory, file-system rounding
 mkdir -p "$folder/wheels"
@@ -26,13 +30,13 @@ pins() { for name in "$@"; do grep -i -m1 "^$name==" requirements.txt | cut -d' 
   $(pins pydantic pydantic-core pydantic-settings annotated-types typing-inspection python-dotenv timm \
     fastapi starlette fastapi-offline annotated-doc anyio python-multipart prometheus-client uvicorn h11 click)
 
-"$python" - "$folder/photo.jpg" <<'PYTHON'
+"$python" - "$folder/photo.jpg" "$data_root" <<'PYTHON'
 import sys
 from pathlib import Path
 
 import cv2
 
-source = sorted(Path("../shared/data/isic2018/images").glob("*.jpg"))[0]
+source = sorted(Path(sys.argv[2], "isic2018", "images").glob("*.jpg"))[0]
 photo = cv2.resize(cv2.imread(str(source)), (1024, 768), interpolation=cv2.INTER_AREA)
 cv2.imwrite(sys.argv[1], photo, [cv2.IMWRITE_JPEG_QUALITY, 90])
 PYTHON
@@ -41,7 +45,7 @@ checkout_bytes=$(git ls-files -z | grep -zv '\.onnx$' | xargs -0 stat -c %s | aw
 wheels_bytes=$(du -sb "$folder/wheels" | cut -f1)
 photo_bytes=$(stat -c %s "$folder/photo.jpg")
 left_bytes=$((limit_bytes - margin_bytes - checkout_bytes - wheels_bytes - photo_bytes))
-"$python" tools/pack_training_data.py "$folder/data.zip" \
+"$python" tools/pack_training_data.py "$folder/data.zip" --data-root "$data_root" \
   --max-megabytes "$(awk -v bytes="$left_bytes" 'BEGIN {printf "%.1f", bytes / 1e6 - 0.05}')"
 
 total_bytes=$((checkout_bytes + $(du -sb "$folder" | cut -f1)))
