@@ -58,3 +58,13 @@ def test_a_process_that_dies_fails_only_the_work_it_had():
         assert encoders.run(pow, 2, 5) == 32
     finally:
         encoders.close()
+
+
+def test_a_negative_number_of_encoder_processes_is_refused_in_one_line(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [str(LESIONSEG), "batch", str(tmp_path), str(tmp_path / "out"), "--encoder-processes", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "--encoder-processes: must be a whole number of 0 or more" in refused.stderr
