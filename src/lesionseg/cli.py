@@ -173,24 +173,19 @@ def serve_until_stopped(config) -> int:
     return STARTUP_FAILURE if failed else 0
 
 
-def positive_integer(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 1 or more, not {text!r}")
-    return value
+def whole_number_from(lowest: int):
+    """An argparse type: a whole number of `lowest` or more, refused in one line otherwise."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = lowest - 1
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be a whole number of {lowest} or more, not {text!r}")
+        return value
 
-def whole_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number of 0 or more, not {text!r}")
-    return value
+    return parse
 
 
 def device_argument(text: str) -> str:
@@ -369,13 +364,13 @@ def add_batch_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=0, help="threads per worker; 0: all cores (local), 1 (ray)")
     parser.add_argument(
         "--in-flight",
-        type=positive_integer,
+        type=whole_number_from(1),
         help="local: images worked on at once (one in inference, the others read, decoded or encoded; those in "
         "inference together share its runs); default: 3 on the CPU, the CPU's cores on a GPU",
     )
     parser.add_argument(
         "--encoder-processes",
-        type=whole_number,
+        type=whole_number_from(0),
         help="local: processes that encode the outputs (PNGs, overlays), spread over the cores; 0: the in-flight "
         "threads encode; default: the CPU's cores on a GPU, 0 on the CPU (where inference has the cores)",
     )

@@ -346,10 +346,13 @@ def training_descriptors(
     return descriptors, len(pairs_to_shift)
 
 
-def non_dermoscopic_descriptors(predictor: Predictor, negatives: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(descriptors, each picture's kind) of the non-dermoscopic training set (tools/build_ood_set.py --training)."""
+def non_dermoscopic_descriptors(
+    predictor: Predictor, negatives: Path, label: str = "non-dermoscopic training pictures"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(descriptors, each picture's kind) of a non-dermoscopic set (tools/build_ood_set.py, with --training for the
+    set the gate is fitted on); `label` names it in the progress bars."""
     scores = {
-        kind: image_scores(predictor, paths, f"non-dermoscopic training pictures: {kind}", samples=0)["features"]
+        kind: image_scores(predictor, paths, f"{label}: {kind}", samples=0)["features"]
         for kind, paths in read_ood_manifest(negatives).items()
     }
     kinds = np.concatenate([[kind] * len(features) for kind, features in scores.items()])

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from lesionseg.config import Settings
 from lesionseg.data.pairs import PairRecord, discover_pairs, truth_from_mask
 from lesionseg.defaults import MIN_CAUGHT
-from lesionseg.evaluation.out_of_distribution import descriptor, image_scores, read_ood_manifest, refit_classifier
+from lesionseg.evaluation.out_of_distribution import descriptor, non_dermoscopic_descriptors, refit_classifier
 from lesionseg.imaging.decode import ImageRejected, decode_upload, read_image_file
 from lesionseg.imaging.shifts import random_camera_shift
 from lesionseg.predictor import Predictor
@@ -182,7 +182,7 @@ def cross_fitted_logits(
             cases.subset(np.flatnonzero(~left_out)),
         )
         logits[left_out] = refitted.logits(cases.descriptors[left_out])
-        others_logits[others_left_out] = refitted.logits(classifier_fitting.others[others_left_out].astype(np.float64))
+        others_logits[others_left_out] = refitted.logits(classifier_fitting.others[others_left_out])
     return logits, others_logits
 
 
@@ -228,8 +228,7 @@ def site_gate(
     line = max(lowest, float(np.nextafter(conformal_line(scores, flagged_fraction), np.inf)))
     record: dict = {}
     if classifier_fitting is not None:
-        others = classifier_fitting.others.astype(np.float64)
-        caught_by_distance = gate.summary.distances(others) >= site.threshold
+        caught_by_distance = gate.summary.distances(classifier_fitting.others) >= site.threshold
         # Where the site's line would let too many of the gate's own non-dermoscopy through, it comes down to
         # catch them, and the site is told how much more of its dermoscopy that may flag.
         line = min(line, catching_line(others_logits, caught_by_distance, min_caught))
@@ -335,12 +334,6 @@ def measure_thresholds(cases: SiteCases, gate: OutOfDistributionGate | None, rev
     return measured
 
 
-def non_dermoscopic_descriptors(predictor: Predictor, negatives: Path) -> np.ndarray:
-    """The descriptors of a non-dermoscopic evaluation set (tools/build_ood_set.py), for the share each gate flags."""
-    paths = [path for group in read_ood_manifest(negatives).values() for path in group]
-    return image_scores(predictor, paths, "non-dermoscopic pictures", samples=0)["features"]
-
-
 def calibrate_site(
     predictor: Predictor,
     export: Path,
@@ -384,7 +377,7 @@ def calibrate_site(
     before = measure_thresholds(held_back, predictor.gate, predictor.review_threshold, predictor.coverage_thresholds)
     after = measure_thresholds(held_back, gate, profile["review_threshold"], profile["coverage_thresholds"])
     if negatives is not None and gate is not None:
-        others = non_dermoscopic_descriptors(predictor, negatives)
+        others, _ = non_dermoscopic_descriptors(predictor, negatives, "non-dermoscopic pictures")
         before["non_dermoscopy_caught"] = flagged(predictor.gate, others)
         after["non_dermoscopy_caught"] = flagged(gate, others)
     profile |= {
