@@ -44,6 +44,8 @@ def add_train_parser(subparsers) -> None:
         default = option.default if option.default is not MISSING else option.default_factory()
         if option.type == tuple[str, ...]:
             keywords.update(nargs="+", default=list(default))
+        elif option.type == tuple[Path, ...]:
+            keywords.update(nargs="+", type=Path, default=list(default))
         else:
             # Path | None takes a path; the rest are plain int, float, str and Path.
             keywords.update(type=Path if option.type == Path | None else option.type, default=default)
@@ -61,7 +63,7 @@ def run_train(arguments: argparse.Namespace) -> None:
     # The fields that are flags (add_train_parser's rule); `command` records how the run was started.
     flags = [option.name for option in fields(TrainingOptions) if option.metadata.get("flag") is not False]
     given = {name: getattr(arguments, name) for name in flags}
-    given["sets"] = tuple(given["sets"])
+    given["sets"], given["teachers"] = tuple(given["sets"]), tuple(given["teachers"])
     best = train(TrainingOptions(**given, command=["lesionseg", *sys.argv[1:]]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, every rank returns here; one says it
         print(f"best checkpoint: {best}")

@@ -14,8 +14,15 @@ def zoom_on_lesion(rgb: np.ndarray, mask: np.ndarray, factor: float) -> tuple[np
     """A close-up: a window 1/factor of each side, centred on the lesion (clipped to the photo), scaled back
     to the photo's size, so the lesion fills more of the frame, as when a dermatoscope touches a large one."""
     height, width = mask.shape
-    rows, columns = np.nonzero(mask)
-    centre_row, centre_column = (rows.mean(), columns.mean()) if rows.size else (height / 2, width / 2)
+    # The mask's centre of mass: for a mask of 0 and 1 its pixels' mean position, for distillation's soft
+    # targets (lesionseg.training.distillation) weighted by probability, as the GPU path's zoom_matrices does.
+    weights = mask.astype(np.float64)
+    total = weights.sum()
+    centre_row, centre_column = (
+        (weights.sum(axis=1) @ np.arange(height) / total, weights.sum(axis=0) @ np.arange(width) / total)
+        if total
+        else (height / 2, width / 2)
+    )
     window_height, window_width = max(1, round(height / factor)), max(1, round(width / factor))
     top = int(np.clip(round(centre_row - window_height / 2), 0, height - window_height))
     left = int(np.clip(round(centre_column - window_width / 2), 0, width - window_width))

@@ -47,9 +47,13 @@ class AugmentedPairs(torch.utils.data.Dataset):
         std: tuple[float, ...],
         augment: bool,
         camera_shifts: bool = False,
+        mask_scale: int = 1,
     ) -> None:
         self.images = images
         self.masks = masks
+        # 1: masks of 0 and 1; distillation's soft targets are stored on a larger scale (SOFT_TARGET_SCALE).
+        # The geometry moves them by nearest neighbour, as it does masks, so a value is always one stored.
+        self.mask_scale = mask_scale
         self.augmentation = build_augmentation() if augment else None
         # Another clinic's light, optics and compression (lesionseg.imaging.shifts), before the geometry.
         self.camera_shifts = augment and camera_shifts
@@ -68,4 +72,5 @@ class AugmentedPairs(torch.utils.data.Dataset):
         mask = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(square_mask))[None])
         if self.augmentation is not None:
             image, mask = self.augmentation(image, mask)
-        return self.normalisation(image).as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).float()
+        target = mask.as_subclass(torch.Tensor).float() / self.mask_scale
+        return self.normalisation(image).as_subclass(torch.Tensor), target

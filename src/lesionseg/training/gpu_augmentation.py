@@ -136,14 +136,15 @@ def shift_camera(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
 
 
 def resample(
-    images: torch.Tensor, masks: torch.Tensor, matrices: torch.Tensor, outside: str = "zeros"
+    images: torch.Tensor, masks: torch.Tensor, matrices: torch.Tensor, outside: str = "zeros", soft: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Image and mask through the same count×2×3 matrices (output to input, in [-1, 1]); `outside` is
-    grid_sample's padding mode for what comes from beyond the picture."""
+    grid_sample's padding mode for what comes from beyond the picture. A mask is cut at one half, so it stays
+    0 or 1; a `soft` one (distillation's targets) keeps its interpolated probabilities."""
     grid = F.affine_grid(matrices, list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode=outside, align_corners=False)
-    masks = (F.grid_sample(masks, grid, mode="bilinear", padding_mode=outside, align_corners=False) > 0.5).float()
-    return images, masks
+    masks = F.grid_sample(masks, grid, mode="bilinear", padding_mode=outside, align_corners=False)
+    return images, masks if soft else (masks > 0.5).float()
 
 
 def zoom_matrices(masks: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
@@ -168,7 +169,7 @@ def zoom_matrices(masks: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
 
 
 def zoom_on_lesions(
-    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+    images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator, soft: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A close-up on the lesion for some items, image and mask together, drawn as `random_camera_shift` does."""
     count, device = images.shape[0], images.device
@@ -176,7 +177,7 @@ def zoom_on_lesions(
     factors = torch.where(zoomed, uniform(count, *ZOOM_FACTORS, generator, device), 1.0)
     # The window stays inside the picture, but its edge pixels read up to half a pixel beyond their centres:
     # repeated there, as cv2.resize does, not mixed with black.
-    return resample(images, masks, zoom_matrices(masks, factors), outside="border")
+    return resample(images, masks, zoom_matrices(masks, factors), outside="border", soft=soft)
 
 
 def gaussian_radius(sigmas: torch.Tensor) -> torch.Tensor:
@@ -326,9 +327,12 @@ class DevicePairs:
         std: tuple[float, ...],
         device: torch.device,
         camera_shifts: bool = True,
+        mask_scale: int = 1,
     ) -> None:
         self.images = torch.as_tensor(images).to(device).permute(0, 3, 1, 2).contiguous()  # N×3×S×S uint8
         self.masks = torch.as_tensor(masks).to(device)[:, None]  # N×1×S×S uint8
+        # 1: masks of 0 and 1; distillation's soft targets are stored on a larger scale (SOFT_TARGET_SCALE).
+        self.mask_scale = mask_scale
         self.mean = torch.tensor(mean, device=device).reshape(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).reshape(1, 3, 1, 1)
         self.camera_shifts = camera_shifts
@@ -340,14 +344,15 @@ class DevicePairs:
     def batch(self, indices: list[int], generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         chosen = torch.as_tensor(indices, device=self.device)
         images = self.images[chosen].float() / 255.0
-        masks = self.masks[chosen].float()
+        masks = self.masks[chosen].float() / self.mask_scale
+        soft = self.mask_scale != 1
         if self.camera_shifts:
             # As on the CPU path: the camera first, on the picture as stored, then the turn and the colour jitter.
             # The zoom is sampled on its own rather than folded into the turn's matrix: the blur, resolution
             # and JPEG come between the two, and a zoom after them would magnify them by up to 2.2×.
-            images, masks = zoom_on_lesions(images, masks, generator)
+            images, masks = zoom_on_lesions(images, masks, generator, soft)
             images = degrade_optics(shift_camera(images, generator), generator)
         # Outside the picture is black skin-free border, as v2.RandomAffine's default fill of 0.
-        images, masks = resample(images, masks, affine_matrices(len(chosen), generator, self.device))
+        images, masks = resample(images, masks, affine_matrices(len(chosen), generator, self.device), soft=soft)
         images = jitter_colour(images, generator)
         return (images - self.mean) / self.std, masks

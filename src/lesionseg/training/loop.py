@@ -29,6 +29,12 @@ from lesionseg.model.network import SegmentationNetwork
 from lesionseg.model.pretrained import load_imagenet_weights
 from lesionseg.model.sidecar import file_sha256
 from lesionseg.training.data import AugmentedPairs, load_square_arrays
+from lesionseg.training.distillation import (
+    SOFT_TARGET_SCALE,
+    cached_teacher_probabilities,
+    soft_targets,
+    teachers_record,
+)
 from lesionseg.training.distributed import (
     Launch,
     copy_buffers_from_first_rank,
@@ -355,10 +361,21 @@ def training_dataset(
     records: list[PairRecord], options: TrainingOptions, config: ModelConfig, launch: Launch
 ) -> AugmentedPairs | DevicePairs:
     images, masks = load_square_arrays(records, config.input_size, "decoding training pairs", launch.is_main)
+    mask_scale = 1
+    if options.teachers:
+        probabilities = cached_teacher_probabilities(
+            list(options.teachers),
+            images,
+            Path(options.output_directory) / "teachers.npz",
+            options.batch_size,
+            launch.device,
+            launch.is_main,
+        )
+        masks, mask_scale = soft_targets(masks, probabilities, options.teacher_weight), SOFT_TARGET_SCALE
     camera_shifts = options.augmentation == "camera"
     if augments_on_device(options, launch):
-        return DevicePairs(images, masks, config.mean, config.std, launch.device, camera_shifts)
-    return AugmentedPairs(images, masks, config.mean, config.std, augment=True, camera_shifts=camera_shifts)
+        return DevicePairs(images, masks, config.mean, config.std, launch.device, camera_shifts, mask_scale)
+    return AugmentedPairs(images, masks, config.mean, config.std, True, camera_shifts, mask_scale)
 
 
 def initialised_model(options: TrainingOptions, config: ModelConfig) -> tuple[SegmentationNetwork, str]:
@@ -371,6 +388,15 @@ def initialised_model(options: TrainingOptions, config: ModelConfig) -> tuple[Se
     if options.encoder_weights == "imagenet":
         return model, load_imagenet_weights(model.encoder, config.encoder_name)
     return model, "none (random initialisation)"
+
+
+def recorded(value):
+    """An option's value as JSON holds it: paths, and tuples of them, as text."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [recorded(item) for item in value]
+    return value
 
 
 def data_record(options: TrainingOptions, training_pairs: int, validation_pairs: int) -> dict:
@@ -463,8 +489,11 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
             if launch.is_main:
                 training = {
                     "command": " ".join(options.command),
-                    "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+                    "options": {name: recorded(value) for name, value in asdict(options).items()},
                     "encoder_weights": encoder_weights,
+                    "teachers": teachers_record(list(options.teachers), options.teacher_weight)
+                    if options.teachers
+                    else None,
                     "split": split.record(),
                     "data": data_record(options, len(training_records), len(validation_records)),
                     "epoch": state.epoch + 1,

@@ -35,6 +35,12 @@ class TrainingOptions:
     seed: int = option(0)
     encoder_weights: str = option("imagenet", choices=["imagenet", "none"])
     initial_weights: Path | None = option(None, "fine-tune this .safetensors checkpoint (same model) instead")
+    teachers: tuple[Path, ...] = option(
+        (),
+        "distil: checkpoints (at the model's input size) whose mean probability is blended into each training mask, "
+        "so the model learns what their ensemble predicts",
+    )
+    teacher_weight: float = option(0.5, "with --teachers: the soft target is (1 - w)·mask + w·the teachers' mean")
     augmentation: str = option(
         "camera",
         "camera: also other devices' colour, exposure, vignette, blur, resolution, JPEG and close-ups "
@@ -64,6 +70,9 @@ class TrainingOptions:
     command: list[str] = field(default_factory=lambda: list(sys.argv), metadata={"flag": False})
 
     def __post_init__(self) -> None:
+        self.teachers = tuple(Path(teacher) for teacher in self.teachers)
+        if not 0.0 <= self.teacher_weight <= 1.0:
+            raise ValueError(f"--teacher-weight must be between 0 and 1, not {self.teacher_weight}")
         if self.output_directory is None:
             self.output_directory = Path("runs") / self.model
         if self.select_on not in ("auto", "mean", *self.sets):
