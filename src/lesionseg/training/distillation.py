@@ -25,7 +25,7 @@ def teacher_probabilities(
     """N×S×S float32: the teachers' mean probability of lesion on each square image, each teacher in eval mode
     (dropout off: its MC mean's centre) at its calibrated temperature. One view each, not the service's three
     flips: the teachers' disagreement is what an ensemble adds, and each view is a pass over every training
-    pair (on two CPU cores, 10,578 pairs take a teacher about four minutes a view)."""
+    pair (on two idle CPU cores, 10,578 pairs take a teacher about six minutes a view)."""
     total = np.zeros(square_images.shape[:3], dtype=np.float32)
     for weights_path in weights_paths:
         model, sidecar = load_checkpoint(weights_path)
@@ -56,7 +56,7 @@ def soft_targets(masks: np.ndarray, probabilities: np.ndarray, teacher_weight: f
 
 
 def teachers_record(weights_paths: list[Path], teacher_weight: float) -> dict:
-    """What the soft targets came from, for the checkpoint's training record and the cache's key."""
+    """What the soft targets came from, for the checkpoint's training record."""
     return {
         "checkpoints": [{"path": str(path), "sha256": file_sha256(path)} for path in weights_paths],
         "teacher_weight": teacher_weight,
@@ -72,7 +72,7 @@ def cached_teacher_probabilities(
     is_main: bool,
 ) -> np.ndarray:
     """teacher_probabilities, kept beside the run's state so that a resumed run does not predict them again
-    (on two CPU cores, about as long as an epoch). The cache is used only for the same teachers and images.
+    (on two CPU cores, six minutes a teacher). The cache is used only for the same teachers and images.
     Under torchrun every rank predicts them (each holds its own copy of the pairs); only the first writes."""
     key = json.dumps(
         {
