@@ -42,6 +42,7 @@ def shared_pairs(members: list[Predictor], data_root: Path, set_name: str, split
 
 
 def ensemble_rows(members: list[Predictor], records: list, samples: int, seed: int) -> tuple[dict, list[dict]]:
+    """The pairs' mean scores and one row per pair, each member predicting at its own input size."""
     rows, scores = [], []
     for record in tqdm(records, desc=f"evaluating {records[0].source if records else ''}", unit="image"):
         rgb, truth = read_image(record.image_path), read_truth(record.mask_path)
@@ -56,7 +57,7 @@ def ensemble_rows(members: list[Predictor], records: list, samples: int, seed: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("weights", type=Path, nargs="+", help="two or more checkpoints of one input size")
+    parser.add_argument("weights", type=Path, nargs="+", help="two or more checkpoints")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--sets", nargs="+", default=["isic2018", "ham10000"])
     parser.add_argument("--split", default="test", choices=["validation", "test"])

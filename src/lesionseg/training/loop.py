@@ -399,6 +399,17 @@ def recorded(value):
     return value
 
 
+def training_record(options: TrainingOptions, encoder_weights: str, split: Split) -> dict:
+    """How the checkpoint was trained, for its sidecar: command, options, starting weights, teachers, split."""
+    return {
+        "command": " ".join(options.command),
+        "options": {name: recorded(value) for name, value in asdict(options).items()},
+        "encoder_weights": encoder_weights,
+        "teachers": teachers_record(list(options.teachers), options.teacher_weight) if options.teachers else None,
+        "split": split.record(),
+    }
+
+
 def data_record(options: TrainingOptions, training_pairs: int, validation_pairs: int) -> dict:
     return {
         "sets": list(options.sets),
@@ -488,13 +499,7 @@ def train_in_process(options: TrainingOptions, launch: Launch) -> Path:
             state.best_jaccard = selection
             if launch.is_main:
                 training = {
-                    "command": " ".join(options.command),
-                    "options": {name: recorded(value) for name, value in asdict(options).items()},
-                    "encoder_weights": encoder_weights,
-                    "teachers": teachers_record(list(options.teachers), options.teacher_weight)
-                    if options.teachers
-                    else None,
-                    "split": split.record(),
+                    **training_record(options, encoder_weights, split),
                     "data": data_record(options, len(training_records), len(validation_records)),
                     "epoch": state.epoch + 1,
                     "processes": launch.world_size,
