@@ -20,14 +20,21 @@ def model_split(predictor):
     return Split.of_model(predictor.sidecar.training)
 
 
-def add_model_and_data_arguments(parser) -> None:
-    """--weights, --data-root and --sets, for the commands that run a model over the data."""
+def add_model_and_data_arguments(parser, device: bool = True) -> None:
+    """--weights, --data-root and --sets, for the commands that run a model over the data, and --device for
+    those that run it through a backend (all but quantise, which writes an ONNX graph)."""
     from lesionseg.training.options import TrainingOptions
 
     defaults = TrainingOptions()
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--data-root", type=Path, default=defaults.data_root)
     parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
+    if device:
+        add_device_argument(parser)
+
+
+def add_device_argument(parser) -> None:
+    parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
 
 
 def add_train_parser(subparsers) -> None:
@@ -82,7 +89,7 @@ def add_serve_parser(subparsers) -> None:
         "--workers", type=int, default=1, help="processes, each with its own model; give each cores / workers threads"
     )
     parser.add_argument("--backend", choices=BACKENDS, help=f"{BACKEND_HELP} (or LESIONSEG_BACKEND)")
-    parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
+    add_device_argument(parser)
 
 
 def run_serve(arguments: argparse.Namespace) -> None:
@@ -211,7 +218,7 @@ def add_predict_parser(subparsers) -> None:
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     add_prediction_arguments(parser)
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
-    parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
+    add_device_argument(parser)
     parser.add_argument("--json", action="store_true", help="report one JSON object per image instead of a table")
 
 
@@ -378,7 +385,7 @@ def add_batch_parser(subparsers) -> None:
     )
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
-    parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
+    add_device_argument(parser)
     parser.add_argument(
         "--overlay",
         action="store_true",
@@ -480,14 +487,19 @@ def add_evaluate_parser(subparsers) -> None:
     )
 
 
-def load_predictor(weights: Path | None):
+def load_predictor(weights: Path | None, device: str | None = None):
+    """The model these commands run, where serving would run it: LESIONSEG_BACKEND, and `device` (--device) or
+    else LESIONSEG_DEVICE, so that `--device cpu` keeps an evaluation off a GPU that is busy training."""
     from lesionseg.config import Settings
     from lesionseg.predictor import Predictor
 
     settings = Settings()
     weights = weights or settings.weights
-    # LESIONSEG_BACKEND chooses, as for serving: ONNX Runtime runs these commands about three times as fast.
-    return weights, Predictor.from_checkpoint(weights, settings.backend)
+    # On the CPU, auto takes ONNX Runtime where the graphs were exported: about three times PyTorch's speed.
+    predictor = Predictor.from_checkpoint(
+        weights, settings.backend, device=device or settings.device, cuda_graphs=settings.cuda_graphs
+    )
+    return weights, predictor
 
 
 def run_evaluate(arguments: argparse.Namespace) -> None:
@@ -496,7 +508,7 @@ def run_evaluate(arguments: argparse.Namespace) -> None:
 
     if arguments.record and arguments.limit:
         raise ValueError("--record keeps the model's numbers in its sidecar: it refuses a partial run (--limit)")
-    weights, predictor = load_predictor(arguments.weights)
+    weights, predictor = load_predictor(arguments.weights, arguments.device)
     if arguments.ood:
         report = evaluate_out_of_distribution(arguments, predictor)
         return record_report(arguments, weights, "evaluation_out_of_distribution", report)
@@ -656,7 +668,7 @@ def run_calibrate(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation.calibrate import calibrate
     from lesionseg.model.sidecar import update_sidecar
 
-    weights, predictor = load_predictor(arguments.weights)
+    weights, predictor = load_predictor(arguments.weights, arguments.device)
     records = []
     for set_name in arguments.sets:
         pairs = select_pairs(arguments.data_root, set_name, "validation", model_split(predictor))
@@ -702,7 +714,7 @@ def run_calibrate_ood(arguments: argparse.Namespace) -> None:
     from lesionseg.evaluation.out_of_distribution import calibrate_gate
     from lesionseg.model.sidecar import file_sha256, update_sidecar
 
-    weights, predictor = load_predictor(arguments.weights)
+    weights, predictor = load_predictor(arguments.weights, arguments.device)
     gate, kept, record = calibrate_gate(
         predictor,
         model_split(predictor),
@@ -733,6 +745,7 @@ def add_calibrate_site_parser(subparsers) -> None:
     parser.add_argument("export", type=Path, help="a folder `lesionseg export-reviews` wrote (images/, masks/)")
     parser.add_argument("--output", type=Path, required=True, help="the site profile to write (JSON)")
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    add_device_argument(parser)
     parser.add_argument("--fit-cases", type=int, help="cases to fit on; the rest are held back (default: 70 %%)")
     parser.add_argument(
         "--flagged-fraction", type=float, default=0.02, help="the most the gate may flag of the site's cases"
@@ -785,7 +798,7 @@ def run_calibrate_site(arguments: argparse.Namespace) -> None:
     from lesionseg.predictor import load_classifier_fitting
     from lesionseg.site_profile import PROFILE_FORMAT, profile_problem, write_site_profile
 
-    weights, predictor = load_predictor(arguments.weights)
+    weights, predictor = load_predictor(arguments.weights, arguments.device)
     profile, report = calibrate_site(
         predictor,
         arguments.export,
@@ -827,7 +840,7 @@ def run_calibrate_coverage(arguments: argparse.Namespace) -> None:
     from lesionseg.model.sidecar import update_sidecar
     from lesionseg.uncertainty.coverage import calibrated_thresholds
 
-    weights, predictor = load_predictor(arguments.weights)
+    weights, predictor = load_predictor(arguments.weights, arguments.device)
     curves = []
     for set_name in arguments.sets:
         records = select_pairs(arguments.data_root, set_name, "validation", model_split(predictor))
@@ -853,13 +866,14 @@ def run_calibrate_coverage(arguments: argparse.Namespace) -> None:
 def add_info_parser(subparsers) -> None:
     parser = subparsers.add_parser("info", help="print the model card of a checkpoint")
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
+    add_device_argument(parser)
     parser.add_argument("--markdown", action="store_true", help="print MODEL_CARD.md instead of JSON")
 
 
 def run_info(arguments: argparse.Namespace) -> None:
     from lesionseg.model_card import render_model_card
 
-    _, predictor = load_predictor(arguments.weights)
+    _, predictor = load_predictor(arguments.weights, arguments.device)
     if arguments.markdown:
         print(render_model_card(predictor.sidecar), end="")
     else:
@@ -905,7 +919,7 @@ def add_quantise_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "quantise", help="write a static int8 ONNX trunk, calibrated on training images, for --backend onnx-int8"
     )
-    add_model_and_data_arguments(parser)
+    add_model_and_data_arguments(parser, device=False)
     parser.add_argument("--images-per-set", type=int, default=80, help="training images drawn from each set")
     parser.add_argument("--seed", type=int, default=0, help="which training images are drawn")
 
@@ -1056,7 +1070,7 @@ def add_dicomweb_parser(subparsers) -> None:
     )
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
-    parser.add_argument("--device", type=device_argument, help=DEVICE_HELP)
+    add_device_argument(parser)
     add_prediction_arguments(parser)
 
 

@@ -47,10 +47,19 @@ def lesionseg(*arguments: str, **environment: str) -> subprocess.CompletedProces
 @without_cuda
 @pytest.mark.slow
 def test_asking_for_cuda_without_a_gpu_fails_in_one_line(real_image_path, tmp_path):
-    for command in (["predict", str(real_image_path), "--out", str(tmp_path)], ["batch", str(tmp_path), "out"]):
-        failed = lesionseg(*command, "--device", "cuda")
-        assert failed.returncode == 2 and "Traceback" not in failed.stderr
-        assert len(failed.stderr.strip().splitlines()) == 1 and "--device cuda" in failed.stderr
+    """Every command that runs the model honours the device, asked for by flag or by LESIONSEG_DEVICE: the
+    evaluation and calibration commands too, before they read a pair."""
+    commands = (
+        ["predict", str(real_image_path), "--out", str(tmp_path)],
+        ["batch", str(tmp_path), "out"],
+        ["evaluate", "--limit", "1", "--output", str(tmp_path / "evaluation.json")],
+        ["calibrate-coverage"],
+        ["info"],
+    )
+    for command in commands:
+        for failed in (lesionseg(*command, "--device", "cuda"), lesionseg(*command, LESIONSEG_DEVICE="cuda")):
+            assert failed.returncode == 2 and "Traceback" not in failed.stderr, command
+            assert len(failed.stderr.strip().splitlines()) == 1 and "--device cuda" in failed.stderr, command
 
 
 @pytest.mark.slow
