@@ -74,7 +74,7 @@ class TrainingOptions:
         # Said now, not after the minutes it takes to decode the training pairs.
         missing = [str(teacher) for teacher in self.teachers if not teacher.is_file()]
         if missing:
-            raise ValueError(f"--teachers: {', '.join(missing)} does not exist")
+            raise ValueError(f"--teachers: no such file: {', '.join(missing)}")
         if not 0.0 <= self.teacher_weight <= 1.0:
             raise ValueError(f"--teacher-weight must be between 0 and 1, not {self.teacher_weight}")
         if self.output_directory is None:
