@@ -20,17 +20,14 @@ def model_split(predictor):
     return Split.of_model(predictor.sidecar.training)
 
 
-def add_model_and_data_arguments(parser, device: bool = True) -> None:
-    """--weights, --data-root and --sets, for the commands that run a model over the data, and --device for
-    those that run it through a backend (all but quantise, which writes an ONNX graph)."""
+def add_model_and_data_arguments(parser) -> None:
+    """--weights, --data-root and --sets, for the commands that run a model over the data."""
     from lesionseg.training.options import TrainingOptions
 
     defaults = TrainingOptions()
     parser.add_argument("--weights", type=Path, help="default: the embedded model")
     parser.add_argument("--data-root", type=Path, default=defaults.data_root)
     parser.add_argument("--sets", nargs="+", default=list(defaults.sets))
-    if device:
-        add_device_argument(parser)
 
 
 def add_device_argument(parser) -> None:
@@ -446,6 +443,7 @@ def add_evaluate_parser(subparsers) -> None:
 
     parser = subparsers.add_parser("evaluate", help="ISIC 2018 Task 1 metrics at each image's own size")
     add_model_and_data_arguments(parser)
+    add_device_argument(parser)
     parser.add_argument(
         "--split",
         choices=SUBSETS,
@@ -656,6 +654,7 @@ def evaluate_coverage(arguments: argparse.Namespace, predictor) -> dict:
 def add_calibrate_parser(subparsers) -> None:
     parser = subparsers.add_parser("calibrate", help="fit temperature and the review threshold on the validation split")
     add_model_and_data_arguments(parser)
+    add_device_argument(parser)
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--referred-fraction", type=float, default=0.1, help="share of images to flag for review")
@@ -687,6 +686,7 @@ def add_calibrate_ood_parser(subparsers) -> None:
         help="fit the out-of-distribution gate on training images; its threshold on held-out dermoscopy",
     )
     add_model_and_data_arguments(parser)
+    add_device_argument(parser)
     parser.add_argument("--training-images", type=int, default=6000, help="a fixed sample of the training split")
     parser.add_argument(
         "--flagged-fraction",
@@ -829,6 +829,7 @@ def add_calibrate_coverage_parser(subparsers) -> None:
         "calibrate-coverage", help="conformal thresholds for coverage=0.50…0.99, on the validation split"
     )
     add_model_and_data_arguments(parser)
+    add_device_argument(parser)
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     parser.add_argument("--seed", type=int, default=0)
     add_served_tta_argument(parser)
@@ -919,7 +920,7 @@ def add_quantise_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "quantise", help="write a static int8 ONNX trunk, calibrated on training images, for --backend onnx-int8"
     )
-    add_model_and_data_arguments(parser, device=False)
+    add_model_and_data_arguments(parser)
     parser.add_argument("--images-per-set", type=int, default=80, help="training images drawn from each set")
     parser.add_argument("--seed", type=int, default=0, help="which training images are drawn")
 
